@@ -1,0 +1,133 @@
+/**
+ * agent/services: discovery, lookup, leases, renewal, handover, alternates,
+ * spaces and system services over the MQTT Bus (see DESIGN.md beside this file
+ * and the "Services" section of transports/PROTOCOL.md).
+ */
+import { FerryError } from '../../core/errors.js';
+import { OptionReader } from '../../core/options.js';
+import type { Bus, BusSessionOptions } from '../../transports/contract.js';
+import { connectBus } from '../../transports/index.js';
+import { Alternates } from './alternate.js';
+import { systemClock, type Clock } from './clock.js';
+import { ConnectionEpoch, Discovery, type Offer } from './discovery.js';
+import type { ServiceDescription } from './protocol.js';
+import { LeaseClient } from './lease-client.js';
+import { LeaseGrantor } from './lease-grantor.js';
+import type { LeaseClientOptions, LeaseGrantorOptions, RenewalManagerOptions, SystemServicesOptions } from './options.js';
+import { RenewalManager } from './renewal-manager.js';
+import { SystemServices } from './system-services.js';
+
+export * from './alternate.js';
+export * from './clock.js';
+export * from './discovery.js';
+export * from './lease-client.js';
+export * from './lease-grantor.js';
+export * from './lease-table.js';
+export * from './options.js';
+export * from './protocol.js';
+export * from './renewal-manager.js';
+export * from './spaces.js';
+export * from './system-services.js';
+
+/** Options of `startServices`: one device's whole services stack. */
+export interface ServicesOptions extends BusSessionOptions {
+  /** Broker URL (`mqtt://` or `mqtts://` with `tls`). Required. */
+  url: string;
+  /** This device's id (a topic level). Required. */
+  deviceId: string;
+  /** Connection epoch file (see ConnectionEpoch). Default: none (wall-clock epochs). */
+  epochFile?: string;
+  /** Grantor options; omit to run no grantor (a device that only holds leases). `stateFile` is required inside. */
+  grantor?: LeaseGrantorOptions;
+  /** Lease client options. */
+  client?: LeaseClientOptions;
+  /** Renewal manager options. */
+  renewal?: RenewalManagerOptions;
+  /** System services to offer (needs `grantor`). Default: none. */
+  system?: SystemServicesOptions;
+  /** Extra bus options passed through to the transport (keepalive, reconnect delays, ...). */
+  bus?: Record<string, unknown>;
+  /** Injected clock. Default Date.now. */
+  clock?: Clock;
+}
+
+export interface Services {
+  bus: Bus;
+  epoch: ConnectionEpoch;
+  discovery: Discovery;
+  client: LeaseClient;
+  renewals: RenewalManager;
+  alternates: Alternates;
+  grantor?: LeaseGrantor;
+  system?: SystemServices;
+  /** Offers a service from this device's grantor and announces it (needs a grantor). */
+  offer(offer: Offer): Promise<ServiceDescription>;
+  /** Withdraws it: its leases end, its description is replaced by a retained withdrawal. */
+  withdraw(name: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Connects one device: a bus whose last will carries the connection epoch, then
+ * discovery, the lease client, the renewal manager and alternates, and optionally
+ * a grantor and the profile's system services. Credentials and TLS pass through
+ * to the bus.
+ */
+export async function startServices(options: ServicesOptions): Promise<Services> {
+  const r = new OptionReader(options as unknown as Record<string, unknown>, 'options');
+  r.rejectUnknown(['url', 'deviceId', 'epochFile', 'grantor', 'client', 'renewal', 'system', 'bus', 'clock', 'will', 'username', 'password', 'tls']);
+  if (r.has('will')) r.fail('will', 'absent: startServices sets the will itself (the connection epoch)', r.raw('will'));
+  if (r.has('system') && !r.has('grantor')) r.fail('system', 'given only with options.grantor (system services are leased from it)', r.raw('system'));
+  const clock = options.clock ?? systemClock;
+  const epoch = new ConnectionEpoch(r.string('deviceId'), options.epochFile);
+  const bus = await connectBus({
+    ...(options.bus ?? {}),
+    url: options.url,
+    deviceId: options.deviceId,
+    will: epoch.will(),
+    ...(options.username !== undefined ? { username: options.username } : {}),
+    ...(options.password !== undefined ? { password: options.password } : {}),
+    ...(options.tls !== undefined ? { tls: options.tls } : {}),
+  } as Parameters<typeof connectBus>[0]);
+  const parts: { close(): unknown }[] = [];
+  try {
+    const discovery = await Discovery.start(bus, epoch);
+    parts.push(discovery);
+    const grantor = options.grantor ? await LeaseGrantor.start(bus, options.grantor, clock) : undefined;
+    if (grantor) parts.push(grantor);
+    const client = new LeaseClient(bus, options.client, clock);
+    const renewals = new RenewalManager(client, options.renewal, clock);
+    parts.push(renewals);
+    const alternates = new Alternates(discovery, client, renewals);
+    parts.push(alternates);
+    const system = options.system && grantor ? await SystemServices.start(bus, grantor, discovery, options.system, clock) : undefined;
+    if (system) parts.push(system);
+    return {
+      bus,
+      epoch,
+      discovery,
+      client,
+      renewals,
+      alternates,
+      ...(grantor ? { grantor } : {}),
+      ...(system ? { system } : {}),
+      async offer(o) {
+        if (!grantor) throw new FerryError('BAD_OPTION', 'this device runs no grantor (options.grantor), so it cannot offer services', { field: 'options.grantor' });
+        grantor.offer(o.name, { exclusive: o.exclusive, ...(o.maxHolders !== undefined ? { maxHolders: o.maxHolders } : {}) });
+        return discovery.announce(o);
+      },
+      async withdraw(name) {
+        grantor?.withdraw(name);
+        await discovery.withdraw(name);
+      },
+      async close() {
+        for (const p of parts.reverse()) await p.close();
+        await bus.close();
+      },
+    };
+  } catch (e) {
+    for (const p of parts.reverse()) await p.close();
+    await bus.close();
+    throw e instanceof Error ? e : new FerryError('BAD_OPTION', String(e));
+  }
+}

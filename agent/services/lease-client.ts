@@ -1,0 +1,135 @@
+import { ERROR_CODES, FerryError, isFerryError, type ErrorCode } from '../../core/errors.js';
+import type { Bus } from '../../transports/contract.js';
+import { randomId, systemClock, type Clock } from './clock.js';
+import type { RequestedDuration } from './lease-table.js';
+import { readClientOptions, type LeaseClientOptions } from './options.js';
+import type { LeaseInfo, RenewResult, ServiceDescription } from './protocol.js';
+
+/** A lease as its holder sees it. */
+export interface HeldLease {
+  leaseId: string;
+  /** Service name at the grantor. */
+  service: string;
+  /** Grantor's lease topic. */
+  leaseTopic: string;
+  /** The description the lease was taken on, when known (for alternates). */
+  description?: ServiceDescription;
+  holder: string;
+  exclusive: boolean;
+  fence?: number;
+  /** Granted duration of the current term, ms. */
+  durationMs: number;
+  /**
+   * Holder-side expiry, clock ms: when the request was first sent plus the
+   * granted duration. The grantor counts from when it received the request,
+   * which is later, so the holder always gives up first (no clock sync needed).
+   */
+  expiresAt: number;
+}
+
+export type LeaseTarget = ServiceDescription | { leaseTopic: string; service: string };
+
+/**
+ * The holder's side of the lease protocol. Every request has a fresh `reqId`
+ * reused by its retries: a timed-out grant that did reach the grantor is
+ * answered again from its memory, never granted twice.
+ */
+export class LeaseClient {
+  private readonly o: Required<LeaseClientOptions>;
+  constructor(
+    readonly bus: Bus,
+    options: LeaseClientOptions = {},
+    readonly clock: Clock = systemClock,
+  ) {
+    this.o = readClientOptions(options);
+  }
+
+  async grant(target: LeaseTarget, durationMs: RequestedDuration = 'any'): Promise<HeldLease> {
+    const service = 'name' in target ? target.name : target.service;
+    const sentAt = this.clock.now();
+    const info = await this.call<LeaseInfo>(target.leaseTopic, 'lease.grant', { service, durationMs, reqId: randomId() });
+    return {
+      leaseId: info.leaseId,
+      service,
+      leaseTopic: target.leaseTopic,
+      ...('name' in target ? { description: target } : {}),
+      holder: this.bus.deviceId,
+      exclusive: info.exclusive,
+      ...(info.fence !== undefined ? { fence: info.fence } : {}),
+      durationMs: info.durationMs,
+      expiresAt: sentAt + info.durationMs,
+    };
+  }
+
+  /** Renews several leases at one grantor in one message; updates each renewed lease in place. */
+  async renewBatch(leaseTopic: string, items: { lease: HeldLease; durationMs: RequestedDuration }[]): Promise<RenewResult[]> {
+    const sentAt = this.clock.now();
+    const { results } = await this.call<{ results: RenewResult[] }>(leaseTopic, 'lease.renew', {
+      reqId: randomId(),
+      leases: items.map((i) => ({ leaseId: i.lease.leaseId, durationMs: i.durationMs })),
+    });
+    const byId = new Map(items.map((i) => [i.lease.leaseId, i.lease]));
+    for (const r of results) {
+      const l = byId.get(r.leaseId);
+      if (l && r.ok) {
+        l.durationMs = r.durationMs;
+        l.expiresAt = sentAt + r.durationMs;
+        if (r.fence !== undefined) l.fence = r.fence;
+      }
+    }
+    return results;
+  }
+
+  /** Renews one lease; throws the typed error of a refused renewal. */
+  async renew(lease: HeldLease, durationMs: RequestedDuration = 'any'): Promise<HeldLease> {
+    const [r] = await this.renewBatch(lease.leaseTopic, [{ lease, durationMs }]);
+    if (r && !r.ok) throw remote(r.code, r.message);
+    return lease;
+  }
+
+  /** Cancels; safe to repeat. Resolves with how the lease ended. */
+  async cancel(lease: HeldLease): Promise<'cancelled' | 'expired'> {
+    const { ended } = await this.call<{ ended: 'cancelled' | 'expired' }>(lease.leaseTopic, 'lease.cancel', { reqId: randomId(), leaseId: lease.leaseId });
+    return ended;
+  }
+
+  /**
+   * Hands the lease to `newHolder` in one step at the grantor. Returns the lease
+   * as the new holder will hold it (same id; an exclusive lease has a new fence).
+   * `expiresAt` stays on this device's clock: pass the remaining time along.
+   */
+  async handover(lease: HeldLease, newHolder: string, durationMs?: RequestedDuration): Promise<HeldLease> {
+    const sentAt = this.clock.now();
+    const info = await this.call<LeaseInfo>(lease.leaseTopic, 'lease.handover', {
+      reqId: randomId(),
+      leaseId: lease.leaseId,
+      newHolder,
+      ...(durationMs !== undefined ? { durationMs } : {}),
+    });
+    return {
+      ...lease,
+      holder: info.holder,
+      durationMs: info.durationMs,
+      ...(info.fence !== undefined ? { fence: info.fence } : {}),
+      expiresAt: durationMs !== undefined ? sentAt + info.durationMs : lease.expiresAt,
+    };
+  }
+
+  private async call<R>(topic: string, type: string, body: unknown): Promise<R> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const env = await this.bus.request<R>(topic, type, body, { timeoutMs: this.o.timeoutMs });
+        return env.body;
+      } catch (e) {
+        // Only a lost message is worth resending (same reqId); a refusal is final.
+        const retriable = isFerryError(e) && (e.code === 'BUS_TIMEOUT' || e.code === 'BUS_OFFLINE');
+        if (!retriable || attempt >= this.o.retries) throw e;
+      }
+    }
+  }
+}
+
+export function remote(code: string, message: string): FerryError {
+  const c: ErrorCode = Object.prototype.hasOwnProperty.call(ERROR_CODES, code) ? (code as ErrorCode) : 'REMOTE_ERROR';
+  return new FerryError(c, message, { field: 'leaseId' });
+}

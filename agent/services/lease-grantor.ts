@@ -1,0 +1,219 @@
+import { FerryError, isFerryError, type ErrorCode, ERROR_CODES } from '../../core/errors.js';
+import type { Bus, Envelope } from '../../transports/contract.js';
+import { systemClock, type Clock } from './clock.js';
+import { GrantorState } from './grantor-state.js';
+import { LeaseTable, type Lease, type LeaseEnd, type ResourceSpec } from './lease-table.js';
+import { readGrantorOptions, topicLevel, type LeaseGrantorOptions, type ResolvedGrantorOptions } from './options.js';
+import { asMap, bad, duration, str, topics, type LeaseInfo, type RenewResult } from './protocol.js';
+
+interface Remembered {
+  at: number;
+  ok: boolean;
+  body: unknown;
+}
+
+/**
+ * Serves one device's leases on `<prefix>/lease/<deviceId>`: `lease.grant`,
+ * `lease.renew` (a batch), `lease.cancel`, `lease.handover`.
+ *
+ * Idempotence: each request carries a client `reqId`; the answer is remembered
+ * for `dedupeWindowMs` under (sender, reqId), so a retried or redelivered request
+ * gets the first answer again and never a second grant. The holder is the
+ * envelope's `from`.
+ */
+export class LeaseGrantor {
+  readonly table: LeaseTable;
+  readonly topic: string;
+  readonly options: ResolvedGrantorOptions;
+  private readonly state: GrantorState;
+  private readonly answers = new Map<string, Remembered>();
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private unserve: (() => Promise<void>) | undefined;
+  private readonly endListeners: ((lease: Lease, end: LeaseEnd) => void)[] = [];
+  private readonly changeListeners: ((lease: Lease) => void)[] = [];
+  /** Counters for tests and the benchmark. */
+  readonly stats = { grants: 0, renewals: 0, renewBatches: 0, cancels: 0, handovers: 0, repeats: 0, errors: 0 };
+
+  private constructor(
+    readonly bus: Bus,
+    options: LeaseGrantorOptions,
+    private readonly clock: Clock,
+  ) {
+    this.options = readGrantorOptions(options);
+    topicLevel(bus.deviceId, 'bus.deviceId');
+    this.state = new GrantorState(this.options.stateFile, this.options.fenceBlock, this.options.table.maxDurationMs);
+    this.table = new LeaseTable({ ...this.options.table, clock, nextFence: () => this.state.nextFence() });
+    // Leases granted before a restart may still be held: no exclusive grant until they have surely expired.
+    this.table.exclusiveNotBefore = this.state.previousHorizon;
+    this.table.onEnd((l, end) => {
+      for (const f of this.endListeners) f(l, end);
+    });
+    this.topic = topics(this.options.topicPrefix).lease(bus.deviceId);
+  }
+
+  /** Creates a grantor and starts serving its topic. */
+  static async start(bus: Bus, options: LeaseGrantorOptions, clock: Clock = systemClock): Promise<LeaseGrantor> {
+    const g = new LeaseGrantor(bus, options, clock);
+    try {
+      g.unserve = await bus.serve(g.topic, (env) => g.handle(env));
+    } catch (e) {
+      g.state.close();
+      throw e;
+    }
+    g.sweepTimer = setInterval(() => g.sweep(), g.options.sweepIntervalMs);
+    g.sweepTimer.unref();
+    return g;
+  }
+
+  /** Offers a resource (a service name at this grantor) for leasing. */
+  offer(name: string, spec: ResourceSpec): void {
+    this.table.defineResource(name, spec);
+  }
+
+  /** Withdraws a resource; its leases end as cancelled. */
+  withdraw(name: string): void {
+    this.table.removeResource(name);
+  }
+
+  /** Called whenever a lease ends here (expired, cancelled, withdrawn). */
+  onEnd(listener: (lease: Lease, end: LeaseEnd) => void): void {
+    this.endListeners.push(listener);
+  }
+
+  /** Called after a lease's term or holder changed (renew, handover). */
+  onChange(listener: (lease: Lease) => void): void {
+    this.changeListeners.push(listener);
+  }
+
+  /** Grants directly (used by spaces and system services on this device); also covers the restart horizon. */
+  grantLocal(resource: string, holder: string, durationMs: number | 'any'): Lease {
+    const l = this.table.grant(resource, holder, durationMs);
+    this.state.cover(l.expiresAt);
+    return l;
+  }
+
+  /** True if `holder` holds a live lease `leaseId` on `resource`. */
+  holds(leaseId: string, holder: string, resource: string): boolean {
+    const l = this.table.get(leaseId);
+    return l !== undefined && l.holder === holder && l.resource === resource;
+  }
+
+  sweep(): void {
+    this.table.sweep();
+    const cutoff = this.clock.now() - this.options.dedupeWindowMs;
+    for (const [k, a] of this.answers) {
+      if (a.at > cutoff) break;
+      this.answers.delete(k);
+    }
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.sweepTimer);
+    const u = this.unserve;
+    this.unserve = undefined;
+    try {
+      await u?.();
+    } catch {
+      // The bus may already be closed: nothing left to unsubscribe.
+    }
+    this.state.close();
+  }
+
+  /** Handles one request envelope (exposed for the benchmark and in-process use). */
+  handle(env: Envelope): unknown {
+    const body = asMap(env.body);
+    const reqId = str(body, 'reqId', 128);
+    const key = `${env.from}\u0000${env.type}\u0000${reqId}`;
+    const seen = this.answers.get(key);
+    if (seen) {
+      this.stats.repeats++;
+      if (seen.ok) return seen.body;
+      const e = seen.body as { code: ErrorCode; message: string; field?: string };
+      throw new FerryError(e.code, e.message, e.field !== undefined ? { field: e.field } : {});
+    }
+    let ok = true;
+    let out: unknown;
+    try {
+      out = this.dispatch(env.type, env.from, body);
+    } catch (e) {
+      if (!isFerryError(e)) throw e;
+      this.stats.errors++;
+      ok = false;
+      out = { code: e.code, message: e.message, ...(e.details.field !== undefined ? { field: e.details.field } : {}) };
+      // Bad requests are not remembered: they are not state changes, and a flood of them must not fill the memory.
+      if (e.code === 'SERVICE_BAD_REQUEST') throw e;
+      this.remember(key, ok, out);
+      throw e;
+    }
+    this.remember(key, ok, out);
+    return out;
+  }
+
+  private remember(key: string, ok: boolean, body: unknown): void {
+    if (this.answers.size >= this.options.maxDedupe) {
+      const oldest = this.answers.keys().next().value;
+      if (oldest !== undefined) this.answers.delete(oldest);
+    }
+    this.answers.set(key, { at: this.clock.now(), ok, body });
+  }
+
+  private dispatch(type: string, from: string, body: Record<string, unknown>): unknown {
+    switch (type) {
+      case 'lease.grant': {
+        const service = str(body, 'service', 128);
+        const l = this.grantLocal(service, from, duration(body, 'durationMs')!);
+        this.stats.grants++;
+        return info(l);
+      }
+      case 'lease.renew': {
+        const list = body.leases;
+        if (!Array.isArray(list) || list.length === 0 || list.length > this.options.maxBatch) {
+          throw bad('leases', `an array of 1..${this.options.maxBatch} entries`, list);
+        }
+        const items = list.map((x, i) => {
+          const o = asMap(x, `body.leases[${i}]`);
+          return { leaseId: str(o, 'leaseId', 64), durationMs: duration(o, 'durationMs')! };
+        });
+        this.stats.renewBatches++;
+        const results: RenewResult[] = items.map(({ leaseId, durationMs }) => {
+          try {
+            const l = this.table.renew(leaseId, from, durationMs);
+            this.state.cover(l.expiresAt);
+            this.stats.renewals++;
+            for (const f of this.changeListeners) f(l);
+            return { leaseId, ok: true, durationMs: l.durationMs, ...(l.fence !== undefined ? { fence: l.fence } : {}) };
+          } catch (e) {
+            if (!isFerryError(e)) throw e;
+            return { leaseId, ok: false, code: e.code, message: e.message };
+          }
+        });
+        return { results };
+      }
+      case 'lease.cancel': {
+        const end = this.table.cancel(str(body, 'leaseId', 64), from);
+        this.stats.cancels++;
+        return { ended: end };
+      }
+      case 'lease.handover': {
+        const newHolder = str(body, 'newHolder', 256);
+        const d = duration(body, 'durationMs', true);
+        const l = this.table.handover(str(body, 'leaseId', 64), from, newHolder, d);
+        this.state.cover(l.expiresAt);
+        this.stats.handovers++;
+        for (const f of this.changeListeners) f(l);
+        return info(l);
+      }
+      default:
+        throw new FerryError('SERVICE_BAD_REQUEST', `message type ${JSON.stringify(type)} is not a lease request (lease.grant, lease.renew, lease.cancel, lease.handover)`, { field: 'envelope.type' });
+    }
+  }
+}
+
+function info(l: Lease): LeaseInfo {
+  return { leaseId: l.id, service: l.resource, holder: l.holder, exclusive: l.exclusive, durationMs: l.durationMs, ...(l.fence !== undefined ? { fence: l.fence } : {}) };
+}
+
+/** True if `code` is one of Ferry's stable codes (for answers coming back from the wire). */
+export function knownCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.prototype.hasOwnProperty.call(ERROR_CODES, code);
+}

@@ -1,0 +1,277 @@
+import Database from 'better-sqlite3';
+import { Decoder, Encoder } from 'cbor-x';
+import { FerryError } from '../../core/errors.js';
+import type { Bus, Envelope } from '../../transports/contract.js';
+import { randomId, systemClock, type Clock } from './clock.js';
+import type { LeaseClient, HeldLease } from './lease-client.js';
+import type { LeaseGrantor } from './lease-grantor.js';
+import type { Lease, RequestedDuration } from './lease-table.js';
+import { readSpaceOptions, type ResolvedSpaceOptions, type SpaceOptions } from './options.js';
+import { asMap, bad, duration, str, topics } from './protocol.js';
+import { Replay } from './replay.js';
+
+/**
+ * Spaces (the seed's CNSCS Spaces, JavaSpaces made small): a host keeps entries
+ * (CBOR maps); peers write, read and take them by template. Every entry lives
+ * under a lease held by its writer at the host's grantor (renew and cancel it
+ * like any lease); when the lease ends the entry is gone.
+ *
+ * - transient: entries in memory at the host, a rendezvous between peers;
+ * - persistent: entries in a SQLite file, kept across host restarts with their
+ *   absolute expiry (the leases are put back into the grantor's table on open).
+ *
+ * Matching: a template field equal to null matches anything; every other field
+ * must be present and equal (deep, CBOR data model). Among matches the oldest
+ * entry wins, so take is FIFO and deterministic.
+ */
+export type Entry = Record<string, unknown>;
+
+interface Stored {
+  id: string;
+  seq: number;
+  fields: Entry;
+  leaseId: string;
+  holder: string;
+  expiresAt: number;
+}
+
+const enc = new Encoder({ useRecords: false, mapsAsObjects: true, variableMapSize: true, tagUint8Array: false, pack: false, structuredClone: false, bundleStrings: false });
+const dec = new Decoder({ useRecords: false, mapsAsObjects: true, copyBuffers: true, int64AsNumber: true } as ConstructorParameters<typeof Decoder>[0]);
+
+export function deepEqual(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (a instanceof Uint8Array && b instanceof Uint8Array) return a.length === b.length && a.every((x, i) => x === b[i]);
+  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => deepEqual(x, b[i]));
+  if (a && b && typeof a === 'object' && typeof b === 'object' && !Array.isArray(a) && !Array.isArray(b)) {
+    const ka = Object.keys(a);
+    const kb = Object.keys(b);
+    return ka.length === kb.length && ka.every((k) => Object.prototype.hasOwnProperty.call(b, k) && deepEqual((a as Entry)[k], (b as Entry)[k]));
+  }
+  return false;
+}
+
+/** Template matching: null fields are wildcards, every other field must be equal. */
+export function matchesTemplate(entry: Entry, template: Entry): boolean {
+  for (const [k, v] of Object.entries(template)) {
+    if (v === null || v === undefined) continue;
+    if (!Object.prototype.hasOwnProperty.call(entry, k) || !deepEqual(entry[k], v)) return false;
+  }
+  return true;
+}
+
+export class SpaceHost {
+  readonly topic: string;
+  readonly options: ResolvedSpaceOptions;
+  private readonly entries = new Map<string, Stored>();
+  private readonly byLease = new Map<string, string>();
+  private seq = 0;
+  private db: Database.Database | undefined;
+  private unserve: (() => Promise<void>) | undefined;
+  private readonly replay: Replay;
+  private readonly prefix: string;
+  private timer: NodeJS.Timeout | undefined;
+
+  private constructor(
+    readonly bus: Bus,
+    readonly grantor: LeaseGrantor,
+    options: SpaceOptions,
+    private readonly clock: Clock,
+  ) {
+    this.options = readSpaceOptions(options);
+    this.topic = topics(this.options.topicPrefix).space(bus.deviceId, this.options.name);
+    this.prefix = `space:${this.options.name}:`;
+    this.replay = new Replay(clock, 120_000, 100_000);
+  }
+
+  /** Opens (or creates) the space and serves its topic. */
+  static async start(bus: Bus, grantor: LeaseGrantor, options: SpaceOptions, clock: Clock = systemClock): Promise<SpaceHost> {
+    const s = new SpaceHost(bus, grantor, options, clock);
+    s.open();
+    s.unserve = await bus.serve(s.topic, (env) => s.handle(env));
+    // The grantor sweeps leases; this sweep only wakes it for entries when no request comes by.
+    s.timer = setInterval(() => grantor.table.sweep(), s.options.sweepIntervalMs);
+    s.timer.unref();
+    return s;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  private open(): void {
+    this.grantor.onEnd((l) => this.onLeaseEnd(l));
+    this.grantor.onChange((l) => this.onLeaseChange(l));
+    if (this.options.kind !== 'persistent') return;
+    try {
+      this.db = new Database(this.options.file!);
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = FULL');
+      this.db.exec(`CREATE TABLE IF NOT EXISTS space_entries (
+        id TEXT PRIMARY KEY, seq INTEGER NOT NULL, fields BLOB NOT NULL,
+        lease_id TEXT NOT NULL, holder TEXT NOT NULL, expires_at INTEGER NOT NULL) STRICT`);
+    } catch (e) {
+      throw new FerryError('BAD_OPTION', `options.file ${this.options.file} cannot be opened as a SQLite file: ${(e as Error).message}`, { field: 'options.file' }, { cause: e });
+    }
+    const now = this.clock.now();
+    this.db.prepare('DELETE FROM space_entries WHERE expires_at <= ?').run(now);
+    const rows = this.db.prepare('SELECT id, seq, fields, lease_id, holder, expires_at FROM space_entries ORDER BY seq').all() as {
+      id: string; seq: number; fields: Buffer; lease_id: string; holder: string; expires_at: number;
+    }[];
+    for (const r of rows) {
+      const s: Stored = { id: r.id, seq: r.seq, fields: dec.decode(r.fields) as Entry, leaseId: r.lease_id, holder: r.holder, expiresAt: r.expires_at };
+      this.grantor.offer(this.prefix + s.id, { exclusive: false, maxHolders: 1 });
+      this.grantor.table.adopt({ id: s.leaseId, resource: this.prefix + s.id, holder: s.holder, exclusive: false, expiresAt: s.expiresAt });
+      this.entries.set(s.id, s);
+      this.byLease.set(s.leaseId, s.id);
+      this.seq = Math.max(this.seq, s.seq);
+    }
+  }
+
+  /** Writes an entry under a lease held by `holder`. */
+  write(holder: string, fields: Entry, durationMs: RequestedDuration): { entryId: string; lease: Lease } {
+    const bytes = enc.encode(fields);
+    if (bytes.length > this.options.maxEntryBytes) {
+      throw new FerryError('MESSAGE_TOO_LARGE', `entry is ${bytes.length} bytes; the space takes at most ${this.options.maxEntryBytes} (options.maxEntryBytes)`, { field: 'body.entry' });
+    }
+    if (this.entries.size >= this.options.maxEntries) {
+      throw new FerryError('LEASE_DENIED', `space ${this.options.name} holds its maximum of ${this.options.maxEntries} entries`, { field: 'body.entry' });
+    }
+    const id = randomId();
+    this.grantor.offer(this.prefix + id, { exclusive: false, maxHolders: 1 });
+    let lease: Lease;
+    try {
+      lease = this.grantor.grantLocal(this.prefix + id, holder, durationMs);
+    } catch (e) {
+      this.grantor.withdraw(this.prefix + id);
+      throw e;
+    }
+    const s: Stored = { id, seq: ++this.seq, fields, leaseId: lease.id, holder, expiresAt: lease.expiresAt };
+    this.db?.prepare('INSERT INTO space_entries (id, seq, fields, lease_id, holder, expires_at) VALUES (?, ?, ?, ?, ?, ?)').run(id, s.seq, bytes, s.leaseId, holder, s.expiresAt);
+    this.entries.set(id, s);
+    this.byLease.set(lease.id, id);
+    return { entryId: id, lease };
+  }
+
+  read(template: Entry): { entryId: string; entry: Entry } {
+    const s = this.match(template);
+    return { entryId: s.id, entry: s.fields };
+  }
+
+  /** Removes and returns the oldest match; its lease ends. */
+  take(template: Entry): { entryId: string; entry: Entry } {
+    const s = this.match(template);
+    this.remove(s.id);
+    this.grantor.withdraw(this.prefix + s.id);
+    return { entryId: s.id, entry: s.fields };
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    const u = this.unserve;
+    this.unserve = undefined;
+    try {
+      await u?.();
+    } catch {
+      // bus already closed
+    }
+    this.db?.close();
+    this.db = undefined;
+  }
+
+  private match(template: Entry): Stored {
+    this.grantor.table.sweep();
+    for (const s of this.entries.values()) if (matchesTemplate(s.fields, template)) return s;
+    throw new FerryError('SPACE_NO_MATCH', `no entry in space ${this.options.name} matches the template`, { field: 'body.template' });
+  }
+
+  private remove(id: string): void {
+    const s = this.entries.get(id);
+    if (!s) return;
+    this.entries.delete(id);
+    this.byLease.delete(s.leaseId);
+    this.db?.prepare('DELETE FROM space_entries WHERE id = ?').run(id);
+  }
+
+  private onLeaseEnd(l: Lease): void {
+    if (!l.resource.startsWith(this.prefix)) return;
+    const id = l.resource.slice(this.prefix.length);
+    if (this.entries.has(id)) {
+      this.remove(id);
+      this.grantor.withdraw(l.resource);
+    }
+  }
+
+  private onLeaseChange(l: Lease): void {
+    const id = this.byLease.get(l.id);
+    const s = id === undefined ? undefined : this.entries.get(id);
+    if (!s) return;
+    s.expiresAt = l.expiresAt;
+    s.holder = l.holder;
+    this.db?.prepare('UPDATE space_entries SET expires_at = ?, holder = ? WHERE id = ?').run(l.expiresAt, l.holder, s.id);
+  }
+
+  private handle(env: Envelope): unknown {
+    const body = asMap(env.body);
+    const reqId = str(body, 'reqId', 128);
+    return this.replay.run(env.from, env.type, reqId, () => {
+      switch (env.type) {
+        case 'space.write': {
+          const entry = asMap(body.entry, 'body.entry');
+          const { entryId, lease } = this.write(env.from, entry, duration(body, 'durationMs')!);
+          return { entryId, leaseId: lease.id, durationMs: lease.durationMs, leaseTopic: this.grantor.topic };
+        }
+        case 'space.read':
+          return this.read(asMap(body.template, 'body.template'));
+        case 'space.take':
+          return this.take(asMap(body.template, 'body.template'));
+        default:
+          throw bad('type', 'space.write, space.read or space.take', env.type);
+      }
+    });
+  }
+}
+
+/** A peer's side of a space. */
+export class SpaceClient {
+  constructor(
+    readonly client: LeaseClient,
+    /** The space's topic (`<prefix>/space/<host>/<name>`). */
+    readonly topic: string,
+    private readonly timeoutMs = 2000,
+  ) {}
+
+  async write(entry: Entry, durationMs: RequestedDuration = 'any'): Promise<{ entryId: string; lease: HeldLease }> {
+    const sentAt = this.client.clock.now();
+    const r = await this.req<{ entryId: string; leaseId: string; durationMs: number; leaseTopic: string }>('space.write', { entry, durationMs });
+    const lease: HeldLease = {
+      leaseId: r.leaseId,
+      service: `space-entry:${r.entryId}`,
+      leaseTopic: r.leaseTopic,
+      holder: this.client.bus.deviceId,
+      exclusive: false,
+      durationMs: r.durationMs,
+      expiresAt: sentAt + r.durationMs,
+    };
+    return { entryId: r.entryId, lease };
+  }
+
+  read(template: Entry): Promise<{ entryId: string; entry: Entry }> {
+    return this.req('space.read', { template });
+  }
+
+  take(template: Entry): Promise<{ entryId: string; entry: Entry }> {
+    return this.req('space.take', { template });
+  }
+
+  private async req<R>(type: string, body: Record<string, unknown>): Promise<R> {
+    // One reqId for every resend: a take that did happen is answered again, never applied twice.
+    const reqId = randomId();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return (await this.client.bus.request<R>(this.topic, type, { ...body, reqId }, { timeoutMs: this.timeoutMs })).body;
+      } catch (e) {
+        if (!(e instanceof FerryError && e.code === 'BUS_TIMEOUT') || attempt >= 2) throw e;
+      }
+    }
+  }
+}

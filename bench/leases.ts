@@ -1,0 +1,158 @@
+/**
+ * Lease benchmark: `npm run bench:leases -- [--json] [--quick]`.
+ *
+ * For aedes (in process) and Mosquitto (its own process), in the same run:
+ * - grantRttP50Ms / grantRttP99Ms: a lease.grant request answered (sequential);
+ * - rawEchoRttP50Ms: a bare MQTT QoS 1 echo on the same broker (the floor), and
+ *   grantOverRawRatio = grant p50 / raw p50 (target ≤ 1.5);
+ * - renewalsPerSec: renewals one provider sustains with 10,000 active leases,
+ *   renewed in batches of 1,000 (several batches in flight);
+ * - bytesPerLease: the provider's heap growth per active lease (table + request
+ *   memory), measured with a forced GC;
+ * - bulkMBps beside rawSocketMBps (plain loopback TCP).
+ * Prints one JSON object as its last line.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { LeaseClient, LeaseGrantor, type HeldLease } from '../agent/services/index.js';
+import { connectBus, startEmbeddedBroker } from '../transports/index.js';
+import { startMosquitto } from '../test/helpers/brokers.js';
+import { parseBenchArgs, percentile, report, round } from './lib/args.js';
+import { bulkThroughput, busEchoRtt, rawEchoRtt, rawSocketMBps } from './lib/transport-bench.js';
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
+const args = parseBenchArgs();
+const N_GRANTS = args.quick ? 300 : 2000;
+const ACTIVE = 10_000;
+const BATCH = 1000;
+const RENEW_MS = args.quick ? 1500 : 5000;
+const BULK_BYTES = (args.quick ? 8 : 32) * 1024 * 1024;
+
+interface BrokerRun {
+  grantRttP50Ms: number;
+  grantRttP99Ms: number;
+  rawEchoRttP50Ms: number;
+  grantOverRawRatio: number;
+  /** Envelope echo through two MqttBus: the floor of any Ferry request, to show what the services add. */
+  busEchoRttP50Ms: number;
+  grantOverBusRatio: number;
+  renewalsPerSec: number;
+  bytesPerLease: number;
+  bulkMBps: number;
+}
+
+function heap(): number {
+  gc();
+  gc();
+  return process.memoryUsage().heapUsed;
+}
+
+async function measure(url: string, dir: string, tag: string): Promise<BrokerRun> {
+  const pBus = await connectBus({ url, deviceId: `bench-p-${tag}`, maxInFlight: 256 });
+  const hBus = await connectBus({ url, deviceId: `bench-h-${tag}`, maxInFlight: 256 });
+  const grantor = await LeaseGrantor.start(pBus, { stateFile: join(dir, `${tag}.sqlite`), maxDurationMs: 600_000, sweepIntervalMs: 1000 });
+  grantor.offer('shared', { exclusive: false });
+  // One exclusive resource per sample, so every grant is a fresh exclusive grant (with a fence) and no cancel traffic interleaves.
+  for (let i = 0; i < N_GRANTS + 50; i++) grantor.offer(`excl-${i}`, { exclusive: true });
+  const client = new LeaseClient(hBus, { timeoutMs: 10_000 });
+  try {
+    // Grant RTT: sequential exclusive grants (the first 50 warm up).
+    const samples: number[] = [];
+    for (let i = 0; i < N_GRANTS + 50; i++) {
+      const t0 = performance.now();
+      await client.grant({ leaseTopic: grantor.topic, service: `excl-${i}` }, 60_000);
+      const dt = performance.now() - t0;
+      if (i >= 50) samples.push(dt);
+    }
+    samples.sort((a, b) => a - b);
+    const raw = await rawEchoRtt(url, N_GRANTS);
+    const busEcho = await busEchoRtt(url, N_GRANTS);
+
+    // 10,000 active leases, granted 200 at a time.
+    const before = heap();
+    const leases: HeldLease[] = [];
+    for (let i = 0; i < ACTIVE; i += 200) {
+      const part = await Promise.all(Array.from({ length: Math.min(200, ACTIVE - i) }, () => client.grant({ leaseTopic: grantor.topic, service: 'shared' }, 600_000)));
+      leases.push(...part);
+    }
+    const bytesPerLease = Math.round((heap() - before) / ACTIVE);
+
+    // Sustained renewals: batches of 1,000, four in flight, for RENEW_MS.
+    const base = grantor.stats.renewals;
+    const t0 = performance.now();
+    let next = 0;
+    const worker = async () => {
+      while (performance.now() - t0 < RENEW_MS) {
+        const start = next;
+        next = (next + BATCH) % ACTIVE;
+        await client.renewBatch(grantor.topic, leases.slice(start, start + BATCH).map((lease) => ({ lease, durationMs: 600_000 })));
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+    const renewalsPerSec = Math.round((grantor.stats.renewals - base) / ((performance.now() - t0) / 1000));
+
+    const bulk = await bulkThroughput(url, BULK_BYTES);
+    return {
+      grantRttP50Ms: round(percentile(samples, 50)),
+      grantRttP99Ms: round(percentile(samples, 99)),
+      rawEchoRttP50Ms: raw.p50,
+      grantOverRawRatio: round(percentile(samples, 50) / raw.p50, 2),
+      busEchoRttP50Ms: busEcho.p50,
+      grantOverBusRatio: round(percentile(samples, 50) / busEcho.p50, 2),
+      renewalsPerSec,
+      bytesPerLease,
+      bulkMBps: bulk.mbps,
+    };
+  } finally {
+    await grantor.close();
+    await Promise.all([pBus.close(), hBus.close()]);
+  }
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-leases-'));
+  const t0 = performance.now();
+  try {
+    const aedes = await startEmbeddedBroker();
+    let aedesRun: BrokerRun;
+    try {
+      aedesRun = await measure(aedes.url, dir, 'aedes');
+    } finally {
+      await aedes.close();
+    }
+    const mosq = await startMosquitto();
+    let mosqRun: BrokerRun;
+    try {
+      mosqRun = await measure(mosq.url, dir, 'mosquitto');
+    } finally {
+      await mosq.stop();
+    }
+    const rawSocket = await rawSocketMBps(args.quick ? 64 * 1024 * 1024 : 256 * 1024 * 1024);
+    const result = {
+      bench: 'leases',
+      quick: args.quick,
+      activeLeases: ACTIVE,
+      renewBatch: BATCH,
+      aedes: aedesRun,
+      mosquitto: mosqRun,
+      rawSocketMBps: rawSocket,
+      targetGrantOverRawRatio: 1.5,
+      seconds: round((performance.now() - t0) / 1000, 1),
+    };
+    const line = (n: string, r: BrokerRun) =>
+      `${n.padEnd(10)} grant p50 ${r.grantRttP50Ms} ms p99 ${r.grantRttP99Ms} ms | raw echo p50 ${r.rawEchoRttP50Ms} ms | ratio ${r.grantOverRawRatio} (target ≤ 1.5) | bus echo p50 ${r.busEchoRttP50Ms} ms, grant/bus ${r.grantOverBusRatio} | ${r.renewalsPerSec} renewals/s with ${ACTIVE} leases | ${r.bytesPerLease} B/lease | bulk ${r.bulkMBps} MB/s`;
+    report(args, result, [line('aedes', aedesRun), line('mosquitto', mosqRun), `raw loopback TCP ${rawSocket} MB/s`]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});

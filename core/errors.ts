@@ -1,0 +1,79 @@
+/**
+ * Ferry's one error family. Every error a caller can act on is a `FerryError`
+ * with a stable `code` (part of the public API: never renamed, never reused)
+ * and a message that names the offending field or object.
+ */
+
+/** Every stable code, with what it means. Parts add their codes here. */
+export const ERROR_CODES = {
+  // core: options and input shared by every part
+  BAD_OPTION: 'an option passed to a constructor or function is missing, of the wrong type, or out of range',
+
+  // hw-profiles
+  PROFILE_UNKNOWN: 'no built-in hardware profile has that name',
+  PROFILE_INVALID: 'a hardware profile (built-in or loaded from JSON) has a missing or out-of-range field',
+
+  // store
+  STORE_BAD_INPUT: 'a store call got a wrong argument: line id, line size, app id, hash',
+  STORE_UNKNOWN_APP: 'the store holds no heap segment for that app',
+  STORE_UNKNOWN_VERSION: 'the store holds no committed checkpoint with that version for that app',
+  STORE_CORRUPT: 'bytes read back from the store do not match their checksum, or the store metadata is inconsistent',
+  STORE_NO_SPACE: 'the device or the configured store size limit is full; the transaction was aborted',
+  STORE_CLOSED: 'the store (or the transaction) was used after close',
+  STORE_ABORTED: 'the transaction was aborted (explicitly, or by an I/O failure) and can no longer be used',
+  STORE_BUSY: 'another write transaction is already open for that app',
+  STORE_IO: 'an I/O call on the store files failed; the transaction was aborted and the previous version is intact',
+
+  // transports
+  BUS_CLOSED: 'the MQTT connection was closed; pending requests were rejected',
+  BUS_TIMEOUT: 'no answer arrived within the request timeout',
+  BUS_OFFLINE: 'the broker cannot be reached and the operation cannot be queued',
+  ENVELOPE_MALFORMED: 'a message is not valid CBOR or lacks a required envelope field',
+  ENVELOPE_VERSION: 'a message carries an envelope version this end does not speak',
+  MESSAGE_TOO_LARGE: 'a message exceeds the configured maximum message size',
+  BULK_FAILED: 'a chunked bulk transfer could not be completed (missing chunks, bad digest, or aborted)',
+  REMOTE_ERROR: 'the other end answered a request with an error it did not classify',
+  BUS_QUEUE_FULL: 'the outgoing publish queue (flow control) is full; the publish was refused, retry later',
+
+  // agent/services
+  SERVICE_NOT_FOUND: 'no live service matches the type and attributes asked for',
+  LEASE_UNKNOWN: 'no lease with that id exists at the grantor',
+  LEASE_DENIED: 'the grantor refused the lease (exclusive lease held, or duration not acceptable)',
+  LEASE_EXPIRED: 'the lease expired before the operation',
+  LEASE_NOT_HOLDER: 'only the holder of a lease may renew, cancel or hand it over',
+  SPACE_NO_MATCH: 'no entry in the space matches the template',
+  SERVICE_BAD_REQUEST: 'a discovery, lease, space or system-service request lacks a field or has one of the wrong type or range',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface FerryErrorDetails {
+  /** The option, field or path the error is about, e.g. `options.lineSize` or `root.notes[3]`. */
+  field?: string;
+  [key: string]: unknown;
+}
+
+export class FerryError extends Error {
+  readonly code: ErrorCode;
+  readonly details: FerryErrorDetails;
+
+  constructor(code: ErrorCode, message: string, details: FerryErrorDetails = {}, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'FerryError';
+    this.code = code;
+    this.details = details;
+  }
+
+  /** A one-line form for logs and the CLI: `CODE: message`. */
+  override toString(): string {
+    return `${this.code}: ${this.message}`;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details: FerryErrorDetails } {
+    return { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+export function isFerryError(e: unknown, code?: ErrorCode): e is FerryError {
+  return e instanceof FerryError && (code === undefined || e.code === code);
+}

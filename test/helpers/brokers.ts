@@ -1,0 +1,208 @@
+/**
+ * Real MQTT brokers for tests. Every transport and service suite runs the same
+ * cases against both:
+ *
+ *   describe.each(BROKERS)('%s', (name, start) => {
+ *     let broker: TestBroker;
+ *     beforeAll(async () => { broker = await start(); });
+ *     afterAll(() => broker.stop());
+ *     ...
+ *   });
+ *
+ * - `startAedes()`: aedes in this process (transports/embedded-broker.ts) on a free
+ *   127.0.0.1 port.
+ * - `startMosquitto()`: the real `mosquitto` binary as its own process, generated
+ *   config (`listener <port> 127.0.0.1`, anonymous, no persistence, TCP_NODELAY) in a temp dir.
+ *   Throws if mosquitto is not installed: a missing broker is never a skipped test.
+ *
+ * Both: `url` (`mqtt://127.0.0.1:<port>`), `port`, `stop()` (idempotent) and
+ * `restart()` (stop, then start again on the same port; all sessions are lost,
+ * exactly like a broker crash without persistence). Resolve once the port accepts.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startEmbeddedBroker, type EmbeddedBroker } from '../../transports/embedded-broker.js';
+
+export interface TestBroker {
+  readonly name: 'aedes' | 'mosquitto';
+  readonly url: string;
+  readonly port: number;
+  stop(): Promise<void>;
+  restart(): Promise<void>;
+}
+
+const HOST = '127.0.0.1';
+
+/** A free loopback port (bound then released; the OS does not hand it out again at once). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, HOST, () => {
+      const a = srv.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolves once `port` accepts a TCP connection; rejects after `timeoutMs`. */
+export async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = createConnection({ port, host: HOST });
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`port ${port} on ${HOST} did not accept connections within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+export async function startAedes(): Promise<TestBroker> {
+  let broker: EmbeddedBroker | undefined = await startEmbeddedBroker({ port: 0, host: HOST });
+  const port = broker.port;
+  return {
+    name: 'aedes',
+    url: broker.url,
+    port,
+    async stop() {
+      const b = broker;
+      broker = undefined;
+      await b?.close();
+    },
+    async restart() {
+      await broker?.close();
+      broker = undefined;
+      // The old listener is gone; retry briefly in case the port is still being released.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          broker = await startEmbeddedBroker({ port, host: HOST });
+          return;
+        } catch (e) {
+          if (attempt >= 40) throw e;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+    },
+  };
+}
+
+function findMosquitto(): string {
+  for (const p of ['/usr/sbin/mosquitto', '/usr/bin/mosquitto', '/usr/local/sbin/mosquitto', '/usr/local/bin/mosquitto']) {
+    if (existsSync(p)) return p;
+  }
+  const which = spawnSync('sh', ['-c', 'command -v mosquitto'], { encoding: 'utf8' });
+  const found = which.stdout.trim();
+  if (which.status === 0 && found) return found;
+  throw new Error(
+    'mosquitto is not installed: the transport tests need the real Mosquitto broker. ' +
+      'Install it with `apt-get install -y mosquitto mosquitto-clients` (or run `npm test`, whose pretest does it).',
+  );
+}
+
+const children = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
+export async function startMosquitto(): Promise<TestBroker> {
+  const bin = findMosquitto();
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-mosquitto-'));
+  const conf = join(dir, 'mosquitto.conf');
+  // set_tcp_nodelay: Mosquitto leaves Nagle on by default, which with delayed ACKs adds ~40 ms to every
+  // request/response round trip on loopback; Ferry's own sockets and the embedded broker set TCP_NODELAY too.
+  const confText = [
+    'set_tcp_nodelay true',
+    `listener ${port} ${HOST}`,
+    'allow_anonymous true',
+    'persistence false',
+    'log_dest stderr',
+    'log_type error',
+    'log_type warning',
+    '',
+  ].join('\n');
+
+  let child: ChildProcess | undefined;
+  let stderr = '';
+
+  const launch = async (): Promise<void> => {
+    stderr = '';
+    // Written at every start: stop() removes the temp dir, and a test may restart after a stop.
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(conf, confText);
+    const c = spawn(bin, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+    child = c;
+    children.add(c);
+    c.stderr?.on('data', (d: Buffer) => {
+      stderr = (stderr + d.toString()).slice(-4000);
+    });
+    let exited = false;
+    c.once('exit', () => {
+      exited = true;
+      children.delete(c);
+    });
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      if (exited) throw new Error(`mosquitto exited at start (port ${port}): ${stderr.trim()}`);
+      try {
+        await waitForPort(port, 200);
+        return;
+      } catch {
+        if (Date.now() > deadline) {
+          c.kill('SIGKILL');
+          throw new Error(`mosquitto did not accept connections on ${HOST}:${port} within 10 s: ${stderr.trim()}`);
+        }
+      }
+    }
+  };
+
+  const kill = async (): Promise<void> => {
+    const c = child;
+    child = undefined;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const gone = new Promise<void>((resolve) => c.once('exit', () => resolve()));
+    c.kill('SIGTERM');
+    const t = setTimeout(() => c.kill('SIGKILL'), 3000);
+    await gone;
+    clearTimeout(t);
+  };
+
+  await launch();
+  return {
+    name: 'mosquitto',
+    url: `mqtt://${HOST}:${port}`,
+    port,
+    async stop() {
+      await kill();
+      rmSync(dir, { recursive: true, force: true });
+    },
+    async restart() {
+      await kill();
+      // Mosquitto sets SO_REUSEADDR, but retry in case the port is still held for a moment.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await launch();
+          return;
+        } catch (e) {
+          if (attempt >= 10) throw e;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    },
+  };
+}
+
+export const BROKERS = [
+  ['aedes', startAedes],
+  ['mosquitto', startMosquitto],
+] as const;

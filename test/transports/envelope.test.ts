@@ -1,0 +1,179 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { FerryError } from '../../core/errors.js';
+import { ENVELOPE_VERSION, type Envelope } from '../../transports/contract.js';
+import { decodeEnvelope, encodeCbor, encodeEnvelope, isExpired, newMessageId } from '../../transports/envelope.js';
+import { RecentIds } from '../../transports/recent-ids.js';
+import { isValidFilter, topicMatches } from '../../transports/topics.js';
+import { foreignDecode } from './foreign-cbor.js';
+
+/** Byte strings decode as Buffer (a Uint8Array subclass); compare contents only. */
+function plain(v: unknown): unknown {
+  if (v instanceof Uint8Array) return [...v];
+  if (Array.isArray(v)) return v.map(plain);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plain(x)]));
+  return v;
+}
+
+const base = (): Envelope => ({ v: 1, type: 'lease.grant', id: newMessageId(), from: 'pi-1', ts: 1_790_000_000_000, body: { ms: 30_000 } });
+
+describe('envelope', () => {
+  it('is plain RFC 8949 CBOR: a definite map with text keys, in a fixed order, readable by an independent decoder', () => {
+    const env: Envelope = { ...base(), id: 'AAAAAAAAAAAAAAAAAAAAAA', replyTo: 'ferry/v1/inbox/phone-7', ttl: 5000, body: { n: 1, b: new Uint8Array([0xde, 0xad]), s: 'x', f: 1.5, a: [true, null] } };
+    const bytes = encodeEnvelope(env);
+    expect(bytes[0]).toBe(0xa0 | 8); // map(8): v type id from replyTo ts ttl body
+    expect([...bytes.subarray(1, 4)]).toEqual([0x61, 0x76, 0x01]); // "v": 1
+    expect([...bytes.subarray(4, 9)]).toEqual([0x64, ...Buffer.from('type')]);
+    // ts goes out as uint64 (0x1b), not as a float.
+    const tsKey = bytes.indexOf(Buffer.from([0x62, 0x74, 0x73]));
+    expect(bytes[tsKey + 3]).toBe(0x1b);
+    // No tags anywhere (major type 6): the independent decoder refuses them.
+    const foreign = foreignDecode(bytes) as Record<string, unknown>;
+    expect(Object.keys(foreign)).toEqual(['v', 'type', 'id', 'from', 'replyTo', 'ts', 'ttl', 'body']);
+    expect(plain(foreign)).toEqual(plain(env));
+  });
+
+  it('decodes what a foreign encoder writes (hand-assembled bytes)', () => {
+    // {"v":1,"type":"a.b","id":"x1","from":"d","ts":0,"body":null}
+    const hex = 'a6' + '617601' + '6474797065' + '63612e62' + '626964' + '627831' + '6466726f6d' + '6164' + '627473' + '00' + '64626f6479' + 'f6';
+    expect(decodeEnvelope(Buffer.from(hex, 'hex'))).toEqual({ v: 1, type: 'a.b', id: 'x1', from: 'd', ts: 0, body: null });
+  });
+
+  it('round-trips any envelope (property)', () => {
+    const key = fc.string({ minLength: 1, maxLength: 8 });
+    const leaf = fc.oneof(
+      fc.constant(null),
+      fc.boolean(),
+      fc.integer({ min: -(2 ** 31), max: 2 ** 32 - 1 }),
+      fc.double({ noNaN: true }).filter((d) => !Object.is(d, -0)),
+      fc.string(),
+      fc.uint8Array({ maxLength: 64 }),
+    );
+    const body = fc.letrec((tie) => ({
+      value: fc.oneof({ depthSize: 'small' }, leaf, fc.array(tie('value'), { maxLength: 4 }), fc.dictionary(key, tie('value'), { maxKeys: 4 })),
+    })).value;
+    const envelope = fc.record(
+      {
+        v: fc.constant(ENVELOPE_VERSION),
+        type: fc.string({ minLength: 1, maxLength: 40 }),
+        id: fc.string({ minLength: 1, maxLength: 40 }),
+        from: fc.string({ minLength: 1, maxLength: 40 }),
+        replyTo: fc.stringMatching(/^[a-z0-9/]{1,30}$/),
+        corr: fc.string({ minLength: 1, maxLength: 40 }),
+        ts: fc.nat({ max: Number.MAX_SAFE_INTEGER }),
+        ttl: fc.nat({ max: 2 ** 40 }),
+        body,
+      },
+      { requiredKeys: ['v', 'type', 'id', 'from', 'ts', 'body'] },
+    );
+    fc.assert(
+      fc.property(envelope, (env) => {
+        const decoded = decodeEnvelope(encodeEnvelope(env as Envelope));
+        expect(plain(decoded)).toEqual(plain(env));
+        expect(plain(foreignDecode(encodeEnvelope(env as Envelope)))).toEqual(plain(env));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  const bad: Array<[string, unknown, string, string]> = [
+    ['not a map', [1, 2], 'ENVELOPE_MALFORMED', 'envelope'],
+    ['a byte string', new Uint8Array(3), 'ENVELOPE_MALFORMED', 'envelope'],
+    ['no v', { ...base(), v: undefined }, 'ENVELOPE_MALFORMED', 'envelope.v'],
+    ['v 2', { ...base(), v: 2 }, 'ENVELOPE_VERSION', 'envelope.v'],
+    ['v 0', { ...base(), v: 0 }, 'ENVELOPE_VERSION', 'envelope.v'],
+    ['v a string', { ...base(), v: '1' }, 'ENVELOPE_MALFORMED', 'envelope.v'],
+    ['no type', { ...base(), type: undefined }, 'ENVELOPE_MALFORMED', 'envelope.type'],
+    ['empty type', { ...base(), type: '' }, 'ENVELOPE_MALFORMED', 'envelope.type'],
+    ['numeric id', { ...base(), id: 7 }, 'ENVELOPE_MALFORMED', 'envelope.id'],
+    ['no from', { ...base(), from: undefined }, 'ENVELOPE_MALFORMED', 'envelope.from'],
+    ['wildcard replyTo', { ...base(), replyTo: 'a/+/b' }, 'ENVELOPE_MALFORMED', 'envelope.replyTo'],
+    ['numeric corr', { ...base(), corr: 3 }, 'ENVELOPE_MALFORMED', 'envelope.corr'],
+    ['negative ts', { ...base(), ts: -1 }, 'ENVELOPE_MALFORMED', 'envelope.ts'],
+    ['float ts', { ...base(), ts: 1.5 }, 'ENVELOPE_MALFORMED', 'envelope.ts'],
+    ['string ttl', { ...base(), ttl: '5s' }, 'ENVELOPE_MALFORMED', 'envelope.ttl'],
+    ['no body', { ...base(), body: undefined }, 'ENVELOPE_MALFORMED', 'envelope.body'],
+  ];
+  it.each(bad)('refuses %s with a typed error naming the field', (_label, value, code, field) => {
+    const strip = (v: unknown) => (v && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Uint8Array) ? Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined)) : v);
+    let err: unknown;
+    try {
+      decodeEnvelope(encodeCbor(strip(value)));
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(FerryError);
+    expect((err as FerryError).code).toBe(code);
+    expect((err as FerryError).details.field).toBe(field);
+    expect((err as FerryError).message).toContain(field);
+  });
+
+  it('refuses invalid CBOR and trailing bytes', () => {
+    for (const hex of ['', 'ff', 'a26176', '1c', 'a1617601ff']) {
+      expect(() => decodeEnvelope(Buffer.from(hex, 'hex'))).toThrow(expect.objectContaining({ code: 'ENVELOPE_MALFORMED', details: expect.objectContaining({ field: 'envelope' }) }));
+    }
+  });
+
+  it('ignores unknown extra keys (forward compatible) and does not keep them', () => {
+    const env = decodeEnvelope(encodeCbor({ ...base(), future: 1 }));
+    expect('future' in env).toBe(false);
+  });
+
+  it('expires by ts + ttl with the allowed skew', () => {
+    const env = { ...base(), ts: 1000, ttl: 100 };
+    expect(isExpired(env, 1100, 0)).toBe(false);
+    expect(isExpired(env, 1101, 0)).toBe(true);
+    expect(isExpired(env, 1101, 10)).toBe(false);
+    expect(isExpired(base(), Number.MAX_SAFE_INTEGER, 0)).toBe(false);
+  });
+
+  it('makes 128-bit base64url ids that do not repeat', () => {
+    const ids = new Set(Array.from({ length: 10_000 }, newMessageId));
+    expect(ids.size).toBe(10_000);
+    for (const id of [...ids].slice(0, 10)) expect(Buffer.from(id, 'base64url').length).toBe(16);
+  });
+});
+
+describe('recent ids (dedupe LRU)', () => {
+  it('remembers the last N ids and evicts the least recently seen', () => {
+    const r = new RecentIds(3);
+    expect(['a', 'b', 'c'].map((id) => r.seen(id))).toEqual([false, false, false]);
+    expect(r.seen('a')).toBe(true); // a is now the youngest
+    expect(r.seen('d')).toBe(false); // evicts b
+    expect(r.size).toBe(3);
+    expect(r.seen('b')).toBe(false);
+    expect(r.seen('a')).toBe(true);
+  });
+});
+
+describe('topics', () => {
+  it.each([
+    ['a/b', 'a/b', true],
+    ['a/+', 'a/b', true],
+    ['a/+', 'a/b/c', false],
+    ['a/#', 'a', true],
+    ['a/#', 'a/b/c', true],
+    ['+/b', 'a/b', true],
+    ['#', '$SYS/x', false],
+    ['+/x', '$SYS/x', false],
+    ['a/+/c', 'a//c', true],
+  ])('%s matches %s: %s', (filter, topic, want) => {
+    expect(topicMatches(filter, topic)).toBe(want);
+  });
+
+  it('validates filters', () => {
+    expect(['a/#', '+', 'a/+/b', '#'].every(isValidFilter)).toBe(true);
+    expect(['', 'a/#/b', 'a/b#', 'a+/b', 'x\u0000'].some(isValidFilter)).toBe(false);
+  });
+});
+
+describe('reconnect backoff', () => {
+  it('doubles from the minimum up to the ceiling, with ±25% jitter', async () => {
+    const { backoffDelay } = await import('../../transports/reconnect-backoff.js');
+    const mid = () => 0.5; // no jitter
+    expect([0, 1, 2, 3, 4, 10, 60].map((n) => backoffDelay(n, 100, 1000, mid))).toEqual([100, 200, 400, 800, 1000, 1000, 1000]);
+    expect(backoffDelay(2, 100, 1000, () => 0)).toBe(300);
+    expect(backoffDelay(2, 100, 1000, () => 0.999)).toBe(500);
+    expect(backoffDelay(0, 100, 1000, () => 0)).toBe(100); // never below the minimum
+  });
+});

@@ -1,0 +1,137 @@
+import { randomBytes } from 'node:crypto';
+import { Decoder, Encoder } from 'cbor-x';
+import { FerryError } from '../core/errors.js';
+import { describe } from '../core/options.js';
+import { ENVELOPE_VERSION, type Envelope } from './contract.js';
+
+/**
+ * Envelope encoding: one CBOR map (RFC 8949) with text keys, nothing cbor-x
+ * specific on the wire (no record extension, no packed strings, no typed-array
+ * tags), so any CBOR decoder reads it. See PROTOCOL.md, "Envelope".
+ */
+const encoder = new Encoder({
+  useRecords: false,
+  mapsAsObjects: true,
+  // Definite-length maps with the smallest header (a fixed 16-bit header is valid but wasteful).
+  variableMapSize: true,
+  // Uint8Array goes out as a plain byte string (major type 2), not tag 64.
+  tagUint8Array: false,
+  pack: false,
+  structuredClone: false,
+  bundleStrings: false,
+  useSelfDescribedHeader: false,
+});
+
+const decoder = new Decoder({
+  useRecords: false,
+  mapsAsObjects: true,
+  // Decoded byte strings must not pin the whole MQTT packet buffer.
+  copyBuffers: true,
+  // uint64 timestamps come back as numbers, not bigint.
+  int64AsNumber: true,
+} as ConstructorParameters<typeof Decoder>[0]);
+
+/** Longest `type`, `id`, `from`, `corr` string accepted, characters. */
+export const MAX_FIELD_CHARS = 256;
+/** Longest `replyTo` topic accepted, characters. */
+export const MAX_TOPIC_CHARS = 1024;
+
+/** A fresh message id: 128 random bits, base64url (22 characters). */
+export function newMessageId(): string {
+  return randomBytes(16).toString('base64url');
+}
+
+function malformed(field: string, expected: string, got: unknown): FerryError {
+  return new FerryError('ENVELOPE_MALFORMED', `envelope.${field} must be ${expected}, got ${describe(got)}`, { field: `envelope.${field}` });
+}
+
+function checkString(o: Record<string, unknown>, field: string, required: boolean, max: number): void {
+  const v = o[field];
+  if (v === undefined && !required) return;
+  if (typeof v !== 'string' || v.length === 0 || v.length > max) throw malformed(field, `a string of 1..${max} characters`, v);
+}
+
+/** True if `t` is a topic one may publish to: non-empty, no wildcards, no NUL. */
+export function isPublishTopic(t: unknown): t is string {
+  return typeof t === 'string' && t.length > 0 && t.length <= MAX_TOPIC_CHARS && !/[+#\u0000]/.test(t);
+}
+
+/**
+ * Checks every field of a decoded value and returns it as an Envelope.
+ * Throws ENVELOPE_VERSION for an unknown `v`, ENVELOPE_MALFORMED (naming the field) otherwise.
+ * Unknown extra keys are ignored so a later minor revision can add optional fields.
+ */
+export function validateEnvelope(value: unknown): Envelope {
+  if (value === null || typeof value !== 'object' || Array.isArray(value) || value instanceof Uint8Array) {
+    throw new FerryError('ENVELOPE_MALFORMED', `envelope must be a CBOR map, got ${describe(value)}`, { field: 'envelope' });
+  }
+  const o = value as Record<string, unknown>;
+  // Version first: a future version may change every other field.
+  if (typeof o.v !== 'number' || !Number.isInteger(o.v)) throw malformed('v', 'an integer', o.v);
+  if (o.v !== ENVELOPE_VERSION) {
+    throw new FerryError('ENVELOPE_VERSION', `envelope.v is ${o.v}; this end speaks version ${ENVELOPE_VERSION}`, { field: 'envelope.v', version: o.v });
+  }
+  checkString(o, 'type', true, MAX_FIELD_CHARS);
+  checkString(o, 'id', true, MAX_FIELD_CHARS);
+  checkString(o, 'from', true, MAX_FIELD_CHARS);
+  if (o.replyTo !== undefined && !isPublishTopic(o.replyTo)) throw malformed('replyTo', `a topic of 1..${MAX_TOPIC_CHARS} characters without wildcards`, o.replyTo);
+  checkString(o, 'corr', false, MAX_FIELD_CHARS);
+  if (typeof o.ts !== 'number' || !Number.isInteger(o.ts) || o.ts < 0) throw malformed('ts', 'a non-negative integer (ms since the epoch)', o.ts);
+  if (o.ttl !== undefined && (typeof o.ttl !== 'number' || !Number.isInteger(o.ttl) || o.ttl < 0)) throw malformed('ttl', 'a non-negative integer (ms)', o.ttl);
+  if (!Object.prototype.hasOwnProperty.call(o, 'body') || o.body === undefined) throw malformed('body', 'present (null for none)', o.body);
+  const env: Envelope = { v: o.v, type: o.type as string, id: o.id as string, from: o.from as string, ts: o.ts, body: o.body };
+  if (o.replyTo !== undefined) env.replyTo = o.replyTo as string;
+  if (o.corr !== undefined) env.corr = o.corr as string;
+  if (o.ttl !== undefined) env.ttl = o.ttl as number;
+  return env;
+}
+
+/**
+ * Encodes an envelope. Fields go out in a fixed order (v, type, id, from,
+ * replyTo, corr, ts, ttl, body) and absent optional fields are left out.
+ */
+export function encodeEnvelope(env: Envelope): Buffer {
+  const checked = validateEnvelope(env);
+  const wire: Record<string, unknown> = { v: checked.v, type: checked.type, id: checked.id, from: checked.from };
+  if (checked.replyTo !== undefined) wire.replyTo = checked.replyTo;
+  if (checked.corr !== undefined) wire.corr = checked.corr;
+  // cbor-x writes whole numbers above 2^32 as float64; a timestamp is an integer on the wire (uint64).
+  wire.ts = checked.ts > 0xffffffff ? BigInt(checked.ts) : checked.ts;
+  if (checked.ttl !== undefined) wire.ttl = checked.ttl > 0xffffffff ? BigInt(checked.ttl) : checked.ttl;
+  wire.body = checked.body;
+  try {
+    return encoder.encode(wire);
+  } catch (e) {
+    throw new FerryError('ENVELOPE_MALFORMED', `envelope.body cannot be encoded as CBOR: ${(e as Error).message}`, { field: 'envelope.body' }, { cause: e });
+  }
+}
+
+/** Decodes and validates one envelope. Never returns a partially checked value. */
+export function decodeEnvelope(bytes: Uint8Array): Envelope {
+  let value: unknown;
+  try {
+    value = decoder.decode(bytes);
+  } catch (e) {
+    throw new FerryError('ENVELOPE_MALFORMED', `envelope is not valid CBOR: ${(e as Error).message}`, { field: 'envelope' }, { cause: e });
+  }
+  return validateEnvelope(value);
+}
+
+/** Encodes any body value with the same standard-CBOR settings (used by bulk transfer and tests). */
+export function encodeCbor(value: unknown): Buffer {
+  return encoder.encode(value);
+}
+
+/** Decodes standard CBOR with the envelope decoder settings; throws ENVELOPE_MALFORMED. */
+export function decodeCbor(bytes: Uint8Array): unknown {
+  try {
+    return decoder.decode(bytes);
+  } catch (e) {
+    throw new FerryError('ENVELOPE_MALFORMED', `payload is not valid CBOR: ${(e as Error).message}`, { field: 'payload' }, { cause: e });
+  }
+}
+
+/** True if the envelope's ttl has run out at `now` (allowing `skewMs` of clock difference). */
+export function isExpired(env: Envelope, now: number, skewMs: number): boolean {
+  return env.ttl !== undefined && now > env.ts + env.ttl + skewMs;
+}

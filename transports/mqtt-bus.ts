@@ -1,0 +1,582 @@
+import { createConnection, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { MqttClient, type IPublishPacket } from 'mqtt';
+import { FerryError, isFerryError } from '../core/errors.js';
+import { describe, OptionReader } from '../core/options.js';
+import {
+  ENVELOPE_VERSION,
+  type Bus,
+  type BusEvent,
+  type Envelope,
+  type EnvelopeHandler,
+  type PublishOptions,
+  type RequestHandler,
+  type RequestOptions,
+} from './contract.js';
+import { decodeEnvelope, encodeEnvelope, isExpired, isPublishTopic, newMessageId } from './envelope.js';
+import { checkWill, readBusOptions, type BusOptions, type ResolvedBusOptions } from './options.js';
+import { errorAnswerBody, PendingRequests } from './pending-requests.js';
+import { PublishWindow } from './publish-window.js';
+import { backoffDelay, setReconnectDelay } from './reconnect-backoff.js';
+import { RecentIds } from './recent-ids.js';
+import { inboxTopic, isValidFilter, topicMatches } from './topics.js';
+
+/** Receives raw payloads on a subscription (bulk chunks); no envelope decoding. */
+export type RawHandler = (topic: string, payload: Buffer) => void;
+
+/** Counters, for tests, benchmarks and diagnostics. */
+export interface BusStats {
+  /** Publishes acknowledged (QoS 1) or written (QoS 0). */
+  published: number;
+  /** MQTT messages received. */
+  received: number;
+  /** Envelopes handed to handlers. */
+  delivered: number;
+  /** Envelopes dropped as QoS 1 redeliveries (same id seen). */
+  duplicates: number;
+  /** Envelopes dropped because their ttl ran out. */
+  expired: number;
+  /** Messages dropped as malformed or too large (each also an `invalid` event). */
+  invalid: number;
+  /** Zero-length payloads skipped (a retained message being cleared). */
+  empty: number;
+  /** Publishes in flight now, and waiting behind the window now. */
+  inFlight: number;
+  queued: number;
+  /** Highest in-flight count reached. Never above options.maxInFlight. */
+  maxInFlightSeen: number;
+  /** Connections made (1 + reconnections). */
+  connects: number;
+}
+
+interface Subscription {
+  filter: string;
+  envelope: Set<EnvelopeHandler>;
+  raw: Set<RawHandler>;
+}
+
+/**
+ * The `Bus` on mqtt.js, MQTT 3.1.1 (protocol level 4), clean sessions.
+ *
+ * Connection: TCP with TCP_NODELAY (small request/response messages must not
+ * wait for Nagle), reconnect with exponential backoff, and after every
+ * (re)connect this bus subscribes again to every filter it holds: with a clean
+ * session (and after a broker restart in any case) the broker has forgotten them.
+ *
+ * Receiving: every payload is size-checked, decoded and validated; bad ones are
+ * reported through `invalid` and dropped, never thrown into mqtt.js. Expired
+ * envelopes and QoS 1 duplicates (same `id`) are dropped. Handlers run
+ * synchronously inside mqtt.js's message callback, so they must not await a
+ * QoS 1 publish there: `serve` runs request handlers outside it.
+ *
+ * Events: `connect` after each (re)connection once every subscription is
+ * SUBACK'd again (publishes queued while offline go out after it); `close` each
+ * time the connection is lost, and once at `close()`; `offline` when it starts
+ * reconnecting; `reconnect` at each attempt; `error` for socket errors, a
+ * refused resubscription or a throwing handler; `invalid` with the FerryError of
+ * each dropped message.
+ */
+export class MqttBus implements Bus {
+  readonly deviceId: string;
+  /** This bus's request inbox, `ferry/v1/inbox/<deviceId>`. */
+  readonly inbox: string;
+  readonly options: Readonly<ResolvedBusOptions>;
+
+  private readonly client: MqttClient;
+  private readonly window: PublishWindow;
+  private readonly recent: RecentIds;
+  private readonly subs = new Map<string, Subscription>();
+  private readonly pending = new PendingRequests();
+  private readonly listeners = new Map<BusEvent, Set<(arg?: unknown) => void>>();
+  private readonly counters = { published: 0, received: 0, delivered: 0, duplicates: 0, expired: 0, invalid: 0, empty: 0, connects: 0 };
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  private reconnectAttempts = 0;
+  /** Resolved after the subscriptions of the current connection are SUBACK'd. */
+  private ready: Deferred;
+  private inboxReady: Promise<void> | undefined;
+
+  constructor(options: BusOptions) {
+    this.options = readBusOptions(options);
+    const o = this.options;
+    this.deviceId = o.deviceId;
+    this.inbox = inboxTopic(o.deviceId);
+    this.window = new PublishWindow(o.maxInFlight, o.maxQueued);
+    this.recent = new RecentIds(o.dedupeWindow);
+    this.ready = deferred();
+
+    const { hostname, port, protocol } = new URL(o.url);
+    const host = hostname.replace(/^\[|\]$/g, '');
+    // Our own stream builder: mqtt.js's TCP builder has no way to set TCP_NODELAY. mqtt.js calls
+    // it before every connection attempt, just before it builds CONNECT: the moment to refresh the will.
+    const streamBuilder = (client: MqttClient): Socket => {
+      this.refreshWill(client);
+      if (protocol === 'mqtts:') {
+        const t = o.tls ?? {};
+        const pem = (v: string | Uint8Array | undefined) => (v === undefined || typeof v === 'string' ? v : Buffer.from(v));
+        const s = tlsConnect({
+          host,
+          port: Number(port),
+          ca: pem(t.ca),
+          cert: pem(t.cert),
+          key: pem(t.key),
+          rejectUnauthorized: t.rejectUnauthorized ?? true,
+          servername: t.servername ?? (/^[\d.:]+$/.test(host) ? undefined : host),
+        });
+        s.setNoDelay(true);
+        return s;
+      }
+      return createConnection({ host, port: Number(port), noDelay: true });
+    };
+    this.client = new MqttClient(streamBuilder, {
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      clientId: o.clientId,
+      clean: true,
+      keepalive: o.keepaliveSeconds,
+      connectTimeout: o.connectTimeoutMs,
+      reconnectPeriod: o.reconnectMinMs,
+      // Subscriptions are restored by this bus (resubscribeAll), so it knows when they are live again.
+      resubscribe: false,
+      queueQoSZero: true,
+      ...(o.username !== undefined ? { username: o.username } : {}),
+      ...(o.password !== undefined ? { password: o.password } : {}),
+    });
+    this.client.on('connect', () => this.onConnect());
+    this.client.on('close', () => this.onConnectionLost());
+    this.client.on('offline', () => this.emit('offline'));
+    this.client.on('reconnect', () => this.emit('reconnect'));
+    this.client.on('error', (e) => this.emit('error', e));
+    this.client.on('message', (topic, payload, packet) => this.onMessage(topic, payload, packet));
+  }
+
+  /** Creates a bus and resolves once it is connected (and its inbox subscribed). Rejects with BUS_OFFLINE if the broker cannot be reached within options.connectTimeoutMs. */
+  static async connect(options: BusOptions): Promise<MqttBus> {
+    const bus = new MqttBus(options);
+    const timeoutMs = bus.options.connectTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        bus.whenReady(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new FerryError('BUS_OFFLINE', `cannot connect to ${bus.options.url} within ${timeoutMs} ms (options.connectTimeoutMs)`, { field: 'options.url' })),
+            timeoutMs,
+          );
+        }),
+      ]);
+    } catch (e) {
+      await bus.close();
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+    return bus;
+  }
+
+  get connected(): boolean {
+    return this.client.connected && !this.closed;
+  }
+
+  /** Resolves when connected with every subscription restored. */
+  whenReady(): Promise<void> {
+    return this.ready.promise;
+  }
+
+  stats(): BusStats {
+    return { ...this.counters, inFlight: this.window.inFlight, queued: this.window.queued, maxInFlightSeen: this.window.maxInFlightSeen };
+  }
+
+  // ---- publishing ----
+
+  async publish(topic: string, type: string, body: unknown, options: PublishOptions & { replyTo?: string; corr?: string; ttlMs?: number } = {}): Promise<void> {
+    const r = new OptionReader(options as Record<string, unknown>, 'options');
+    r.rejectUnknown(['qos', 'retain', 'replyTo', 'corr', 'ttlMs']);
+    if (r.has('ttlMs')) r.number('ttlMs', { min: 0, max: Number.MAX_SAFE_INTEGER });
+    if (r.has('retain')) r.boolean('retain');
+    if (r.has('corr')) r.string('corr');
+    if (r.has('replyTo') && !isPublishTopic(options.replyTo)) r.fail('replyTo', 'a topic without wildcards', options.replyTo);
+    if (typeof type !== 'string' || type.length === 0) throw new FerryError('BAD_OPTION', `type must be a non-empty string, got ${describe(type)}`, { field: 'type' });
+    const env: Envelope = { v: ENVELOPE_VERSION, type, id: newMessageId(), from: this.deviceId, ts: this.options.now(), body: body === undefined ? null : body };
+    if (options.replyTo !== undefined) env.replyTo = options.replyTo;
+    if (options.corr !== undefined) env.corr = options.corr;
+    if (options.ttlMs !== undefined) env.ttl = options.ttlMs;
+    await this.publishEnvelope(topic, env, options);
+  }
+
+  /** Publishes a complete envelope as given (its id, ts and from are kept). */
+  publishEnvelope(topic: string, env: Envelope, options: PublishOptions = {}): Promise<void> {
+    let bytes: Buffer;
+    try {
+      bytes = encodeEnvelope(env);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.publishRaw(topic, bytes, options);
+  }
+
+  publishRaw(topic: string, payload: Uint8Array, options: PublishOptions = {}): Promise<void> {
+    if (this.closed) return Promise.reject(this.closedError());
+    if (!isPublishTopic(topic)) return Promise.reject(new FerryError('BAD_OPTION', `topic must be a non-empty topic without wildcards, got ${JSON.stringify(topic)}`, { field: 'topic' }));
+    const qos = options.qos ?? 1;
+    if (qos !== 0 && qos !== 1) return Promise.reject(new FerryError('BAD_OPTION', `options.qos must be 0 or 1, got ${String(qos)}`, { field: 'options.qos' }));
+    if (payload.length > this.options.maxMessageBytes) {
+      return Promise.reject(
+        new FerryError('MESSAGE_TOO_LARGE', `payload to ${topic} is ${payload.length} bytes; options.maxMessageBytes is ${this.options.maxMessageBytes}`, {
+          field: 'payload',
+          bytes: payload.length,
+          limit: this.options.maxMessageBytes,
+        }),
+      );
+    }
+    if (!this.client.connected && !this.options.offlineQueue) {
+      return Promise.reject(new FerryError('BUS_OFFLINE', `not connected to ${this.options.url} and options.offlineQueue is false`, { field: 'options.offlineQueue' }));
+    }
+    const buf = Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.length);
+    const retain = options.retain ?? false;
+    return this.window
+      .submit((done) => {
+        this.client.publish(topic, buf, { qos, retain }, (err) => done(err ?? null));
+      })
+      .then(() => {
+        this.counters.published++;
+      });
+  }
+
+  // ---- subscribing ----
+
+  subscribe(filter: string, handler: EnvelopeHandler): Promise<() => Promise<void>> {
+    return this.addSubscription(filter, (s) => s.envelope.add(handler), (s) => s.envelope.delete(handler));
+  }
+
+  /** Subscribes (QoS 1) to raw payloads: no envelope decoding, dedupe or ttl (bulk chunks). Size-checked like everything else. */
+  subscribeRaw(filter: string, handler: RawHandler): Promise<() => Promise<void>> {
+    return this.addSubscription(filter, (s) => s.raw.add(handler), (s) => s.raw.delete(handler));
+  }
+
+  private async addSubscription(filter: string, add: (s: Subscription) => void, remove: (s: Subscription) => void): Promise<() => Promise<void>> {
+    if (this.closed) throw this.closedError();
+    if (!isValidFilter(filter)) throw new FerryError('BAD_OPTION', `filter must be a valid MQTT topic filter, got ${JSON.stringify(filter)}`, { field: 'filter' });
+    let sub = this.subs.get(filter);
+    const isNew = !sub;
+    if (!sub) {
+      sub = { filter, envelope: new Set(), raw: new Set() };
+      this.subs.set(filter, sub);
+    }
+    add(sub);
+    if (isNew) {
+      try {
+        if (this.client.connected) {
+          try {
+            await this.mqttSubscribe([filter]);
+          } catch (e) {
+            // Connection lost before the SUBACK: the filter is registered, the next connect subscribes it.
+            if (isFerryError(e) || this.client.connected) throw e;
+            await this.ready.promise;
+          }
+        } else {
+          await this.ready.promise; // resubscribeAll on the next connect covers it
+        }
+      } catch (e) {
+        remove(sub);
+        if (sub.envelope.size === 0 && sub.raw.size === 0) this.subs.delete(filter);
+        throw e;
+      }
+    } else if (!this.client.connected) {
+      await this.ready.promise;
+    }
+    const s = sub;
+    let done = false;
+    return async () => {
+      if (done) return;
+      done = true;
+      remove(s);
+      if (s.envelope.size === 0 && s.raw.size === 0 && this.subs.get(filter) === s) {
+        this.subs.delete(filter);
+        if (this.client.connected && !this.closed) await this.client.unsubscribeAsync(filter).catch(() => undefined);
+      }
+    };
+  }
+
+  private async mqttSubscribe(filters: string[]): Promise<void> {
+    if (filters.length === 0) return;
+    const granted = await this.client.subscribeAsync(filters.map((f) => f), { qos: 1 });
+    const refused = granted.filter((g) => g.qos === 128);
+    if (refused.length > 0) {
+      throw new FerryError('BAD_OPTION', `the broker refused the subscription to ${refused.map((g) => JSON.stringify(g.topic)).join(', ')}`, { field: 'filter' });
+    }
+  }
+
+  // ---- request / response ----
+
+  async request<R = unknown>(topic: string, type: string, body: unknown, options: RequestOptions = {}): Promise<Envelope<R>> {
+    if (this.closed) throw this.closedError();
+    const timeoutMs = options.timeoutMs ?? this.options.requestTimeoutMs;
+    if (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 3_600_000) {
+      throw new FerryError('BAD_OPTION', `options.timeoutMs must be an integer in 1..3600000, got ${String(timeoutMs)}`, { field: 'options.timeoutMs' });
+    }
+    const ttlMs = options.ttlMs ?? timeoutMs;
+    if (typeof ttlMs !== 'number' || !Number.isInteger(ttlMs) || ttlMs < 0) {
+      throw new FerryError('BAD_OPTION', `options.ttlMs must be a non-negative integer, got ${describe(ttlMs)}`, { field: 'options.ttlMs' });
+    }
+    await this.ensureInbox();
+    const id = newMessageId();
+    const answer = this.pending.wait(
+      id,
+      timeoutMs,
+      () => new FerryError('BUS_TIMEOUT', `request ${type} to ${topic} got no answer within ${timeoutMs} ms`, { field: 'options.timeoutMs', topic, type }),
+    ) as Promise<Envelope<R>>;
+    const env: Envelope = { v: ENVELOPE_VERSION, type, id, from: this.deviceId, replyTo: this.inbox, ts: this.options.now(), ttl: ttlMs, body: body === undefined ? null : body };
+    this.publishEnvelope(topic, env).catch((e: unknown) => this.pending.fail(id, e as Error));
+    return answer;
+  }
+
+  async serve(filter: string, handler: RequestHandler): Promise<() => Promise<void>> {
+    return this.subscribe(filter, (env, topic) => {
+      if (env.replyTo === undefined) {
+        this.reportInvalid(new FerryError('ENVELOPE_MALFORMED', `request ${env.type} on ${topic} has no envelope.replyTo`, { field: 'envelope.replyTo', topic }));
+        return;
+      }
+      // Off the mqtt.js message callback: the handler and the answer's QoS 1 publish must not hold it.
+      void this.answer(env, topic, env.replyTo, handler);
+    });
+  }
+
+  private async answer(req: Envelope, topic: string, replyTo: string, handler: RequestHandler): Promise<void> {
+    let type: string;
+    let body: unknown;
+    try {
+      body = await handler(req, topic);
+      type = `${req.type}.ok`;
+    } catch (e) {
+      type = 'error';
+      body = errorAnswerBody(e);
+    }
+    try {
+      await this.publish(replyTo, type, body, { corr: req.id });
+    } catch (e) {
+      if (!this.closed) this.emit('error', e);
+    }
+  }
+
+  private ensureInbox(): Promise<void> {
+    this.inboxReady ??= this.subscribe(this.inbox, (env) => this.onAnswer(env)).then(() => undefined);
+    return this.inboxReady;
+  }
+
+  private onAnswer(env: Envelope): void {
+    this.pending.answer(env); // false: late (timed out) or not ours
+  }
+
+  // ---- events ----
+
+  on(event: BusEvent, listener: (arg?: unknown) => void): void {
+    let set = this.listeners.get(event);
+    if (!set) this.listeners.set(event, (set = new Set()));
+    set.add(listener);
+  }
+
+  off(event: BusEvent, listener: (arg?: unknown) => void): void {
+    this.listeners.get(event)?.delete(listener);
+  }
+
+  private emit(event: BusEvent, arg?: unknown): void {
+    for (const l of [...(this.listeners.get(event) ?? [])]) {
+      try {
+        l(arg);
+      } catch {
+        // A listener's bug must not break the connection handling that emitted the event.
+      }
+    }
+  }
+
+  // ---- connection ----
+
+  /** Sets the will of the next CONNECT; a will function is called once per connection attempt. */
+  private refreshWill(client: MqttClient): void {
+    const w = this.options.will;
+    if (w === undefined) return;
+    let will;
+    try {
+      will = typeof w === 'function' ? checkWill(w(), 'options.will()') : w;
+    } catch (e) {
+      // A broken will function must not stop reconnecting: connect without a will and say so.
+      this.emit('error', e);
+      delete client.options.will;
+      return;
+    }
+    const env: Envelope = { v: ENVELOPE_VERSION, type: will.type, id: newMessageId(), from: this.deviceId, ts: this.options.now(), body: will.body ?? null };
+    client.options.will = { topic: will.topic, payload: encodeEnvelope(env), qos: will.qos ?? 1, retain: will.retain ?? false };
+  }
+
+  private onConnect(): void {
+    this.counters.connects++;
+    this.reconnectAttempts = 0;
+    this.client.options.reconnectPeriod = this.options.reconnectMinMs;
+    const filters = [...this.subs.keys()];
+    this.mqttSubscribe(filters).then(
+      () => {
+        if (this.closed || !this.client.connected) return;
+        this.window.resume();
+        const r = this.ready;
+        r.resolve();
+        this.emit('connect');
+      },
+      (e: unknown) => {
+        // Lost again before the SUBACKs: the next connect retries.
+        if (this.closed || !this.client.connected || !isFerryError(e)) return;
+        // A refused resubscription: report it, and still let publishes flow.
+        this.emit('error', e);
+        this.window.resume();
+        this.ready.resolve();
+      },
+    );
+  }
+
+  private onConnectionLost(): void {
+    this.window.pause();
+    if (this.closed) return;
+    // Callers awaiting readiness now wait for the next connection.
+    this.ready = settledOrNew(this.ready);
+    this.emit('close');
+    setReconnectDelay(this.client, backoffDelay(this.reconnectAttempts++, this.options.reconnectMinMs, this.options.reconnectMaxMs));
+  }
+
+  // ---- receiving ----
+
+  private onMessage(topic: string, payload: Buffer, packet: IPublishPacket): void {
+    try {
+      this.dispatch(topic, payload, packet);
+    } catch (e) {
+      // Nothing may escape into mqtt.js's parser loop.
+      this.emit('error', e);
+    }
+  }
+
+  private dispatch(topic: string, payload: Buffer, packet: IPublishPacket): void {
+    this.counters.received++;
+    if (payload.length > this.options.maxMessageBytes) {
+      this.reportInvalid(
+        new FerryError('MESSAGE_TOO_LARGE', `message on ${topic} is ${payload.length} bytes; options.maxMessageBytes is ${this.options.maxMessageBytes}`, {
+          field: 'payload',
+          topic,
+          bytes: payload.length,
+          limit: this.options.maxMessageBytes,
+        }),
+      );
+      return;
+    }
+    const envelopeHandlers: EnvelopeHandler[] = [];
+    for (const sub of this.subs.values()) {
+      if (!topicMatches(sub.filter, topic)) continue;
+      for (const h of sub.raw) {
+        try {
+          h(topic, payload);
+        } catch (e) {
+          this.emit('error', e);
+        }
+      }
+      envelopeHandlers.push(...sub.envelope);
+    }
+    if (envelopeHandlers.length === 0) return;
+    if (payload.length === 0) {
+      this.counters.empty++;
+      return;
+    }
+    let env: Envelope;
+    try {
+      env = decodeEnvelope(payload);
+    } catch (e) {
+      const fe = e as FerryError;
+      fe.details.topic = topic;
+      this.reportInvalid(fe);
+      return;
+    }
+    if (isExpired(env, this.options.now(), this.options.maxClockSkewMs)) {
+      this.counters.expired++;
+      return;
+    }
+    // Retained messages replayed at subscribe time are state, not events: deliver them on every
+    // (re)subscription rather than dropping them as duplicates of the previous replay.
+    if (!packet.retain && this.recent.seen(env.id)) {
+      this.counters.duplicates++;
+      return;
+    }
+    for (const h of envelopeHandlers) {
+      this.counters.delivered++;
+      try {
+        h(env, topic);
+      } catch (e) {
+        this.emit('error', e);
+      }
+    }
+  }
+
+  private reportInvalid(e: FerryError): void {
+    this.counters.invalid++;
+    this.emit('invalid', e);
+  }
+
+  private closedError(): FerryError {
+    return new FerryError('BUS_CLOSED', `the bus of ${this.deviceId} is closed`, { field: 'bus' });
+  }
+
+  async close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.closed = true;
+      const err = this.closedError();
+      this.pending.failAll(err);
+      this.window.failAll(err);
+      if (!this.ready.settled) this.ready.reject(err);
+      // Give a connected client a moment to send DISCONNECT; never hang on an unreachable broker.
+      await Promise.race([this.client.endAsync(!this.client.connected).catch(() => undefined), sleep(1000)]);
+      if (!this.client.disconnected) await this.client.endAsync(true).catch(() => undefined);
+      this.emit('close');
+    })();
+    return this.closing;
+  }
+}
+
+interface Deferred {
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (e: Error) => void;
+  settled: boolean;
+}
+
+function deferred(): Deferred {
+  let resolve!: () => void;
+  let reject!: (e: Error) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => undefined); // rejected only at close; waiting callers see it, nobody else must
+  const d: Deferred = {
+    promise,
+    settled: false,
+    resolve: () => {
+      d.settled = true;
+      resolve();
+    },
+    reject: (e) => {
+      d.settled = true;
+      reject(e);
+    },
+  };
+  return d;
+}
+
+/** Keeps a still-pending readiness promise (callers already wait on it); replaces a settled one. */
+function settledOrNew(d: Deferred): Deferred {
+  return d.settled ? deferred() : d;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}
+
+/** Connects a bus (see MqttBus.connect). */
+export function connectBus(options: BusOptions): Promise<MqttBus> {
+  return MqttBus.connect(options);
+}
