@@ -42,6 +42,18 @@ export const ERROR_CODES = {
   LEASE_EXPIRED: 'the lease expired before the operation',
   LEASE_NOT_HOLDER: 'only the holder of a lease may renew, cancel or hand it over',
   SPACE_NO_MATCH: 'no entry in the space matches the template',
+  // agent/heap
+  HEAP_BAD_VALUE: 'a value cannot be stored in the heap (function, symbol, class instance, undefined in an array, reserved key); the error names its path',
+  HEAP_VALUE_TOO_LARGE: 'one heap object (a string, bytes, or an object with its fields) would exceed the maximum object size',
+  HEAP_FOREIGN_OBJECT: 'an object of another heap (another app) was assigned; copy it instead',
+  HEAP_NO_MEMORY: 'the in-memory budget is full of lines that cannot leave (dirty lines while checkpoints fail, or pinned lines)',
+  HEAP_FULL: 'the virtual heap has no free line left (profile virtualHeapBytes)',
+  HEAP_CHECKPOINT_FAILED: 'a checkpoint could not be committed; the previous version stays current',
+  HEAP_CLOSED: 'the heap (or an object read from it) was used after close, reload or rollback',
+  HEAP_READ_ONLY: 'the heap was opened read-only (an older version) and cannot be changed',
+  HEAP_CORRUPT: 'the heap metadata or an object record read from the store is inconsistent',
+  HEAP_BAD_IMAGE: 'lines or objects handed to install/import are malformed or do not fit this heap',
+  HEAP_BUSY: 'the operation cannot run now (a checkpoint during a collection, or a savepoint already open)',
   SERVICE_BAD_REQUEST: 'a discovery, lease, space or system-service request lacks a field or has one of the wrong type or range',
 } as const;
 

@@ -1,0 +1,119 @@
+import { FerryError } from '../../core/errors.js';
+import { LineType } from './line-table.js';
+import type { Pager } from './pager.js';
+
+/**
+ * Places object records in lines. Small records are bumped into the current allocation line
+ * (so objects created together share lines); records larger than a line take a run of
+ * contiguous lines. Each line counts its live bytes; a line whose count drops to zero is freed
+ * at once (deleted from the store at the next checkpoint) and reused lowest-first.
+ */
+export class Allocator {
+  /** Next line never used (line 0 is reserved: address 0 means "no address"). */
+  hwm = 1;
+  private readonly freeLines: number[] = [];
+  private cursorLine = -1;
+  private cursorOff = 0;
+
+  constructor(private readonly pager: Pager, private readonly app: string) {}
+
+  get lineSize(): number {
+    return this.pager.lineSize;
+  }
+
+  /** Lines neither in use nor free, out of the virtual heap. */
+  freeLineCount(): number {
+    return this.pager.table.maxLines - this.hwm + this.freeLines.length;
+  }
+
+  /** Lines holding records or the object table. */
+  linesInUse(): number {
+    return this.hwm - 1 - this.freeLines.length;
+  }
+
+  /** Registers lines found free when a heap is reopened. */
+  setFree(lines: number[]): void {
+    this.freeLines.length = 0;
+    this.freeLines.push(...lines);
+    this.freeLines.sort((a, b) => b - a); // pop() takes the lowest
+  }
+
+  /** Starts a fresh allocation line for what follows (compaction packs objects used together). */
+  newCursor(): void {
+    this.cursorLine = -1;
+  }
+
+  /** Reserves `cap` bytes for a record; returns its virtual address. */
+  alloc(cap: number): number {
+    const ls = this.lineSize;
+    if (cap <= ls) {
+      if (this.cursorLine < 0 || ls - this.cursorOff < cap) {
+        this.cursorLine = this.takeLine(LineType.User);
+        this.cursorOff = 0;
+      }
+      const addr = this.cursorLine * ls + this.cursorOff;
+      this.cursorOff += cap;
+      this.pager.table.live[this.cursorLine]! += cap;
+      return addr;
+    }
+    const n = Math.ceil(cap / ls);
+    const first = this.takeRun(n);
+    let left = cap;
+    for (let i = 0; i < n; i++) {
+      this.pager.table.live[first + i]! += Math.min(ls, left);
+      left -= ls;
+    }
+    return first * ls;
+  }
+
+  /** Returns a record's bytes; lines left with no live bytes are freed. */
+  free(addr: number, cap: number): void {
+    const ls = this.lineSize;
+    const t = this.pager.table;
+    let a = addr;
+    let left = cap;
+    while (left > 0) {
+      const line = Math.floor(a / ls);
+      const n = Math.min(left, ls - (a % ls));
+      t.live[line]! -= Math.min(n, t.live[line]!);
+      if (t.live[line]! === 0 && line !== this.cursorLine) this.releaseLine(line);
+      a += n;
+      left -= n;
+    }
+  }
+
+  /** A whole line for the object table. */
+  takeTableLine(): number {
+    const line = this.takeLine(LineType.Table);
+    this.pager.table.live[line] = this.lineSize;
+    return line;
+  }
+
+  private takeLine(type: number): number {
+    const line = this.freeLines.length > 0 ? this.freeLines.pop()! : this.bump(1);
+    this.pager.claim(line, type);
+    return line;
+  }
+
+  private takeRun(n: number): number {
+    // Contiguous free runs are rare and large records are few: take fresh lines.
+    const first = this.bump(n);
+    for (let i = 0; i < n; i++) this.pager.claim(first + i, LineType.User);
+    return first;
+  }
+
+  private bump(n: number): number {
+    if (this.hwm + n > this.pager.table.maxLines) {
+      throw new FerryError('HEAP_FULL', `the virtual heap of app ${this.app} is full (${this.pager.table.maxLines} lines of ${this.lineSize} bytes); a collection may free space`, { field: 'heap', app: this.app });
+    }
+    const first = this.hwm;
+    this.hwm += n;
+    return first;
+  }
+
+  private releaseLine(line: number): void {
+    this.pager.release(line);
+    this.freeLines.push(line);
+    this.freeLines.sort((a, b) => b - a);
+  }
+}

@@ -1,0 +1,470 @@
+import { FerryError, isFerryError } from '../../core/errors.js';
+import { Cell } from './cell.js';
+import { collectMajor, collectNursery, type CompactMode, type MajorResult } from './collector.js';
+import { decodeMeta, encodeMeta } from './heap-meta.js';
+import { LineState, LineType } from './line-table.js';
+import { ObjectSpace, ROOT_OID } from './object-space.js';
+import { heapClosed, resolveHeapOptions, type HeapOptions, type ResolvedHeapOptions } from './options.js';
+import { Pager } from './pager.js';
+import { HeapMap, HeapSet, ProxyFactory, type ProxyHost } from './proxies.js';
+import { proxyCells } from './values.js';
+
+export interface CheckpointResult {
+  version: number;
+  /** Lines the commit wrote (dirty at the checkpoint; pre-flushed ones were written earlier). */
+  linesWritten: number;
+  linesDeleted: number;
+  /** Nursery objects promoted by this checkpoint. */
+  promoted: number;
+  /** Why it ran: `request`, `dirty-lines`, `interval`, `after-gc`, `suspend`. */
+  reason: string;
+  ms: number;
+}
+
+export interface HeapStats {
+  faults: number;
+  evictions: number;
+  flushes: number;
+  bytesFlushed: number;
+  accesses: number;
+  minorCollections: number;
+  majorCollections: number;
+  checkpoints: number;
+  failedCheckpoints: number;
+  objectsAllocated: number;
+  promoted: number;
+  diedYoung: number;
+  /** Promoted ÷ (promoted + died young): how much of the nursery survives. */
+  nurserySurvival: number;
+  /** Resident lines × line size plus the nursery's bytes; never above the budget. */
+  residentBytes: number;
+  budgetBytes: number;
+  /** Lines in use × line size. */
+  virtualBytes: number;
+  dirtyLines: number;
+  /** True after a failed checkpoint until one succeeds: dirty lines cannot be paged out. */
+  restricted: boolean;
+}
+
+export interface Savepoint {
+  /** Puts every object changed since the savepoint back as it was. */
+  rollback(): void;
+  /** Keeps the changes. */
+  release(): void;
+}
+
+/** Opens an app's virtual persistent heap (creating it on first use). */
+export function openHeap(options: HeapOptions): Heap {
+  return new Heap(resolveHeapOptions(options));
+}
+
+/**
+ * One app's virtual persistent heap: `root` is a plain-looking object graph whose objects live
+ * in cache lines paged between a bounded in-memory arena and the store, checkpointed as store
+ * versions. See agent/heap/DESIGN.md.
+ */
+export class Heap implements ProxyHost {
+  space!: ObjectSpace;
+  private pager!: Pager;
+  private proxies!: ProxyFactory;
+  private rootCell!: Cell;
+  private closed = false;
+  private userState: Uint8Array = new Uint8Array(0);
+  private pins = new Map<Cell, number>();
+  private collecting = false;
+  private firstChangeAt = 0;
+  private lastGcAt = 0;
+  private gcSinceCheckpoint = false;
+  private scheduled = false;
+  private timer: NodeJS.Timeout | undefined;
+  private faultWindow = { accesses: 0, faults: 0 };
+  private counters = { minor: 0, major: 0, checkpoints: 0, failedCheckpoints: 0 };
+  /** The committed version the heap is at (0 before the first checkpoint). */
+  version = 0;
+
+  constructor(readonly options: ResolvedHeapOptions) {
+    const { store, app } = options;
+    if (!store.hasApp(app)) {
+      if (options.readOnly) throw new FerryError('STORE_UNKNOWN_APP', `app ${app} has no heap to open read-only`, { field: 'options.app', app });
+      store.createApp(app, { lineSize: options.lineSize, maxLines: options.maxLines + 1 });
+    }
+    const info = store.appInfo(app);
+    if (info.lineSize !== options.lineSize) {
+      throw new FerryError('HEAP_BAD_IMAGE', `app ${app} has ${info.lineSize}-byte lines but profile ${options.profile.name} uses ${options.lineSize}; move it at object level (exportObjects/importObjects)`, { field: 'options.profile', app });
+    }
+    let version = info.head;
+    if (options.version !== undefined && options.version !== info.head) {
+      if (!store.versions(app).some((v) => v.version === options.version)) {
+        throw new FerryError('STORE_UNKNOWN_VERSION', `app ${app} has no checkpoint version ${options.version}`, { field: 'options.version', app });
+      }
+      version = options.readOnly ? options.version : store.restore(app, options.version).version;
+    }
+    this.load(version);
+    this.lastGcAt = options.clock.now();
+    if (options.autoCheckpoint && options.checkpointIntervalMs > 0) {
+      this.timer = setInterval(() => this.runDue(), Math.min(options.checkpointIntervalMs, options.gcIntervalMs || Infinity));
+      this.timer.unref();
+    }
+  }
+
+  get app(): string {
+    return this.options.app;
+  }
+
+  /** The app's object graph. */
+  get root(): Record<string, unknown> {
+    this.check(false);
+    return this.proxies.of(this.rootCell) as Record<string, unknown>;
+  }
+
+  /** The non-heap state blob of the version the heap was opened at (or last checkpointed with). */
+  get state(): Uint8Array {
+    return this.userState.slice();
+  }
+
+  // ---- opening ----
+
+  private load(version: number): void {
+    const o = this.options;
+    this.pager = new Pager(
+      { store: o.store, app: o.app, lineSize: o.lineSize, slots: o.slots, evictBatch: o.evictBatch, freeSlots: o.freeSlots, readOnly: o.readOnly, readVersion: version },
+      o.maxLines,
+      { beforeEvict: (l) => this.space.beforeEvict(l), afterEvict: (l) => this.space.afterEvict(l) },
+    );
+    this.space = new ObjectSpace(this.pager, o.app, o.maxObjectBytes, o.nurseryBytes > 0);
+    this.proxies = new ProxyFactory(this);
+    this.pins = new Map();
+    this.version = version;
+    this.firstChangeAt = 0;
+    if (version === 0) {
+      this.userState = new Uint8Array(0);
+      this.rootCell = this.space.cellFor(ROOT_OID);
+      this.rootCell.kind = 'object';
+      this.rootCell.value = {};
+      this.rootCell.placed = true;
+      this.rootCell.dirty = true;
+      this.rootCell.approxBytes = 9;
+      this.space.dirty.add(this.rootCell);
+      return;
+    }
+    const meta = decodeMeta(o.store.readState(o.app, { version }), o.app);
+    if (meta.lineSize !== o.lineSize) throw new FerryError('HEAP_CORRUPT', `the heap metadata of app ${o.app} says ${meta.lineSize}-byte lines, the store ${o.lineSize}`, { field: 'meta.lineSize', app: o.app });
+    this.userState = meta.user;
+    const t = this.pager.table;
+    for (const l of o.store.listLines(o.app, { version })) {
+      if (l.line > o.maxLines) throw new FerryError('HEAP_CORRUPT', `line ${l.line} of app ${o.app} is beyond the virtual heap`, { field: 'line', app: o.app });
+      t.ensure(l.line);
+      t.state[l.line] = LineState.Persistent;
+      t.stored[l.line] = 1;
+    }
+    this.space.alloc.hwm = meta.hwm;
+    this.space.nextOid = meta.nextOid;
+    this.space.table.pages = meta.tablePages;
+    for (const p of meta.tablePages) {
+      t.ensure(p);
+      t.type[p] = LineType.Table;
+      t.live[p] = o.lineSize;
+    }
+    // Rebuild what is not stored: live bytes per line, free object ids, free lines.
+    const used = new Uint8Array(meta.nextOid);
+    this.space.table.forEach((oid, p) => {
+      if (oid >= meta.nextOid) throw new FerryError('HEAP_CORRUPT', `object #${oid} of app ${o.app} is beyond nextOid`, { field: 'meta.nextOid', app: o.app });
+      used[oid] = 1;
+      let a = p.addr;
+      let left = p.cap;
+      while (left > 0) {
+        const line = Math.floor(a / o.lineSize);
+        const n = Math.min(left, o.lineSize - (a % o.lineSize));
+        t.ensure(line);
+        t.live[line]! += n;
+        a += n;
+        left -= n;
+      }
+    });
+    if (!used[ROOT_OID]) throw new FerryError('HEAP_CORRUPT', `the heap of app ${o.app} has no root object`, { field: 'root', app: o.app });
+    for (let oid = meta.nextOid - 1; oid > ROOT_OID; oid--) if (!used[oid]) this.space.freeOids.push(oid);
+    const free: number[] = [];
+    for (let line = 1; line < meta.hwm; line++) {
+      t.ensure(line);
+      if (t.live[line]! === 0) {
+        free.push(line);
+        if (t.stored[line]!) this.pager.pendingDelete.add(line);
+      }
+    }
+    this.space.alloc.setFree(free);
+    this.rootCell = this.space.cellFor(ROOT_OID);
+    for (const oid of meta.pins) this.pins.set(this.space.cellFor(oid), 1);
+  }
+
+  // ---- ProxyHost ----
+
+  check(write: boolean): void {
+    if (this.closed) throw heapClosed(this.options.app);
+    if (write && this.options.readOnly) throw new FerryError('HEAP_READ_ONLY', `the heap of app ${this.options.app} was opened read-only at version ${this.version}`, { field: 'heap', app: this.options.app });
+  }
+
+  afterWrite(): void {
+    if (this.firstChangeAt === 0) this.firstChangeAt = this.options.clock.now();
+    if (this.collecting) return;
+    if (this.space.nurseryBytes > this.options.nurseryBytes) this.minorCollect();
+    const o = this.options;
+    if (o.gcLowSpaceFraction > 0 && this.space.alloc.freeLineCount() < o.gcLowSpaceFraction * o.maxLines) this.collect({ compact: 'sparse' });
+    if (this.options.autoCheckpoint && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => {
+        this.scheduled = false;
+        this.runDue();
+      });
+    }
+  }
+
+  // ---- checkpoints ----
+
+  /** Why a checkpoint is due now, or null. The runtime asks at bookmarks. */
+  checkpointDue(): string | null {
+    if (this.closed || this.options.readOnly) return null;
+    if (this.gcSinceCheckpoint) return 'after-gc';
+    if (this.pager.dirtySinceCheckpoint + this.space.dirty.size >= this.options.checkpointDirtyLines) return 'dirty-lines';
+    const o = this.options;
+    if (o.checkpointIntervalMs > 0 && this.firstChangeAt > 0 && o.clock.now() - this.firstChangeAt >= o.checkpointIntervalMs) return 'interval';
+    return null;
+  }
+
+  /** Why a major collection is due now, or null. */
+  collectionDue(): string | null {
+    if (this.closed || this.options.readOnly || this.collecting) return null;
+    const o = this.options;
+    if (o.gcLowSpaceFraction > 0 && this.space.alloc.freeLineCount() < o.gcLowSpaceFraction * o.maxLines) return 'low-space';
+    if (o.gcIntervalMs > 0 && o.clock.now() - this.lastGcAt >= o.gcIntervalMs) return 'interval';
+    const s = this.pager.stats;
+    const da = s.accesses - this.faultWindow.accesses;
+    if (da >= 10_000) {
+      const rate = (s.faults - this.faultWindow.faults) / da;
+      this.faultWindow = { accesses: s.accesses, faults: s.faults };
+      if (o.gcPagingFaultRate > 0 && rate > o.gcPagingFaultRate) return 'paging';
+    }
+    return null;
+  }
+
+  /** Runs whatever collection and checkpoint is due (a bookmark: between two pieces of app code). Never throws: failures go to onCheckpointError. */
+  runDue(): void {
+    try {
+      const gc = this.collectionDue();
+      if (gc) this.collect({ compact: gc === 'paging' ? 'full' : 'sparse' });
+      const why = this.checkpointDue();
+      if (why) this.checkpoint({ reason: why, state: this.options.stateProvider?.() });
+    } catch (e) {
+      if (isFerryError(e)) this.options.onCheckpointError?.(e);
+      else this.options.onCheckpointError?.(new FerryError('HEAP_CHECKPOINT_FAILED', String(e), { field: 'heap' }, { cause: e }));
+    }
+  }
+
+  /**
+   * Commits every change since the last checkpoint and `state` (the caller's non-heap state;
+   * default: unchanged) as one store version. On failure the previous version stays current
+   * and HEAP_CHECKPOINT_FAILED is thrown; see DESIGN.md for the restriction that follows.
+   */
+  checkpoint(options: { state?: Uint8Array; reason?: string } = {}): CheckpointResult {
+    this.check(true);
+    if (this.collecting) throw new FerryError('HEAP_BUSY', `a checkpoint cannot run during a collection (app ${this.app})`, { field: 'heap', app: this.app });
+    if (options.state !== undefined && !(options.state instanceof Uint8Array)) throw new FerryError('BAD_OPTION', `options.state must be a Uint8Array`, { field: 'options.state' });
+    const t0 = performance.now();
+    const minor = this.minorCollect();
+    for (const c of [...this.space.dirty]) this.space.writeBack(c);
+    const user = options.state ?? this.userState;
+    const meta = encodeMeta({
+      lineSize: this.options.lineSize, hwm: this.space.alloc.hwm, nextOid: this.space.nextOid,
+      tablePages: this.space.table.pages, pins: [...this.pins.keys()].map((c) => c.oid), user,
+    });
+    const res = this.pager.commit(meta);
+    if ('error' in res) {
+      this.counters.failedCheckpoints++;
+      const rolledBack = res.lostLines > 0;
+      if (rolledBack) this.rollbackToCommitted();
+      throw new FerryError('HEAP_CHECKPOINT_FAILED', `checkpoint of app ${this.app} failed (${res.error.code}: ${res.error.message}); version ${this.version} stays current${rolledBack ? `; ${res.lostLines} paged-out lines were lost, so the heap went back to version ${this.version}` : '; changes stay in memory and dirty lines stay resident until a checkpoint succeeds'}`, { field: 'heap', app: this.app, rolledBack, cause: res.error.code }, { cause: res.error });
+    }
+    this.version = res.version;
+    this.userState = user.slice();
+    this.firstChangeAt = 0;
+    this.gcSinceCheckpoint = false;
+    this.counters.checkpoints++;
+    return { version: res.version, linesWritten: res.linesWritten, linesDeleted: res.linesDeleted, promoted: minor.promoted, reason: options.reason ?? 'request', ms: performance.now() - t0 };
+  }
+
+  /** Background pre-flush: writes up to `maxLines` dirty lines into the open transaction so the next checkpoint is short. */
+  preflush(maxLines = this.options.evictBatch * 4): number {
+    this.check(true);
+    return this.pager.preflush(maxLines, (line) => this.space.beforeEvict(line));
+  }
+
+  /** After a failed checkpoint that lost paged-out lines: go back to the committed version. */
+  private rollbackToCommitted(): void {
+    this.space.forEachCell((c) => { c.dead = true; c.value = undefined; });
+    this.pager.reset();
+    this.load(this.version);
+  }
+
+  // ---- collections ----
+
+  private minorCollect(): { promoted: number; died: number } {
+    if (this.space.nursery.size === 0 && this.space.remembered.size === 0) return { promoted: 0, died: 0 };
+    this.collecting = true;
+    try {
+      this.counters.minor++;
+      return collectNursery(this.space, this.pins.keys());
+    } finally {
+      this.collecting = false;
+    }
+  }
+
+  /** Major collection: mark from root and pins, sweep, compact (`sparse` by default). */
+  collect(options: { compact?: CompactMode } = {}): MajorResult {
+    this.check(true);
+    this.collecting = true;
+    try {
+      const r = collectMajor(this.space, this.pins.keys(), options.compact ?? 'sparse');
+      this.counters.major++;
+      this.counters.minor++;
+      this.lastGcAt = this.options.clock.now();
+      this.gcSinceCheckpoint = true;
+      return r;
+    } finally {
+      this.collecting = false;
+    }
+  }
+
+  // ---- savepoints, pins, helpers ----
+
+  /** Starts an undo log: the runtime runs each handler inside one. One at a time. */
+  savepoint(): Savepoint {
+    this.check(true);
+    if (this.space.undo) throw new FerryError('HEAP_BUSY', `app ${this.app} already has an open savepoint`, { field: 'heap', app: this.app });
+    const undo = new Map();
+    this.space.undo = undo;
+    return {
+      rollback: () => {
+        if (this.space.undo === undo) this.space.rollback();
+      },
+      release: () => {
+        if (this.space.undo === undo) this.space.undo = null;
+      },
+    };
+  }
+
+  /** Keeps an object alive and reachable for the runtime even when nothing in `root` points at it. */
+  pin(obj: object): number {
+    const cell = this.cellOf(obj, 'pin');
+    this.pins.set(cell, (this.pins.get(cell) ?? 0) + 1);
+    return cell.oid;
+  }
+
+  unpin(obj: object): void {
+    const cell = this.cellOf(obj, 'unpin');
+    const n = (this.pins.get(cell) ?? 1) - 1;
+    if (n <= 0) this.pins.delete(cell);
+    else this.pins.set(cell, n);
+  }
+
+  /** Objects pinned (they survive restarts: their ids are in the checkpoint). */
+  pinned(): unknown[] {
+    return [...this.pins.keys()].map((c) => this.proxies.of(c));
+  }
+
+  /** Marks an object changed after an in-place change the barrier cannot see (a Uint8Array's bytes). */
+  touch(obj: object): void {
+    this.check(true);
+    const cell = this.cellOf(obj, 'touch');
+    this.space.load(cell);
+    this.space.changed(cell, 0);
+    this.afterWrite();
+  }
+
+  private cellOf(obj: object, what: string): Cell {
+    const owned = obj !== null && typeof obj === 'object' ? proxyCells.get(obj) : undefined;
+    if (!owned || owned.space !== this.space) throw new FerryError('HEAP_FOREIGN_OBJECT', `${what}() takes an object read from this heap (app ${this.app})`, { field: 'obj' });
+    return owned.cell;
+  }
+
+  /** A plain deep copy of a heap value (shared references and cycles kept). */
+  toPlain(value: unknown): unknown {
+    const made = new Map<Cell, unknown>();
+    const copy = (v: unknown): unknown => {
+      const owned = v !== null && typeof v === 'object' ? proxyCells.get(v) : undefined;
+      if (!owned) return v;
+      const cell = owned.cell;
+      if (made.has(cell)) return made.get(cell);
+      switch (cell.kind) {
+        case 'bytes': {
+          const b = new Uint8Array(v as Uint8Array);
+          made.set(cell, b);
+          return b;
+        }
+        case 'array': {
+          const out: unknown[] = [];
+          made.set(cell, out);
+          const a = v as unknown[];
+          out.length = a.length;
+          for (let i = 0; i < a.length; i++) if (i in a) out[i] = copy(a[i]);
+          return out;
+        }
+        case 'map': {
+          const out = new Map();
+          made.set(cell, out);
+          for (const [k, x] of v as HeapMap) out.set(copy(k), copy(x));
+          return out;
+        }
+        case 'set': {
+          const out = new Set();
+          made.set(cell, out);
+          for (const x of v as HeapSet) out.add(copy(x));
+          return out;
+        }
+        default: {
+          const out: Record<string, unknown> = {};
+          made.set(cell, out);
+          for (const k of Object.keys(v as object)) out[k] = copy((v as Record<string, unknown>)[k]);
+          return out;
+        }
+      }
+    };
+    return copy(value);
+  }
+
+  stats(): HeapStats {
+    const p = this.pager.stats;
+    const s = this.space.stats;
+    return {
+      faults: p.faults, evictions: p.evictions, flushes: p.flushes, bytesFlushed: p.bytesFlushed, accesses: p.accesses,
+      minorCollections: this.counters.minor, majorCollections: this.counters.major,
+      checkpoints: this.counters.checkpoints, failedCheckpoints: this.counters.failedCheckpoints,
+      objectsAllocated: s.allocated, promoted: s.promoted, diedYoung: s.diedYoung,
+      nurserySurvival: s.promoted + s.diedYoung === 0 ? 1 : s.promoted / (s.promoted + s.diedYoung),
+      residentBytes: this.pager.residentBytes + Math.max(0, this.space.nurseryBytes),
+      budgetBytes: this.options.budgetBytes,
+      virtualBytes: this.space.alloc.linesInUse() * this.options.lineSize,
+      dirtyLines: this.pager.dirtySinceCheckpoint,
+      restricted: this.pager.restricted,
+    };
+  }
+
+  /** @internal for migration and tests */
+  get internals(): { pager: Pager; space: ObjectSpace } {
+    return { pager: this.pager, space: this.space };
+  }
+
+  /** Checkpoints (reason `suspend`) and closes: frees the in-memory heap. */
+  suspend(state?: Uint8Array): CheckpointResult {
+    const r = this.checkpoint({ state, reason: 'suspend' });
+    this.close();
+    return r;
+  }
+
+  /** Closes without a checkpoint: changes since the last one are dropped; objects read from the heap go stale. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    this.pager.reset();
+    this.space.forEachCell((c) => { c.dead = true; c.value = undefined; });
+  }
+}
