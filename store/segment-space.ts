@@ -25,6 +25,14 @@ export interface WearStats {
 }
 
 /**
+ * Room the segment file leaves free on its device: it never grows into the last
+ * DEVICE_RESERVE_BYTES, so SQLite can still write the transactions that free space
+ * (`removeVersion`, `removeApp`) and the commits that reuse it: one WAL cycle
+ * (`wal_autocheckpoint` = 256 pages, about 1 MiB) and the checkpoint into heap.db.
+ */
+export const DEVICE_RESERVE_BYTES = 2 * 1024 * 1024;
+
+/**
  * The segment file: the store's flash. Lines are appended into an open segment buffer and
  * written as one large write when the segment fills (or at commit); a segment is reused only
  * after every record in it is dead and the commit that killed the last one is durable.
@@ -55,6 +63,8 @@ export class SegmentSpace {
      */
     private readonly commitsDurable: boolean,
     wear: { erases: Uint32Array; programs: Uint32Array } | undefined,
+    /** Bytes free on the segment file's device (undefined: unknown); checked before the file grows. */
+    private readonly deviceFree: () => number | undefined = () => undefined,
   ) {
     this.buf = new Uint8Array(segBytes);
     const count = Math.ceil(io.size(fd) / segBytes);
@@ -139,6 +149,10 @@ export class SegmentSpace {
       const newSize = (seg + 1) * this.segBytes;
       if (this.maxBytes > 0 && newSize > this.maxBytes) {
         throw new FerryError('STORE_NO_SPACE', `the segment file would grow to ${newSize} bytes, over options.maxBytes = ${this.maxBytes}`, { field: 'maxBytes' });
+      }
+      const free = this.deviceFree();
+      if (free !== undefined && free < this.segBytes + DEVICE_RESERVE_BYTES) {
+        throw new FerryError('STORE_NO_SPACE', `the device is full: ${free} bytes free, and another ${this.segBytes}-byte segment would leave less than the ${DEVICE_RESERVE_BYTES} bytes kept for heap.db`, { field: 'segments', free });
       }
       this.segs.push({ liveBytes: 0, live: new Set() });
       this.erases = grow(this.erases, this.segs.length);

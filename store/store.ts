@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import Database from 'better-sqlite3';
@@ -108,7 +108,7 @@ export class Store implements TransactionHost {
       throw new FerryError('STORE_IO', `cannot open the segment file: ${(e as Error).message}`, { field: 'options.dir' }, { cause: e });
     }
     const wear = this.sql.getMeta.get('wear') as { value: Uint8Array } | undefined;
-    this.space = new SegmentSpace(this.io, this.fd, options.segmentBytes, options.maxBytes, options.durability === 'full', decodeWear(wear?.value));
+    this.space = new SegmentSpace(this.io, this.fd, options.segmentBytes, options.maxBytes, options.durability === 'full', decodeWear(wear?.value), () => deviceFree(options.dir));
     this.liveness = { release: (r) => this.release(r) };
     try {
       this.load();
@@ -260,7 +260,14 @@ export class Store implements TransactionHost {
   /** @internal (TransactionHost) */
   appendLine(_tx: WriteTransaction, bytes: Uint8Array): { seg: number; off: number } {
     this.checkOpen();
-    return this.space.append(bytes);
+    try {
+      return this.space.append(bytes);
+    } catch (e) {
+      // A failed pre-flush leaves the open segment's tail unwritten: abandon it as a failed commit
+      // does, or every later transaction would retry that write first (forever, on a full device).
+      if (isFerryError(e, 'STORE_IO') || isFerryError(e, 'STORE_NO_SPACE')) this.space.abandonOpen();
+      throw e;
+    }
   }
 
   /** @internal (TransactionHost) */
@@ -361,7 +368,15 @@ export class Store implements TransactionHost {
     this.counters.commits++;
     this.counters.bytesCommitted += (written - tx.compactedLines) * idx.lineSize;
     this.counters.compactionBytes += tx.compactedBytes;
-    if (!durable && ++this.commitsSinceSync >= this.options.syncEveryCommits) this.sync();
+    if (!durable && ++this.commitsSinceSync >= this.options.syncEveryCommits) {
+      try {
+        this.sync();
+      } catch {
+        // The version is committed (batched durability: safe from a process crash): a failing
+        // automatic sync must not report it as failed. The count stays due, so the next commit
+        // retries; an explicit sync() reports the failure.
+      }
+    }
     return { version, kind: row.kind === 1 ? 'base' : 'delta', linesWritten: written - tx.compactedLines, linesDeleted: deleted, compactedLines: tx.compactedLines, compactedBytes: tx.compactedBytes };
   }
 
@@ -676,6 +691,16 @@ function checkHash(h: unknown): void {
 function checkAppId(app: unknown): void {
   if (typeof app !== 'string' || !APP_ID.test(app)) {
     throw new FerryError('STORE_BAD_INPUT', `app must match ${APP_ID} (letters, digits, . _ : -), got ${describe(app)}`, { field: 'app' });
+  }
+}
+
+/** Bytes an unprivileged writer may still use on the device holding `dir`; undefined when unknown. */
+function deviceFree(dir: string): number | undefined {
+  try {
+    const s = statfsSync(dir);
+    return s.bavail * s.bsize;
+  } catch {
+    return undefined;
   }
 }
 
