@@ -4,11 +4,13 @@
  * For aedes (in process) and Mosquitto (its own process), in the same run:
  * - grantRttP50Ms / grantRttP99Ms: a lease.grant request answered (sequential);
  * - rawEchoRttP50Ms: a bare MQTT QoS 1 echo on the same broker (the floor), and
- *   grantOverRawRatio = grant p50 / raw p50 (target ≤ 1.5);
+ *   grantOverRawRatio = grant p50 / raw p50 (target ≤ 1.5); busEchoRttP50Ms: an
+ *   envelope request/response through two MqttBus. The three are sampled in
+ *   interleaved rounds, so machine load and JIT warm-up weigh on all alike;
  * - renewalsPerSec: renewals one provider sustains with 10,000 active leases,
  *   renewed in batches of 1,000 (several batches in flight);
- * - bytesPerLease: the provider's heap growth per active lease (table + request
- *   memory), measured with a forced GC;
+ * - bytesPerLease: the provider's heap growth per active lease (table + remembered
+ *   answers), measured with a forced GC, the holder's own records subtracted;
  * - bulkMBps beside rawSocketMBps (plain loopback TCP).
  * Prints one JSON object as its last line.
  */
@@ -21,13 +23,15 @@ import { LeaseClient, LeaseGrantor, type HeldLease } from '../agent/services/ind
 import { connectBus, startEmbeddedBroker } from '../transports/index.js';
 import { startMosquitto } from '../test/helpers/brokers.js';
 import { parseBenchArgs, percentile, report, round } from './lib/args.js';
-import { bulkThroughput, busEchoRtt, rawEchoRtt, rawSocketMBps } from './lib/transport-bench.js';
+import { bulkThroughput, openBusEcho, openRawEcho, rawSocketMBps } from './lib/transport-bench.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
 const args = parseBenchArgs();
-const N_GRANTS = args.quick ? 300 : 2000;
+const N_GRANTS = args.quick ? 500 : 2000;
+const ROUNDS = 10;
+const WARMUP = 200;
 const ACTIVE = 10_000;
 const BATCH = 1000;
 const RENEW_MS = args.quick ? 1500 : 5000;
@@ -58,20 +62,41 @@ async function measure(url: string, dir: string, tag: string): Promise<BrokerRun
   const grantor = await LeaseGrantor.start(pBus, { stateFile: join(dir, `${tag}.sqlite`), maxDurationMs: 600_000, sweepIntervalMs: 1000 });
   grantor.offer('shared', { exclusive: false });
   // One exclusive resource per sample, so every grant is a fresh exclusive grant (with a fence) and no cancel traffic interleaves.
-  for (let i = 0; i < N_GRANTS + 50; i++) grantor.offer(`excl-${i}`, { exclusive: true });
+  for (let i = 0; i < N_GRANTS + WARMUP; i++) grantor.offer(`excl-${i}`, { exclusive: true });
   const client = new LeaseClient(hBus, { timeoutMs: 10_000 });
   try {
-    // Grant RTT: sequential exclusive grants (the first 50 warm up).
-    const samples: number[] = [];
-    for (let i = 0; i < N_GRANTS + 50; i++) {
+    // Grant RTT beside its floors, interleaved: ROUNDS rounds of N/ROUNDS raw echoes, bus echoes and
+    // grants each, after WARMUP of each. Interleaving puts all three under the same load and JIT state
+    // (measured one after the other, a busy machine or a cold JIT skews whichever runs first).
+    // One exclusive resource per grant, so each is a fresh exclusive grant with a fence and no cancel traffic.
+    const raw = await openRawEcho(url);
+    const busEcho = await openBusEcho(url);
+    let r = 0;
+    const grantOnce = async () => {
       const t0 = performance.now();
-      await client.grant({ leaseTopic: grantor.topic, service: `excl-${i}` }, 60_000);
-      const dt = performance.now() - t0;
-      if (i >= 50) samples.push(dt);
+      await client.grant({ leaseTopic: grantor.topic, service: `excl-${r++}` }, 60_000);
+      return performance.now() - t0;
+    };
+    const grantSamples: number[] = [];
+    const rawSamples: number[] = [];
+    const busSamples: number[] = [];
+    try {
+      for (let i = 0; i < WARMUP; i++) {
+        await raw.sample();
+        await busEcho.sample();
+        await grantOnce();
+      }
+      for (let round = 0; round < ROUNDS; round++) {
+        for (let i = 0; i < N_GRANTS / ROUNDS; i++) rawSamples.push(await raw.sample());
+        for (let i = 0; i < N_GRANTS / ROUNDS; i++) busSamples.push(await busEcho.sample());
+        for (let i = 0; i < N_GRANTS / ROUNDS; i++) grantSamples.push(await grantOnce());
+      }
+    } finally {
+      await Promise.all([raw.close(), busEcho.close()]);
     }
-    samples.sort((a, b) => a - b);
-    const raw = await rawEchoRtt(url, N_GRANTS);
-    const busEcho = await busEchoRtt(url, N_GRANTS);
+    const samples = grantSamples.sort((a, b) => a - b);
+    const rawP50 = percentile(rawSamples.sort((a, b) => a - b), 50);
+    const busP50 = percentile(busSamples.sort((a, b) => a - b), 50);
 
     // 10,000 active leases, granted 200 at a time.
     const before = heap();
@@ -80,7 +105,14 @@ async function measure(url: string, dir: string, tag: string): Promise<BrokerRun
       const part = await Promise.all(Array.from({ length: Math.min(200, ACTIVE - i) }, () => client.grant({ leaseTopic: grantor.topic, service: 'shared' }, 600_000)));
       leases.push(...part);
     }
-    const bytesPerLease = Math.round((heap() - before) / ACTIVE);
+    const afterGrants = heap();
+    // The holder runs in this process too: subtract its share (a copy of its HeldLease records) so
+    // what remains is the provider's: the lease table and the remembered answers (dedupe) per lease.
+    let holderCopy: HeldLease[] | undefined = structuredClone(leases);
+    const holderBytes = heap() - afterGrants;
+    holderCopy = undefined;
+    void holderCopy;
+    const bytesPerLease = Math.round((afterGrants - before - holderBytes) / ACTIVE);
 
     // Sustained renewals: batches of 1,000, four in flight, for RENEW_MS.
     const base = grantor.stats.renewals;
@@ -100,10 +132,10 @@ async function measure(url: string, dir: string, tag: string): Promise<BrokerRun
     return {
       grantRttP50Ms: round(percentile(samples, 50)),
       grantRttP99Ms: round(percentile(samples, 99)),
-      rawEchoRttP50Ms: raw.p50,
-      grantOverRawRatio: round(percentile(samples, 50) / raw.p50, 2),
-      busEchoRttP50Ms: busEcho.p50,
-      grantOverBusRatio: round(percentile(samples, 50) / busEcho.p50, 2),
+      rawEchoRttP50Ms: round(rawP50),
+      grantOverRawRatio: round(percentile(samples, 50) / rawP50, 2),
+      busEchoRttP50Ms: round(busP50),
+      grantOverBusRatio: round(percentile(samples, 50) / busP50, 2),
       renewalsPerSec,
       bytesPerLease,
       bulkMBps: bulk.mbps,

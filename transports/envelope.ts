@@ -1,8 +1,8 @@
-import { randomBytes } from 'node:crypto';
 import { Decoder, Encoder } from 'cbor-x';
 import { FerryError } from '../core/errors.js';
 import { describe } from '../core/options.js';
 import { ENVELOPE_VERSION, type Envelope } from './contract.js';
+import { randomId128 } from './random-id.js';
 
 /**
  * Envelope encoding: one CBOR map (RFC 8949) with text keys, nothing cbor-x
@@ -38,7 +38,7 @@ export const MAX_TOPIC_CHARS = 1024;
 
 /** A fresh message id: 128 random bits, base64url (22 characters). */
 export function newMessageId(): string {
-  return randomBytes(16).toString('base64url');
+  return randomId128();
 }
 
 function malformed(field: string, expected: string, got: unknown): FerryError {

@@ -1,5 +1,4 @@
-import { createConnection, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import type { Socket } from 'node:net';
 import { MqttClient, type IPublishPacket } from 'mqtt';
 import { FerryError, isFerryError } from '../core/errors.js';
 import { describe, OptionReader } from '../core/options.js';
@@ -13,10 +12,11 @@ import {
   type RequestHandler,
   type RequestOptions,
 } from './contract.js';
+import { deferred, openSocket, settledOrNew, sleep, type Deferred } from './connection.js';
 import { decodeEnvelope, encodeEnvelope, isExpired, isPublishTopic, newMessageId } from './envelope.js';
 import { checkWill, readBusOptions, type BusOptions, type ResolvedBusOptions } from './options.js';
-import { errorAnswerBody, PendingRequests } from './pending-requests.js';
 import { PublishWindow } from './publish-window.js';
+import { RequestResponse } from './request-response.js';
 import { backoffDelay, setReconnectDelay } from './reconnect-backoff.js';
 import { RecentIds } from './recent-ids.js';
 import { inboxTopic, isValidFilter, topicMatches } from './topics.js';
@@ -86,7 +86,9 @@ export class MqttBus implements Bus {
   private readonly window: PublishWindow;
   private readonly recent: RecentIds;
   private readonly subs = new Map<string, Subscription>();
-  private readonly pending = new PendingRequests();
+  /** The subscriptions whose filter has a wildcard (matched one by one on receive). */
+  private readonly wildcardSubs = new Set<Subscription>();
+  private readonly rr: RequestResponse;
   private readonly listeners = new Map<BusEvent, Set<(arg?: unknown) => void>>();
   private readonly counters = { published: 0, received: 0, delivered: 0, duplicates: 0, expired: 0, invalid: 0, empty: 0, connects: 0 };
   private closed = false;
@@ -94,7 +96,6 @@ export class MqttBus implements Bus {
   private reconnectAttempts = 0;
   /** Resolved after the subscriptions of the current connection are SUBACK'd. */
   private ready: Deferred;
-  private inboxReady: Promise<void> | undefined;
 
   constructor(options: BusOptions) {
     this.options = readBusOptions(options);
@@ -104,29 +105,26 @@ export class MqttBus implements Bus {
     this.window = new PublishWindow(o.maxInFlight, o.maxQueued);
     this.recent = new RecentIds(o.dedupeWindow);
     this.ready = deferred();
+    const bus = this;
+    this.rr = new RequestResponse({
+      deviceId: o.deviceId,
+      inbox: this.inbox,
+      requestTimeoutMs: o.requestTimeoutMs,
+      now: o.now,
+      publishEnvelope: (topic, env) => this.publishEnvelope(topic, env),
+      subscribe: (filter, handler) => this.subscribe(filter, handler),
+      reportInvalid: (e) => this.reportInvalid(e),
+      reportError: (e) => this.emit('error', e),
+      get closed() {
+        return bus.closed;
+      },
+    });
 
-    const { hostname, port, protocol } = new URL(o.url);
-    const host = hostname.replace(/^\[|\]$/g, '');
-    // Our own stream builder: mqtt.js's TCP builder has no way to set TCP_NODELAY. mqtt.js calls
-    // it before every connection attempt, just before it builds CONNECT: the moment to refresh the will.
+    // mqtt.js calls the stream builder before every connection attempt, just before it builds
+    // CONNECT: the moment to refresh the will (a function may stamp a per-connection epoch).
     const streamBuilder = (client: MqttClient): Socket => {
       this.refreshWill(client);
-      if (protocol === 'mqtts:') {
-        const t = o.tls ?? {};
-        const pem = (v: string | Uint8Array | undefined) => (v === undefined || typeof v === 'string' ? v : Buffer.from(v));
-        const s = tlsConnect({
-          host,
-          port: Number(port),
-          ca: pem(t.ca),
-          cert: pem(t.cert),
-          key: pem(t.key),
-          rejectUnauthorized: t.rejectUnauthorized ?? true,
-          servername: t.servername ?? (/^[\d.:]+$/.test(host) ? undefined : host),
-        });
-        s.setNoDelay(true);
-        return s;
-      }
-      return createConnection({ host, port: Number(port), noDelay: true });
+      return openSocket(o.url, o.tls);
     };
     this.client = new MqttClient(streamBuilder, {
       protocolId: 'MQTT',
@@ -139,6 +137,9 @@ export class MqttBus implements Bus {
       // Subscriptions are restored by this bus (resubscribeAll), so it knows when they are live again.
       resubscribe: false,
       queueQoSZero: true,
+      // mqtt.js traces every packet through `debug` (several calls per message, a few µs even when
+      // disabled); keep it only when someone asked for it with DEBUG=mqttjs*.
+      ...(/mqttjs/.test(process.env.DEBUG ?? '') ? {} : { log: () => undefined }),
       ...(o.username !== undefined ? { username: o.username } : {}),
       ...(o.password !== undefined ? { password: o.password } : {}),
     });
@@ -262,6 +263,7 @@ export class MqttBus implements Bus {
     if (!sub) {
       sub = { filter, envelope: new Set(), raw: new Set() };
       this.subs.set(filter, sub);
+      if (/[+#]/.test(filter)) this.wildcardSubs.add(sub);
     }
     add(sub);
     if (isNew) {
@@ -279,7 +281,7 @@ export class MqttBus implements Bus {
         }
       } catch (e) {
         remove(sub);
-        if (sub.envelope.size === 0 && sub.raw.size === 0) this.subs.delete(filter);
+        if (sub.envelope.size === 0 && sub.raw.size === 0) this.dropSubscription(sub);
         throw e;
       }
     } else if (!this.client.connected) {
@@ -292,10 +294,15 @@ export class MqttBus implements Bus {
       done = true;
       remove(s);
       if (s.envelope.size === 0 && s.raw.size === 0 && this.subs.get(filter) === s) {
-        this.subs.delete(filter);
+        this.dropSubscription(s);
         if (this.client.connected && !this.closed) await this.client.unsubscribeAsync(filter).catch(() => undefined);
       }
     };
+  }
+
+  private dropSubscription(sub: Subscription): void {
+    this.subs.delete(sub.filter);
+    this.wildcardSubs.delete(sub);
   }
 
   private async mqttSubscribe(filters: string[]): Promise<void> {
@@ -307,65 +314,14 @@ export class MqttBus implements Bus {
     }
   }
 
-  // ---- request / response ----
+  // ---- request / response (request-response.ts) ----
 
-  async request<R = unknown>(topic: string, type: string, body: unknown, options: RequestOptions = {}): Promise<Envelope<R>> {
-    if (this.closed) throw this.closedError();
-    const timeoutMs = options.timeoutMs ?? this.options.requestTimeoutMs;
-    if (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 3_600_000) {
-      throw new FerryError('BAD_OPTION', `options.timeoutMs must be an integer in 1..3600000, got ${String(timeoutMs)}`, { field: 'options.timeoutMs' });
-    }
-    const ttlMs = options.ttlMs ?? timeoutMs;
-    if (typeof ttlMs !== 'number' || !Number.isInteger(ttlMs) || ttlMs < 0) {
-      throw new FerryError('BAD_OPTION', `options.ttlMs must be a non-negative integer, got ${describe(ttlMs)}`, { field: 'options.ttlMs' });
-    }
-    await this.ensureInbox();
-    const id = newMessageId();
-    const answer = this.pending.wait(
-      id,
-      timeoutMs,
-      () => new FerryError('BUS_TIMEOUT', `request ${type} to ${topic} got no answer within ${timeoutMs} ms`, { field: 'options.timeoutMs', topic, type }),
-    ) as Promise<Envelope<R>>;
-    const env: Envelope = { v: ENVELOPE_VERSION, type, id, from: this.deviceId, replyTo: this.inbox, ts: this.options.now(), ttl: ttlMs, body: body === undefined ? null : body };
-    this.publishEnvelope(topic, env).catch((e: unknown) => this.pending.fail(id, e as Error));
-    return answer;
+  request<R = unknown>(topic: string, type: string, body: unknown, options: RequestOptions = {}): Promise<Envelope<R>> {
+    return this.rr.request<R>(topic, type, body, options, () => this.closedError());
   }
 
-  async serve(filter: string, handler: RequestHandler): Promise<() => Promise<void>> {
-    return this.subscribe(filter, (env, topic) => {
-      if (env.replyTo === undefined) {
-        this.reportInvalid(new FerryError('ENVELOPE_MALFORMED', `request ${env.type} on ${topic} has no envelope.replyTo`, { field: 'envelope.replyTo', topic }));
-        return;
-      }
-      // Off the mqtt.js message callback: the handler and the answer's QoS 1 publish must not hold it.
-      void this.answer(env, topic, env.replyTo, handler);
-    });
-  }
-
-  private async answer(req: Envelope, topic: string, replyTo: string, handler: RequestHandler): Promise<void> {
-    let type: string;
-    let body: unknown;
-    try {
-      body = await handler(req, topic);
-      type = `${req.type}.ok`;
-    } catch (e) {
-      type = 'error';
-      body = errorAnswerBody(e);
-    }
-    try {
-      await this.publish(replyTo, type, body, { corr: req.id });
-    } catch (e) {
-      if (!this.closed) this.emit('error', e);
-    }
-  }
-
-  private ensureInbox(): Promise<void> {
-    this.inboxReady ??= this.subscribe(this.inbox, (env) => this.onAnswer(env)).then(() => undefined);
-    return this.inboxReady;
-  }
-
-  private onAnswer(env: Envelope): void {
-    this.pending.answer(env); // false: late (timed out) or not ours
+  serve(filter: string, handler: RequestHandler): Promise<() => Promise<void>> {
+    return this.rr.serve(filter, handler);
   }
 
   // ---- events ----
@@ -466,9 +422,13 @@ export class MqttBus implements Bus {
       );
       return;
     }
-    const envelopeHandlers: EnvelopeHandler[] = [];
-    for (const sub of this.subs.values()) {
-      if (!topicMatches(sub.filter, topic)) continue;
+    // An exact subscription is one map lookup; only wildcard filters are matched one by one.
+    const matched: Subscription[] = [];
+    const exact = this.subs.get(topic);
+    if (exact) matched.push(exact);
+    for (const sub of this.wildcardSubs) if (topicMatches(sub.filter, topic)) matched.push(sub);
+    let envelopeHandlers = 0;
+    for (const sub of matched) {
       for (const h of sub.raw) {
         try {
           h(topic, payload);
@@ -476,9 +436,9 @@ export class MqttBus implements Bus {
           this.emit('error', e);
         }
       }
-      envelopeHandlers.push(...sub.envelope);
+      envelopeHandlers += sub.envelope.size;
     }
-    if (envelopeHandlers.length === 0) return;
+    if (envelopeHandlers === 0) return;
     if (payload.length === 0) {
       this.counters.empty++;
       return;
@@ -502,12 +462,14 @@ export class MqttBus implements Bus {
       this.counters.duplicates++;
       return;
     }
-    for (const h of envelopeHandlers) {
-      this.counters.delivered++;
-      try {
-        h(env, topic);
-      } catch (e) {
-        this.emit('error', e);
+    for (const sub of matched) {
+      for (const h of sub.envelope) {
+        this.counters.delivered++;
+        try {
+          h(env, topic);
+        } catch (e) {
+          this.emit('error', e);
+        }
       }
     }
   }
@@ -525,7 +487,7 @@ export class MqttBus implements Bus {
     this.closing ??= (async () => {
       this.closed = true;
       const err = this.closedError();
-      this.pending.failAll(err);
+      this.rr.failAll(err);
       this.window.failAll(err);
       if (!this.ready.settled) this.ready.reject(err);
       // Give a connected client a moment to send DISCONNECT; never hang on an unreachable broker.
@@ -535,45 +497,6 @@ export class MqttBus implements Bus {
     })();
     return this.closing;
   }
-}
-
-interface Deferred {
-  promise: Promise<void>;
-  resolve: () => void;
-  reject: (e: Error) => void;
-  settled: boolean;
-}
-
-function deferred(): Deferred {
-  let resolve!: () => void;
-  let reject!: (e: Error) => void;
-  const promise = new Promise<void>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  promise.catch(() => undefined); // rejected only at close; waiting callers see it, nobody else must
-  const d: Deferred = {
-    promise,
-    settled: false,
-    resolve: () => {
-      d.settled = true;
-      resolve();
-    },
-    reject: (e) => {
-      d.settled = true;
-      reject(e);
-    },
-  };
-  return d;
-}
-
-/** Keeps a still-pending readiness promise (callers already wait on it); replaces a settled one. */
-function settledOrNew(d: Deferred): Deferred {
-  return d.settled ? deferred() : d;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms).unref());
 }
 
 /** Connects a bus (see MqttBus.connect). */

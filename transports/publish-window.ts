@@ -16,6 +16,7 @@ interface Entry {
   send: SendFn;
   resolve: () => void;
   reject: (e: Error) => void;
+  finished: boolean;
 }
 
 export class PublishWindow {
@@ -41,7 +42,7 @@ export class PublishWindow {
   /** Queues a send; it starts when the window is open and has room. Resolves or rejects with the send's outcome. */
   submit(send: SendFn): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const entry: Entry = { send, resolve, reject };
+      const entry: Entry = { send, resolve, reject, finished: false };
       if (this.open && this.inFlightEntries.size < this.maxInFlight && this.queue.length === 0) {
         this.start(entry);
         return;
@@ -82,20 +83,22 @@ export class PublishWindow {
   private start(entry: Entry): void {
     this.inFlightEntries.add(entry);
     if (this.inFlightEntries.size > this.maxInFlightSeen) this.maxInFlightSeen = this.inFlightEntries.size;
-    let finished = false;
-    const done = (err?: Error | null) => {
-      if (finished) return;
-      finished = true;
-      // Already failed by failAll: its promise is settled.
-      if (!this.inFlightEntries.delete(entry)) return;
-      if (err) entry.reject(err);
-      else entry.resolve();
-      this.drain();
-    };
+    // The completion callback is an anonymous argument, not a named closure: under tsx (tests,
+    // benchmarks) every named closure is wrapped by a naming helper, ~1 µs per publish.
     try {
-      entry.send(done);
+      entry.send((err) => this.finish(entry, err));
     } catch (e) {
-      done(e as Error);
+      this.finish(entry, e as Error);
     }
+  }
+
+  private finish(entry: Entry, err: Error | null | undefined): void {
+    if (entry.finished) return;
+    entry.finished = true;
+    // Already failed by failAll: its promise is settled.
+    if (!this.inFlightEntries.delete(entry)) return;
+    if (err) entry.reject(err);
+    else entry.resolve();
+    this.drain();
   }
 }

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomId128 } from '../../transports/random-id.js';
 
 /**
  * Time as the services see it. Injected everywhere so tests advance time
@@ -28,5 +28,5 @@ export class ManualClock implements Clock {
 
 /** 128 random bits, base64url (22 characters): lease ids, request ids, entry ids. Unguessable by design. */
 export function randomId(): string {
-  return randomBytes(16).toString('base64url');
+  return randomId128();
 }

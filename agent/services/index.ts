@@ -6,7 +6,7 @@
 import { FerryError } from '../../core/errors.js';
 import { OptionReader } from '../../core/options.js';
 import type { Bus, BusSessionOptions } from '../../transports/contract.js';
-import { connectBus } from '../../transports/index.js';
+import { connectBus, startEmbeddedBroker, type EmbeddedBroker, type EmbeddedBrokerOptions } from '../../transports/index.js';
 import { Alternates } from './alternate.js';
 import { systemClock, type Clock } from './clock.js';
 import { ConnectionEpoch, Discovery, type Offer } from './discovery.js';
@@ -31,8 +31,14 @@ export * from './system-services.js';
 
 /** Options of `startServices`: one device's whole services stack. */
 export interface ServicesOptions extends BusSessionOptions {
-  /** Broker URL (`mqtt://` or `mqtts://` with `tls`). Required. */
-  url: string;
+  /**
+   * Broker URL (`mqtt://` or `mqtts://` with `tls`). Omit it to run the embedded
+   * aedes broker in this process (options.broker) and connect to that: a lone
+   * device, or the one device of a federation that hosts the broker.
+   */
+  url?: string;
+  /** Embedded broker, used only when `url` is absent: port (default 1883; 0 = pick a free one) and loopback host. Refused beside `url`. */
+  broker?: EmbeddedBrokerOptions;
   /** This device's id (a topic level). Required. */
   deviceId: string;
   /** Connection epoch file (see ConnectionEpoch). Default: none (wall-clock epochs). */
@@ -53,6 +59,8 @@ export interface ServicesOptions extends BusSessionOptions {
 
 export interface Services {
   bus: Bus;
+  /** The embedded broker this device started (no `url` given); closed with the services. */
+  broker?: EmbeddedBroker;
   epoch: ConnectionEpoch;
   discovery: Discovery;
   client: LeaseClient;
@@ -75,20 +83,32 @@ export interface Services {
  */
 export async function startServices(options: ServicesOptions): Promise<Services> {
   const r = new OptionReader(options as unknown as Record<string, unknown>, 'options');
-  r.rejectUnknown(['url', 'deviceId', 'epochFile', 'grantor', 'client', 'renewal', 'system', 'bus', 'clock', 'will', 'username', 'password', 'tls']);
+  r.rejectUnknown(['url', 'broker', 'deviceId', 'epochFile', 'grantor', 'client', 'renewal', 'system', 'bus', 'clock', 'will', 'username', 'password', 'tls']);
   if (r.has('will')) r.fail('will', 'absent: startServices sets the will itself (the connection epoch)', r.raw('will'));
   if (r.has('system') && !r.has('grantor')) r.fail('system', 'given only with options.grantor (system services are leased from it)', r.raw('system'));
+  if (r.has('url') && r.has('broker')) r.fail('broker', 'absent when options.url is given (the embedded broker runs only without a broker URL)', r.raw('broker'));
+  if (r.has('url')) r.string('url');
+  const b = r.raw('broker');
+  if (b !== undefined && (b === null || typeof b !== 'object' || Array.isArray(b))) r.fail('broker', 'an object (EmbeddedBrokerOptions)', b);
   const clock = options.clock ?? systemClock;
   const epoch = new ConnectionEpoch(r.string('deviceId'), options.epochFile);
-  const bus = await connectBus({
-    ...(options.bus ?? {}),
-    url: options.url,
-    deviceId: options.deviceId,
-    will: epoch.will(),
-    ...(options.username !== undefined ? { username: options.username } : {}),
-    ...(options.password !== undefined ? { password: options.password } : {}),
-    ...(options.tls !== undefined ? { tls: options.tls } : {}),
-  } as Parameters<typeof connectBus>[0]);
+  // No broker URL: this device hosts the broker itself (aedes, loopback, the configured port).
+  const broker = options.url === undefined ? await startEmbeddedBroker({ port: 1883, ...(options.broker ?? {}) }) : undefined;
+  let bus: Bus;
+  try {
+    bus = await connectBus({
+      ...(options.bus ?? {}),
+      url: options.url ?? broker!.url,
+      deviceId: options.deviceId,
+      will: epoch.will(),
+      ...(options.username !== undefined ? { username: options.username } : {}),
+      ...(options.password !== undefined ? { password: options.password } : {}),
+      ...(options.tls !== undefined ? { tls: options.tls } : {}),
+    } as Parameters<typeof connectBus>[0]);
+  } catch (e) {
+    await broker?.close();
+    throw e;
+  }
   const parts: { close(): unknown }[] = [];
   try {
     const discovery = await Discovery.start(bus, epoch);
@@ -104,6 +124,7 @@ export async function startServices(options: ServicesOptions): Promise<Services>
     if (system) parts.push(system);
     return {
       bus,
+      ...(broker ? { broker } : {}),
       epoch,
       discovery,
       client,
@@ -123,11 +144,13 @@ export async function startServices(options: ServicesOptions): Promise<Services>
       async close() {
         for (const p of parts.reverse()) await p.close();
         await bus.close();
+        await broker?.close();
       },
     };
   } catch (e) {
     for (const p of parts.reverse()) await p.close();
     await bus.close();
+    await broker?.close();
     throw e instanceof Error ? e : new FerryError('BAD_OPTION', String(e));
   }
 }

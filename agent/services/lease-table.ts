@@ -284,7 +284,9 @@ export class LeaseTable {
   }
 
   private expireResource(r: Resource, now: number): void {
-    for (const id of [...r.leases]) {
+    // No copy of the set: deleting the current entry while iterating a Set is well defined, and
+    // this runs on every grant (most resources have no lease or one).
+    for (const id of r.leases) {
       const l = this.live.get(id)!;
       if (now >= l.expiresAt) this.end(l, 'expired');
     }

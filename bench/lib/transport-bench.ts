@@ -54,54 +54,78 @@ async function rawClient(url: string): Promise<MqttClient> {
   return c;
 }
 
-/** Bare MQTT echo RTT: n sequential requests after a short warm-up. */
-export async function rawEchoRtt(brokerUrl: string, n = 1000): Promise<RttResult> {
+/** Takes one round-trip sample (ms) per call; `close` releases its clients. */
+export interface RttSampler {
+  sample(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** A bare MQTT echo (two mqtt.js clients, QoS 1, no envelope): one sample per call. */
+export async function openRawEcho(brokerUrl: string): Promise<RttSampler> {
   const id = tag();
   const req = `bench/${id}/req`;
   const res = `bench/${id}/res`;
   const echo = await rawClient(brokerUrl);
   const client = await rawClient(brokerUrl);
-  try {
-    // The echo answers from inside the message callback without waiting for its PUBACK.
-    echo.on('message', (_t, payload) => void echo.publish(res, payload, { qos: 1 }));
-    await echo.subscribeAsync(req, { qos: 1 });
-    await client.subscribeAsync(res, { qos: 1 });
-    let waiting: (() => void) | undefined;
-    client.on('message', () => waiting?.());
-    const once = () =>
+  // The echo answers from inside the message callback without waiting for its PUBACK.
+  echo.on('message', (_t, payload) => void echo.publish(res, payload, { qos: 1 }));
+  await echo.subscribeAsync(req, { qos: 1 });
+  await client.subscribeAsync(res, { qos: 1 });
+  let waiting: (() => void) | undefined;
+  client.on('message', () => waiting?.());
+  return {
+    sample: () =>
       new Promise<number>((resolve) => {
         const t0 = performance.now();
         waiting = () => resolve(performance.now() - t0);
         client.publish(req, Buffer.from('ping'), { qos: 1 });
-      });
-    for (let i = 0; i < Math.min(50, n); i++) await once();
-    const samples: number[] = [];
-    for (let i = 0; i < n; i++) samples.push(await once());
-    return summarize(samples);
-  } finally {
-    await Promise.all([echo.endAsync(true), client.endAsync(true)]);
-  }
+      }),
+    close: async () => {
+      await Promise.all([echo.endAsync(true), client.endAsync(true)]);
+    },
+  };
 }
 
-/** Envelope request/response RTT through two MqttBus (serve + request). */
-export async function busEchoRtt(brokerUrl: string, n = 1000): Promise<RttResult> {
+/** An envelope request/response through two MqttBus (serve + request): one sample per call. */
+export async function openBusEcho(brokerUrl: string): Promise<RttSampler> {
   const id = tag();
   const server = await MqttBus.connect({ url: brokerUrl, deviceId: `${id}-s` });
   const client = await MqttBus.connect({ url: brokerUrl, deviceId: `${id}-c` });
-  try {
-    const topic = `bench/${id}/svc`;
-    await server.serve(topic, (env) => env.body);
-    for (let i = 0; i < Math.min(50, n); i++) await client.request(topic, 'bench.echo', i);
-    const samples: number[] = [];
-    for (let i = 0; i < n; i++) {
+  const topic = `bench/${id}/svc`;
+  await server.serve(topic, (env) => env.body);
+  let i = 0;
+  return {
+    sample: async () => {
       const t0 = performance.now();
-      await client.request(topic, 'bench.echo', i);
-      samples.push(performance.now() - t0);
-    }
+      await client.request(topic, 'bench.echo', i++);
+      return performance.now() - t0;
+    },
+    close: async () => {
+      await Promise.all([server.close(), client.close()]);
+    },
+  };
+}
+
+async function sampleRtt(open: Promise<RttSampler>, n: number): Promise<RttResult> {
+  const s = await open;
+  try {
+    for (let i = 0; i < Math.min(50, n); i++) await s.sample();
+    const samples: number[] = [];
+    for (let i = 0; i < n; i++) samples.push(await s.sample());
     return summarize(samples);
   } finally {
-    await Promise.all([server.close(), client.close()]);
+    await s.close();
   }
+}
+
+/** Bare MQTT echo RTT: n sequential requests after a short warm-up. */
+export function rawEchoRtt(brokerUrl: string, n = 1000): Promise<RttResult> {
+  return sampleRtt(openRawEcho(brokerUrl), n);
+}
+
+/** Envelope request/response RTT through two MqttBus (serve + request). */
+export function busEchoRtt(brokerUrl: string, n = 1000): Promise<RttResult> {
+  return sampleRtt(openBusEcho(brokerUrl), n);
 }
 
 /** MB/s (10^6 bytes per second) of one chunked bulk transfer of `bytes` random bytes. */

@@ -13,6 +13,7 @@
  *   127.0.0.1 port.
  * - `startMosquitto()`: the real `mosquitto` binary as its own process, generated
  *   config (`listener <port> 127.0.0.1`, anonymous, no persistence, TCP_NODELAY) in a temp dir.
+ *   `startMosquitto({ config })` adds lines (password file, ACL file) and drops anonymous access.
  *   Throws if mosquitto is not installed: a missing broker is never a skipped test.
  *
  * Both: `url` (`mqtt://127.0.0.1:<port>`), `port`, `stop()` (idempotent) and
@@ -114,17 +115,27 @@ process.once('exit', () => {
   for (const c of children) c.kill('SIGKILL');
 });
 
-export async function startMosquitto(): Promise<TestBroker> {
+export interface MosquittoOptions {
+  /**
+   * Extra configuration lines, given the broker's temp dir (for password and ACL
+   * files written there). With any, anonymous clients are refused unless a line
+   * says otherwise.
+   */
+  config?: (dir: string) => string[];
+}
+
+export async function startMosquitto(options: MosquittoOptions = {}): Promise<TestBroker> {
   const bin = findMosquitto();
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'ferry-mosquitto-'));
+  const extra = options.config?.(dir) ?? [];
   const conf = join(dir, 'mosquitto.conf');
   // set_tcp_nodelay: Mosquitto leaves Nagle on by default, which with delayed ACKs adds ~40 ms to every
   // request/response round trip on loopback; Ferry's own sockets and the embedded broker set TCP_NODELAY too.
   const confText = [
     'set_tcp_nodelay true',
     `listener ${port} ${HOST}`,
-    'allow_anonymous true',
+    ...(options.config ? extra : ['allow_anonymous true']),
     'persistence false',
     'log_dest stderr',
     'log_type error',
