@@ -270,7 +270,9 @@ export class Heap implements ProxyHost {
     if (options.state !== undefined && !(options.state instanceof Uint8Array)) throw new FerryError('BAD_OPTION', `options.state must be a Uint8Array`, { field: 'options.state' });
     const t0 = performance.now();
     const minor = this.minorCollect();
-    for (const c of [...this.space.dirty]) this.space.writeBack(c);
+    // A write-back may page lines out, and eviction writes back (and unloads) other dirty cells
+    // of this snapshot: write only those still dirty.
+    for (const c of [...this.space.dirty]) if (c.dirty) this.space.writeBack(c);
     const user = options.state ?? this.userState;
     const meta = encodeMeta({
       lineSize: this.options.lineSize, hwm: this.space.alloc.hwm, nextOid: this.space.nextOid,
