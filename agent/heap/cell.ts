@@ -1,35 +1,43 @@
 import type { Kind } from './record-codec.js';
 
 /**
- * One heap object as the object layer holds it in memory. `value` is the decoded record
- * (children that are heap objects appear as their Cells) or undefined when the object is not
- * loaded. A Cell is unique per object id while anything holds it, so identity (`root.a ===
- * root.b`) follows the heap's references.
+ * One heap object as the object layer holds it in memory.
+ *
+ * `handle` is what app code holds: a Proxy (objects, arrays), a HeapMap/HeapSet, or the
+ * Uint8Array itself. `storage` holds the decoded record while the object is loaded — the
+ * Proxy's target, or the HeapMap/HeapSet's own entries — with children that are heap objects
+ * stored as their handles, so a loaded object reads at nearly native speed (the Proxy has no
+ * read trap then). Unloading clears `storage` and arms the read traps again.
+ *
+ * A Cell is unique per object id while anything holds it, so identity (`root.a === root.b`)
+ * follows the heap's references.
  */
 export class Cell {
-  kind: Kind;
-  value: unknown;
+  /** Record decoded into `storage`. */
+  loaded = false;
+  /** Read traps on (unloaded, dead, or an eviction candidate being sampled). */
+  armed = false;
   /** Placed in a line (false: still in the nursery). */
   placed = false;
   /** Changed since its record was last written to its line. */
   dirty = false;
-  /** Removed by a collection; any proxy still held by app code is stale. */
+  /** Removed by a collection, or its heap closed: the handle throws HEAP_CLOSED. */
   dead = false;
-  /** Encoded-size upper bound of `value`, for the object size limit and the nursery budget. */
+  /** Encoded-size upper bound of the record, for the object size limit and the nursery budget. */
   approxBytes = 0;
-  /** Lines the loaded record sits on (first, count); count 0 when not registered. */
+  /** First line of the record while loaded and placed (-1 otherwise). */
   firstLine = -1;
-  lineCount = 0;
-  /** How app code last reached it, for error paths: parent cell and key. */
+  /** How app code first reached it, for error paths: parent cell and key. */
   parent: Cell | null = null;
   key: string | number | null = null;
-  proxy: object | undefined;
+  handle!: object;
+  storage!: object;
+  /** Proxy handler (objects and arrays): read traps are present only while unloaded or armed. */
+  handler: ProxyHandler<object> | undefined;
 
-  constructor(public oid: number, kind: Kind) {
-    this.kind = kind;
-  }
+  constructor(public oid: number, readonly kind: Kind) {}
 
-  /** `root.notes[3].owner`-style path for error messages (last way app code reached it). */
+  /** `root.notes[3].owner`-style path for error messages. */
   path(child?: string | number): string {
     const parts: string[] = [];
     if (child !== undefined) parts.push(fmtKey(child));
@@ -45,5 +53,6 @@ export class Cell {
 
 function fmtKey(k: string | number): string {
   if (typeof k === 'number') return `[${k}]`;
+  if (k.startsWith('.') || k.startsWith('<')) return k;
   return /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(k) ? `.${k}` : `[${JSON.stringify(k)}]`;
 }

@@ -1,7 +1,5 @@
 import { Cell } from './cell.js';
-import { LineType } from './line-table.js';
-import { ROOT_OID, children, childrenOf, type ObjectSpace } from './object-space.js';
-import { encodeRecord } from './record-codec.js';
+import { children, childrenOf, type ObjectSpace } from './object-space.js';
 
 export type CompactMode = 'none' | 'sparse' | 'full';
 
@@ -42,7 +40,7 @@ export function collectNursery(space: ObjectSpace, extraRoots: Iterable<Cell>): 
   };
   const fromParent = (p: Cell) => {
     if (p.dead) return;
-    if (p.value === undefined) space.load(p);
+    space.load(p);
     for (const k of children(p)) if (!k.placed) visit(k);
   };
   for (const p of [...space.remembered]) fromParent(p);
@@ -51,9 +49,7 @@ export function collectNursery(space: ObjectSpace, extraRoots: Iterable<Cell>): 
     else visit(r);
   }
   if (space.undo) {
-    for (const before of space.undo.values()) {
-      for (const k of childrenOf(kindOfValue(before.value), before.value)) if (!k.placed) visit(k);
-    }
+    for (const [cell, before] of space.undo) for (const k of childrenOf(cell.kind, before.value)) if (!k.placed) visit(k);
   }
   for (const c of order) {
     space.nursery.delete(c);
@@ -73,53 +69,43 @@ export function collectNursery(space: ObjectSpace, extraRoots: Iterable<Cell>): 
   return { promoted: order.length, died };
 }
 
-function kindOfValue(v: unknown): Cell['kind'] {
-  if (Array.isArray(v)) return 'array';
-  if (v instanceof Map) return 'map';
-  if (v instanceof Set) return 'set';
-  if (v instanceof Uint8Array) return 'bytes';
-  return 'object';
-}
-
 /**
  * Major collection: mark from the root and the pinned handles, sweep, compact. Marking walks
- * the graph one working set at a time: objects whose lines are in memory are marked first,
- * the rest are queued and taken in address order, so each line is faulted in about once and
- * the resident set never exceeds the budget. Sweep frees unreachable records (lines left
- * empty are deleted from the store at the next checkpoint). Compaction moves objects out of
- * sparse lines (`sparse`) or re-lays the whole heap in traversal order (`full`), so objects
- * used together share lines.
+ * the graph one working set at a time: objects already loaded are marked first, the rest are
+ * queued and taken in address order, so each line is faulted in about once and the resident
+ * set never exceeds the budget. Sweep frees unreachable records (lines left empty are deleted
+ * from the store at the next checkpoint). Compaction moves objects out of sparse lines
+ * (`sparse`) or re-lays the whole heap in traversal order (`full`), so objects used together
+ * share lines.
  */
-export function collectMajor(space: ObjectSpace, pinned: Iterable<Cell>, compact: CompactMode): MajorResult {
+export function collectMajor(space: ObjectSpace, root: Cell, pinned: Iterable<Cell>, compact: CompactMode): MajorResult {
   const minor = collectNursery(space, pinned);
   const marked = new Uint8Array(space.nextOid);
-  const hot: number[] = [];
-  let cold: number[] = [];
-  const push = (oid: number) => {
-    if (oid >= marked.length || marked[oid]) return;
-    marked[oid] = 1;
-    const c = space.peek(oid);
-    if (c && c.value !== undefined) hot.push(oid);
-    else cold.push(oid);
+  const hot: Cell[] = [];
+  let cold: Cell[] = [];
+  const push = (c: Cell) => {
+    if (c.oid >= marked.length || marked[c.oid]) return;
+    marked[c.oid] = 1;
+    if (c.loaded) hot.push(c);
+    else cold.push(c);
   };
-  push(ROOT_OID);
-  for (const c of pinned) push(c.oid);
+  push(root);
+  for (const c of pinned) push(c);
   // An open savepoint may put back values the graph no longer reaches: they stay alive.
-  if (space.undo) for (const before of space.undo.values()) for (const k of childrenOf(kindOfValue(before.value), before.value)) push(k.oid);
+  if (space.undo) for (const [cell, before] of space.undo) for (const k of childrenOf(cell.kind, before.value)) push(k);
   let count = 0;
   while (hot.length > 0 || cold.length > 0) {
     if (hot.length === 0) {
       // Next working set: the queued objects in address order.
-      const placed = cold.map((oid) => ({ oid, addr: space.table.get(oid)?.addr ?? 0 }));
-      placed.sort((a, b) => a.addr - b.addr);
-      hot.push(...placed.map((p) => p.oid).reverse());
+      const placed = cold.map((c) => ({ c, addr: space.table.get(c.oid)?.addr ?? 0 }));
+      placed.sort((a, b) => b.addr - a.addr);
+      for (const p of placed) hot.push(p.c);
       cold = [];
     }
-    const oid = hot.pop()!;
-    const cell = space.cellFor(oid);
+    const cell = hot.pop()!;
     space.load(cell);
     count++;
-    for (const k of children(cell)) push(k.oid);
+    for (const k of children(cell)) push(k);
   }
 
   let swept = 0;
@@ -144,36 +130,29 @@ export function collectMajor(space: ObjectSpace, pinned: Iterable<Cell>, compact
     space.kill(space.peek(oid), oid);
     swept++;
   }
+  space.sortFreeOids();
 
   let moved = 0;
   const before = space.alloc.freeLineCount();
-  const move = (oid: number) => {
-    const cell = space.cellFor(oid);
-    space.load(cell);
-    const old = space.table.get(oid);
-    space.place(cell, encodeRecord(cell.kind, cell.value), old);
-    if (cell.dirty) {
-      cell.dirty = false;
-      space.dirty.delete(cell);
-    }
+  const move = (cell: Cell) => {
+    space.relocate(cell);
     moved++;
   };
   if (compact === 'sparse' && sparse.size > 1) {
     space.alloc.newCursor();
-    for (const oids of sparse.values()) for (const oid of oids) move(oid);
+    for (const oids of sparse.values()) for (const oid of oids) move(space.cellById(oid));
   } else if (compact === 'full') {
     space.alloc.newCursor();
     const done = new Uint8Array(space.nextOid);
-    const stack = [ROOT_OID];
+    const stack: Cell[] = [root];
     while (stack.length > 0) {
-      const oid = stack.pop()!;
-      if (done[oid]) continue;
-      done[oid] = 1;
-      const cell = space.cellFor(oid);
+      const cell = stack.pop()!;
+      if (done[cell.oid]) continue;
+      done[cell.oid] = 1;
       space.load(cell);
       const kids = [...children(cell)];
-      if (space.pager.table.type[Math.floor((space.table.get(oid)?.addr ?? 0) / ls)]! === LineType.User) move(oid);
-      for (let i = kids.length - 1; i >= 0; i--) if (!done[kids[i]!.oid]) stack.push(kids[i]!.oid);
+      move(cell);
+      for (let i = kids.length - 1; i >= 0; i--) if (!done[kids[i]!.oid]) stack.push(kids[i]!);
     }
   }
   space.alloc.newCursor();

@@ -3,11 +3,10 @@ import { Cell } from './cell.js';
 import { collectMajor, collectNursery, type CompactMode, type MajorResult } from './collector.js';
 import { decodeMeta, encodeMeta } from './heap-meta.js';
 import { LineState, LineType } from './line-table.js';
-import { ObjectSpace, ROOT_OID } from './object-space.js';
+import { ObjectSpace, ROOT_OID, handleCells } from './object-space.js';
 import { heapClosed, resolveHeapOptions, type HeapOptions, type ResolvedHeapOptions } from './options.js';
 import { Pager } from './pager.js';
 import { HeapMap, HeapSet, ProxyFactory, type ProxyHost } from './proxies.js';
-import { proxyCells } from './values.js';
 
 export interface CheckpointResult {
   version: number;
@@ -114,7 +113,7 @@ export class Heap implements ProxyHost {
   /** The app's object graph. */
   get root(): Record<string, unknown> {
     this.check(false);
-    return this.proxies.of(this.rootCell) as Record<string, unknown>;
+    return this.rootCell.handle as Record<string, unknown>;
   }
 
   /** The non-heap state blob of the version the heap was opened at (or last checkpointed with). */
@@ -129,22 +128,17 @@ export class Heap implements ProxyHost {
     this.pager = new Pager(
       { store: o.store, app: o.app, lineSize: o.lineSize, slots: o.slots, evictBatch: o.evictBatch, freeSlots: o.freeSlots, readOnly: o.readOnly, readVersion: version },
       o.maxLines,
-      { beforeEvict: (l) => this.space.beforeEvict(l), afterEvict: (l) => this.space.afterEvict(l) },
+      { beforeEvict: (l) => this.space.beforeEvict(l), afterEvict: (l) => this.space.afterEvict(l), armLine: (l) => this.space.armLine(l), isArmed: (l) => this.space.armedLines.has(l) },
     );
     this.space = new ObjectSpace(this.pager, o.app, o.maxObjectBytes, o.nurseryBytes > 0);
     this.proxies = new ProxyFactory(this);
+    this.space.handles = this.proxies;
     this.pins = new Map();
     this.version = version;
     this.firstChangeAt = 0;
     if (version === 0) {
       this.userState = new Uint8Array(0);
-      this.rootCell = this.space.cellFor(ROOT_OID);
-      this.rootCell.kind = 'object';
-      this.rootCell.value = {};
-      this.rootCell.placed = true;
-      this.rootCell.dirty = true;
-      this.rootCell.approxBytes = 9;
-      this.space.dirty.add(this.rootCell);
+      this.rootCell = this.space.createRoot();
       return;
     }
     const meta = decodeMeta(o.store.readState(o.app, { version }), o.app);
@@ -192,8 +186,8 @@ export class Heap implements ProxyHost {
       }
     }
     this.space.alloc.setFree(free);
-    this.rootCell = this.space.cellFor(ROOT_OID);
-    for (const oid of meta.pins) this.pins.set(this.space.cellFor(oid), 1);
+    this.rootCell = this.space.cellFor(ROOT_OID, 'object');
+    for (const oid of meta.pins) this.pins.set(this.space.cellById(oid), 1);
   }
 
   // ---- ProxyHost ----
@@ -301,7 +295,7 @@ export class Heap implements ProxyHost {
 
   /** After a failed checkpoint that lost paged-out lines: go back to the committed version. */
   private rollbackToCommitted(): void {
-    this.space.forEachCell((c) => { c.dead = true; c.value = undefined; });
+    this.space.forEachCell((c) => this.space.bury(c));
     this.pager.reset();
     this.load(this.version);
   }
@@ -313,7 +307,7 @@ export class Heap implements ProxyHost {
     this.collecting = true;
     try {
       this.counters.minor++;
-      return collectNursery(this.space, this.pins.keys());
+      return collectNursery(this.space, [...this.pins.keys()]);
     } finally {
       this.collecting = false;
     }
@@ -324,7 +318,7 @@ export class Heap implements ProxyHost {
     this.check(true);
     this.collecting = true;
     try {
-      const r = collectMajor(this.space, this.pins.keys(), options.compact ?? 'sparse');
+      const r = collectMajor(this.space, this.rootCell, [...this.pins.keys()], options.compact ?? 'sparse');
       this.counters.major++;
       this.counters.minor++;
       this.lastGcAt = this.options.clock.now();
@@ -369,20 +363,21 @@ export class Heap implements ProxyHost {
 
   /** Objects pinned (they survive restarts: their ids are in the checkpoint). */
   pinned(): unknown[] {
-    return [...this.pins.keys()].map((c) => this.proxies.of(c));
+    return [...this.pins.keys()].map((c) => c.handle);
   }
 
   /** Marks an object changed after an in-place change the barrier cannot see (a Uint8Array's bytes). */
   touch(obj: object): void {
     this.check(true);
     const cell = this.cellOf(obj, 'touch');
+    if (cell.dead) throw this.space.stale(cell);
     this.space.load(cell);
     this.space.changed(cell, 0);
     this.afterWrite();
   }
 
   private cellOf(obj: object, what: string): Cell {
-    const owned = obj !== null && typeof obj === 'object' ? proxyCells.get(obj) : undefined;
+    const owned = obj !== null && typeof obj === 'object' ? handleCells.get(obj) : undefined;
     if (!owned || owned.space !== this.space) throw new FerryError('HEAP_FOREIGN_OBJECT', `${what}() takes an object read from this heap (app ${this.app})`, { field: 'obj' });
     return owned.cell;
   }
@@ -391,7 +386,7 @@ export class Heap implements ProxyHost {
   toPlain(value: unknown): unknown {
     const made = new Map<Cell, unknown>();
     const copy = (v: unknown): unknown => {
-      const owned = v !== null && typeof v === 'object' ? proxyCells.get(v) : undefined;
+      const owned = v !== null && typeof v === 'object' ? handleCells.get(v) : undefined;
       if (!owned) return v;
       const cell = owned.cell;
       if (made.has(cell)) return made.get(cell);
@@ -467,6 +462,6 @@ export class Heap implements ProxyHost {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     this.pager.reset();
-    this.space.forEachCell((c) => { c.dead = true; c.value = undefined; });
+    this.space.forEachCell((c) => this.space.bury(c));
   }
 }

@@ -1,11 +1,9 @@
 import { FerryError } from '../../core/errors.js';
 import { Allocator } from './allocator.js';
 import { Cell } from './cell.js';
-import { ObjectTable, capacityFor } from './object-table.js';
+import { MAX_SLACK, ObjectTable, SLACK_UNIT, capacityFor } from './object-table.js';
 import type { Pager } from './pager.js';
-import { decodeRecord, encodeRecord, registerRefClass, setRefHooks, type Kind } from './record-codec.js';
-
-registerRefClass(Cell);
+import { Ref, decodeRecord, encodeRecord, type DecodedRecord, type Kind } from './record-codec.js';
 
 /** The object id of `root`. */
 export const ROOT_OID = 1;
@@ -21,16 +19,32 @@ export interface ObjectStats {
   recordsWritten: number;
   /** Records moved to a new place (grew past their room, or compaction). */
   relocations: number;
+  /** Objects loaded from their lines. */
+  loads: number;
 }
 
+/** Makes the app-facing handle of a cell and switches its read traps (proxies.ts). */
+export interface Handles {
+  /** Creates `cell.handle` and `cell.storage` (empty) for a new cell. */
+  make(cell: Cell): void;
+  /** Read traps on: the next read loads (unloaded) or notes a reference (armed). */
+  arm(cell: Cell): void;
+  /** Read traps off: reads go straight to the storage. */
+  disarm(cell: Cell): void;
+}
+
+/** Registry of handles: which heap and cell an app-facing object belongs to. Module-wide, so a foreign heap's objects are recognised. */
+export const handleCells = new WeakMap<object, { cell: Cell; space: ObjectSpace }>();
+
 /**
- * The object layer under the proxies: object ids and their Cells, loading records through the
+ * The object layer under the handles: object ids and their Cells, loading records through the
  * pager, writing changed records back (in place, or moved when they outgrew their room), the
  * nursery, the remembered set, and the undo log a savepoint keeps.
  */
 export class ObjectSpace {
   readonly table: ObjectTable;
   readonly alloc: Allocator;
+  handles!: Handles;
   nextOid = ROOT_OID + 1;
   freeOids: number[] = [];
   private readonly registry = new Map<number, WeakRef<Cell>>();
@@ -38,20 +52,26 @@ export class ObjectSpace {
     const ref = this.registry.get(oid);
     if (ref && ref.deref() === undefined) this.registry.delete(oid);
   });
-  /** Loaded placed cells by the first line of their record (dropped when that line leaves memory). */
+  /** Loaded placed cells by the first line of their record (unloaded when that line leaves memory). */
   private readonly lineCells = new Map<number, Set<Cell>>();
   /** Cells not yet placed in a line: the nursery. Held strongly: nothing else may keep them alive. */
   readonly nursery = new Set<Cell>();
   nurseryBytes = 0;
   /** Placed cells changed since their record was last written. */
   readonly dirty = new Set<Cell>();
-  /** Placed cells whose value points at nursery cells (roots of a minor collection). */
+  /** Placed cells whose storage points at nursery cells (roots of a minor collection). */
   readonly remembered = new Set<Cell>();
-  /** Undo log of the open savepoint: each changed cell's value before the first change. */
+  /** Undo log of the open savepoint: each changed cell's storage before the first change. */
   undo: Map<Cell, { value: unknown; approx: number }> | null = null;
-  readonly stats: ObjectStats = { allocated: 0, promoted: 0, diedYoung: 0, recordsWritten: 0, relocations: 0 };
-
-  private readonly resolve = (oid: number): Cell => this.cellFor(oid);
+  /** Lines whose loaded objects have their read traps armed (eviction candidates, CLOCK-style). */
+  readonly armedLines = new Set<number>();
+  readonly stats: ObjectStats = { allocated: 0, promoted: 0, diedYoung: 0, recordsWritten: 0, relocations: 0, loads: 0 };
+  private readonly refOf = (child: object): Ref => {
+    const owned = handleCells.get(child);
+    if (!owned || owned.space !== this) throw new FerryError('HEAP_CORRUPT', `an object inside a record of app ${this.app} is not one of its heap objects`, { field: 'record', app: this.app });
+    this.ensureOid(owned.cell);
+    return new Ref(owned.cell.oid, owned.cell.kind);
+  };
 
   constructor(readonly pager: Pager, readonly app: string, readonly maxObjectBytes: number, readonly useNursery: boolean) {
     this.alloc = new Allocator(pager, app);
@@ -60,13 +80,42 @@ export class ObjectSpace {
 
   // ---- identity ----
 
-  /** The Cell of an object id (unloaded until `load`). */
-  cellFor(oid: number): Cell {
+  cellOf(handle: unknown): Cell | undefined {
+    if (handle === null || typeof handle !== 'object') return undefined;
+    const owned = handleCells.get(handle);
+    return owned && owned.space === this ? owned.cell : undefined;
+  }
+
+  /** The handle of an object id, making an unloaded one when none is in memory. Bytes load at once (a Uint8Array cannot be a stub). */
+  handleFor(oid: number, kind: Kind): object {
     const c = this.registry.get(oid)?.deref();
-    if (c) return c;
-    const cell = new Cell(oid, 'object');
+    if (c) return c.handle;
+    const cell = this.newCell(oid, kind);
     this.track(cell);
+    cell.placed = true;
+    if (kind === 'bytes') this.load(cell);
+    else this.handles.arm(cell);
+    return cell.handle;
+  }
+
+  /** The cell of an object id (made unloaded if not in memory). */
+  cellFor(oid: number, kind: Kind): Cell {
+    return handleCells.get(this.handleFor(oid, kind))!.cell;
+  }
+
+  private newCell(oid: number, kind: Kind): Cell {
+    const cell = new Cell(oid, kind);
+    this.handles.make(cell);
+    handleCells.set(cell.handle, { cell, space: this });
     return cell;
+  }
+
+  /** A bytes object's Uint8Array is its handle: bind it once the bytes are known. */
+  bindBytes(cell: Cell, bytes: Uint8Array): void {
+    handleCells.delete(cell.handle);
+    (cell.storage as { bytes: Uint8Array }).bytes = bytes;
+    cell.handle = bytes;
+    handleCells.set(bytes, { cell, space: this });
   }
 
   private track(cell: Cell): void {
@@ -78,17 +127,31 @@ export class ObjectSpace {
     return this.freeOids.pop() ?? this.nextOid++;
   }
 
-  /** A new object. In the nursery unless the nursery is off, in which case it is placed at once. */
-  create(kind: Kind, value: unknown, approx: number): Cell {
-    const cell = new Cell(this.allocOid(), kind);
-    cell.value = value;
-    cell.approxBytes = approx;
+  /** Lowest ids first, so reused ids cluster in few object-table lines. */
+  sortFreeOids(): void {
+    this.freeOids.sort((a, b) => b - a);
+  }
+
+  /**
+   * Object ids are given when an object first needs one (placed, or written into a record), not
+   * at birth: nursery objects that die never take one, and survivors get ids in promotion
+   * order, so their object-table entries share table lines.
+   */
+  ensureOid(cell: Cell): void {
+    if (cell.oid !== 0) return;
+    cell.oid = this.allocOid();
     this.track(cell);
+  }
+
+  /** A new object, loaded and empty. In the nursery unless the nursery is off (then placed, dirty). */
+  create(kind: Kind): Cell {
+    const cell = this.newCell(0, kind);
+    cell.loaded = true;
     this.stats.allocated++;
     if (this.useNursery) {
       this.nursery.add(cell);
-      this.nurseryBytes += approx;
     } else {
+      this.ensureOid(cell);
       cell.placed = true;
       cell.dirty = true;
       this.dirty.add(cell);
@@ -96,40 +159,135 @@ export class ObjectSpace {
     return cell;
   }
 
-  /** Gives a just-created object its value and size (no undo entry: a new object has no before). */
-  initialise(cell: Cell, value: unknown, approx: number): void {
-    cell.value = value;
+  /** The root object of a new heap. */
+  createRoot(): Cell {
+    const cell = this.newCell(ROOT_OID, 'object');
+    this.track(cell);
+    cell.loaded = true;
+    cell.placed = true;
+    cell.dirty = true;
+    cell.approxBytes = 9;
+    this.dirty.add(cell);
+    return cell;
+  }
+
+  /** Gives a just-created object its size (no undo entry: a new object has no before); without a nursery it is placed at once. */
+  sized(cell: Cell, approx: number): void {
     cell.approxBytes = approx;
     if (!cell.placed) this.nurseryBytes += approx;
+    else if (cell.dirty) this.writeBack(cell);
   }
 
   // ---- loading ----
 
-  /** The cell's decoded value, loading its record through the pager (the read barrier). */
-  load(cell: Cell): unknown {
-    if (cell.value !== undefined) {
-      if (cell.firstLine >= 0) this.pager.slotOffset(cell.firstLine); // LRU touch
-      return cell.value;
-    }
-    if (cell.dead) throw new FerryError('HEAP_CLOSED', `object ${cell.path()} was removed from the heap of app ${this.app}`, { field: cell.path(), app: this.app });
-    const p = this.table.get(cell.oid);
-    if (!p) throw new FerryError('HEAP_CORRUPT', `object #${cell.oid} of app ${this.app} has no record (dangling reference from ${cell.path()})`, { field: cell.path(), app: this.app, oid: cell.oid });
-    const bytes = this.pager.read(p.addr, p.len);
-    setRefHooks(refOid, this.resolve);
-    const rec = decodeRecord(bytes, `object #${cell.oid} of app ${this.app}`);
-    cell.kind = rec.kind;
-    cell.value = rec.value;
+  /** The cell of a placed object known only by id (collections): in memory, or loaded now. */
+  cellById(oid: number): Cell {
+    const c = this.peek(oid);
+    if (c) return c;
+    const { rec, len, addr } = this.readRecord(oid, `object #${oid}`);
+    const cell = this.newCell(oid, rec.kind);
+    this.track(cell);
     cell.placed = true;
-    cell.approxBytes = p.len;
-    this.register(cell, p.addr);
-    return cell.value;
+    this.fill(cell, rec, len, addr);
+    return cell;
+  }
+
+  private readRecord(oid: number, from: string): { rec: DecodedRecord; len: number; addr: number } {
+    const p = this.table.get(oid);
+    if (!p) throw new FerryError('HEAP_CORRUPT', `object #${oid} of app ${this.app} has no record (dangling reference from ${from})`, { field: from, app: this.app, oid });
+    const bytes = this.pager.read(p.addr, p.len);
+    return { rec: decodeRecord(bytes, `object #${oid} of app ${this.app}`), len: p.len, addr: p.addr };
+  }
+
+  /** Loads a cell's record into its storage through the pager (the read barrier's slow path). */
+  load(cell: Cell): void {
+    if (cell.loaded) return;
+    if (cell.dead) throw this.stale(cell);
+    const { rec, len, addr } = this.readRecord(cell.oid, cell.path());
+    this.fill(cell, rec, len, addr);
+  }
+
+  private fill(cell: Cell, rec: DecodedRecord, len: number, addr: number): void {
+    if (rec.kind !== cell.kind) throw new FerryError('HEAP_CORRUPT', `object #${cell.oid} of app ${this.app} is a ${rec.kind} but is referenced as a ${cell.kind}`, { field: cell.path(), app: this.app, oid: cell.oid });
+    const h = (v: unknown): unknown => {
+      if (!(v instanceof Ref)) return v;
+      const child = this.handleFor(v.oid, v.kind);
+      const cc = handleCells.get(child)!.cell;
+      if (cc.parent === null && cc.oid !== ROOT_OID) {
+        cc.parent = cell;
+        cc.key = '<child>';
+      }
+      return child;
+    };
+    const st = cell.storage;
+    switch (cell.kind) {
+      case 'object': {
+        const o = rec.value as Record<string, unknown>;
+        for (const k of Object.keys(o)) (st as Record<string, unknown>)[k] = h(o[k]);
+        for (const k of Object.keys(st)) if (typeof (st as Record<string, unknown>)[k] === 'object' && (st as Record<string, unknown>)[k] !== null) this.nameChild((st as Record<string, unknown>)[k] as object, cell, k);
+        break;
+      }
+      case 'array': {
+        const a = rec.value as unknown[];
+        const t = st as unknown[];
+        t.length = a.length;
+        for (let i = 0; i < a.length; i++) {
+          t[i] = h(a[i]);
+          if (typeof t[i] === 'object' && t[i] !== null) this.nameChild(t[i] as object, cell, i);
+        }
+        break;
+      }
+      case 'map':
+        for (const [k, v] of rec.value as Map<unknown, unknown>) Map.prototype.set.call(st, h(k), h(v));
+        break;
+      case 'set':
+        for (const v of rec.value as Set<unknown>) Set.prototype.add.call(st, h(v));
+        break;
+      case 'bytes':
+        this.bindBytes(cell, rec.value as Uint8Array);
+        break;
+    }
+    cell.loaded = true;
+    cell.placed = true;
+    cell.approxBytes = len;
+    this.stats.loads++;
+    this.register(cell, addr);
+    this.handles.disarm(cell);
+  }
+
+  private nameChild(child: object, parent: Cell, key: string | number): void {
+    const cc = handleCells.get(child)?.cell;
+    if (cc && cc.parent === parent && cc.key === '<child>') cc.key = key;
+  }
+
+  /** Clears a loaded cell's storage (its line left memory) and arms its read traps. */
+  private unload(cell: Cell): void {
+    const st = cell.storage;
+    switch (cell.kind) {
+      case 'object':
+        for (const k of Object.keys(st)) delete (st as Record<string, unknown>)[k];
+        break;
+      case 'array':
+        (st as unknown[]).length = 0;
+        break;
+      case 'map':
+        Map.prototype.clear.call(st);
+        break;
+      case 'set':
+        Set.prototype.clear.call(st);
+        break;
+      case 'bytes':
+        return; // a Uint8Array cannot be emptied: it lives as long as what holds it
+    }
+    cell.loaded = false;
+    this.unregister(cell);
+    this.handles.arm(cell);
   }
 
   private register(cell: Cell, addr: number): void {
     this.unregister(cell);
     const line = Math.floor(addr / this.pager.lineSize);
     cell.firstLine = line;
-    cell.lineCount = 1;
     let set = this.lineCells.get(line);
     if (!set) this.lineCells.set(line, (set = new Set()));
     set.add(cell);
@@ -141,15 +299,44 @@ export class ObjectSpace {
     set?.delete(cell);
     if (set && set.size === 0) this.lineCells.delete(cell.firstLine);
     cell.firstLine = -1;
-    cell.lineCount = 0;
+  }
+
+  stale(cell: Cell): FerryError {
+    return new FerryError('HEAP_CLOSED', `object ${cell.path()} is no longer in the heap of app ${this.app} (removed, or the heap was closed or rolled back)`, { field: cell.path(), app: this.app });
+  }
+
+  // ---- reference sampling (CLOCK) ----
+
+  /** Arms the read traps of a line's loaded objects; false when it holds none (nothing to sample). */
+  armLine(line: number): boolean {
+    const set = this.lineCells.get(line);
+    if (!set || set.size === 0) return false;
+    for (const c of set) if (c.kind !== 'bytes') this.handles.arm(c);
+    this.armedLines.add(line);
+    return true;
+  }
+
+  /** An armed read trap fired: the object was used. */
+  referenced(cell: Cell): void {
+    this.handles.disarm(cell);
+    if (cell.firstLine >= 0) {
+      this.armedLines.delete(cell.firstLine);
+      this.pager.slotOffset(cell.firstLine);
+    }
   }
 
   // ---- changes ----
 
   /** The write barrier: records the undo entry, marks the cell (and its line) changed. */
   changed(cell: Cell, approxDelta: number): void {
-    if (cell.dead) throw new FerryError('HEAP_CLOSED', `object ${cell.path()} was removed from the heap of app ${this.app}`, { field: cell.path(), app: this.app });
-    if (this.undo && !this.undo.has(cell)) this.undo.set(cell, { value: shallowCopy(cell.kind, cell.value), approx: cell.approxBytes });
+    if (cell.dirty && this.undo === null) {
+      // Already dirty, so its line is too (a line is only cleaned after its objects are written back).
+      cell.approxBytes += approxDelta;
+      return;
+    }
+    if (cell.dead) throw this.stale(cell);
+    if (!cell.loaded && cell.placed) this.load(cell);
+    if (this.undo && !this.undo.has(cell)) this.undo.set(cell, { value: snapshot(cell), approx: cell.approxBytes });
     cell.approxBytes += approxDelta;
     if (!cell.placed) {
       this.nurseryBytes += approxDelta;
@@ -165,44 +352,75 @@ export class ObjectSpace {
     }
   }
 
-  /** Notes that `parent` now points at `child` (the remembered set of the nursery). */
-  pointsAt(parent: Cell, child: Cell): void {
+  /** Notes that `parent` now points at `child` (the nursery's remembered set; the error path). */
+  pointsAt(parent: Cell, child: Cell, key: string | number): void {
     if (parent.placed && !child.placed) this.remembered.add(parent);
     if (child.parent === null && child.oid !== ROOT_OID && child !== parent) {
       child.parent = parent;
+      child.key = key;
     }
+  }
+
+  /** Encodes a loaded cell's record. */
+  encode(cell: Cell): Uint8Array {
+    return encodeRecord(cell.kind, cell.kind === 'bytes' ? (cell.storage as { bytes: Uint8Array }).bytes : cell.storage, this.refOf);
   }
 
   /** Writes a changed (or new) record to its line, moving it when it outgrew its room. */
   writeBack(cell: Cell): void {
-    const bytes = encodeRecord(cell.kind, cell.value);
+    const bytes = this.encode(cell);
     if (bytes.length > this.maxObjectBytes) {
       throw new FerryError('HEAP_VALUE_TOO_LARGE', `${cell.path()} encodes to ${bytes.length} bytes, over the ${this.maxObjectBytes}-byte object limit`, { field: cell.path(), app: this.app, bytes: bytes.length });
     }
-    const old = this.table.get(cell.oid);
-    if (old && bytes.length <= old.cap) {
-      this.pager.write(old.addr, bytes);
-      if (bytes.length !== old.len) this.table.set(cell.oid, { addr: old.addr, len: bytes.length, cap: old.cap });
-      this.register(cell, old.addr);
-    } else {
-      this.place(cell, bytes, old);
+    // Clean before anything can page: an eviction inside the allocation or the write below must
+    // not write this object back a second time (it would move it under our feet).
+    this.setClean(cell);
+    try {
+      const old = cell.placed || cell.oid !== 0 ? this.table.get(cell.oid) : undefined;
+      if (old && bytes.length <= old.cap && old.cap - bytes.length <= MAX_SLACK) {
+        this.pager.write(old.addr, bytes);
+        if (bytes.length !== old.len) this.table.set(cell.oid, { addr: old.addr, len: bytes.length, cap: old.cap });
+        if (cell.loaded) this.register(cell, old.addr);
+      } else {
+        this.place(cell, bytes, old);
+      }
+    } catch (e) {
+      this.setDirty(cell);
+      throw e;
     }
     cell.approxBytes = bytes.length;
-    cell.placed = true;
+    this.stats.recordsWritten++;
+  }
+
+  /** Moves a placed object to the allocation cursor (compaction). */
+  relocate(cell: Cell): void {
+    this.load(cell);
+    const bytes = this.encode(cell);
+    this.setClean(cell);
+    this.place(cell, bytes, this.table.get(cell.oid));
+  }
+
+  private setClean(cell: Cell): void {
     cell.dirty = false;
     this.dirty.delete(cell);
-    this.stats.recordsWritten++;
+  }
+
+  private setDirty(cell: Cell): void {
+    cell.dirty = true;
+    this.dirty.add(cell);
   }
 
   /** Places a record at a new address (new object, grown object, or compaction). */
   place(cell: Cell, bytes: Uint8Array, old: { addr: number; cap: number } | undefined): void {
     const ls = this.pager.lineSize;
     let cap = capacityFor(bytes.length, cell.kind !== 'bytes');
-    if (bytes.length <= ls) cap = Math.min(cap, ls);
+    if (bytes.length <= ls && cap > ls) cap = bytes.length + Math.floor((ls - bytes.length) / SLACK_UNIT) * SLACK_UNIT;
+    this.ensureOid(cell);
     const addr = this.alloc.alloc(cap);
     this.pager.write(addr, bytes);
     this.table.set(cell.oid, { addr, len: bytes.length, cap });
-    this.register(cell, addr);
+    cell.placed = true;
+    if (cell.loaded) this.register(cell, addr);
     if (old) {
       this.alloc.free(old.addr, old.cap);
       this.stats.relocations++;
@@ -216,47 +434,57 @@ export class ObjectSpace {
     for (const cell of [...set]) if (cell.dirty) this.writeBack(cell);
   }
 
-  /** Pager hook: forget the decoded objects of a line that left memory (clean ones only). */
+  /** Pager hook: unload the objects of a line that left memory. */
   afterEvict(line: number): void {
+    this.armedLines.delete(line);
     const set = this.lineCells.get(line);
     if (!set) return;
     for (const cell of [...set]) {
       if (cell.dirty) continue; // written back by beforeEvict; never dropped while changed
-      cell.value = undefined;
-      this.unregister(cell);
+      this.unload(cell);
     }
   }
 
   /** Removes an object for good (a collection found it unreachable). */
   kill(cell: Cell | undefined, oid: number): void {
-    const p = this.table.get(oid);
+    if (oid === 0) {
+      if (cell) this.bury(cell);
+      return;
+    }
+    const p = cell?.placed === false ? undefined : this.table.get(oid);
     if (p) {
       this.alloc.free(p.addr, p.cap);
       this.table.clear(oid);
     }
-    if (cell) {
-      this.unregister(cell);
-      this.dirty.delete(cell);
-      this.remembered.delete(cell);
-      if (this.nursery.delete(cell)) this.nurseryBytes -= cell.approxBytes;
-      cell.dead = true;
-      cell.value = undefined;
-    }
+    if (cell) this.bury(cell);
     this.registry.delete(oid);
     this.freeOids.push(oid);
   }
 
-  /** A live cell of an object id if one is in memory (collections). */
+  /** Makes a cell's handle stale for good. */
+  bury(cell: Cell): void {
+    this.unregister(cell);
+    this.dirty.delete(cell);
+    this.remembered.delete(cell);
+    if (this.nursery.delete(cell)) this.nurseryBytes -= cell.approxBytes;
+    cell.dead = true;
+    if (cell.loaded) this.unload(cell);
+    cell.loaded = false;
+    this.handles.arm(cell);
+  }
+
+  /** A cell of an object id if one is in memory (collections). */
   peek(oid: number): Cell | undefined {
     return this.registry.get(oid)?.deref();
   }
 
-  /** Every cell in memory (for closing: mark all stale). */
+  /** Every cell in memory. */
   forEachCell(fn: (cell: Cell) => void): void {
     for (const ref of this.registry.values()) {
       const c = ref.deref();
       if (c) fn(c);
     }
+    for (const c of this.nursery) fn(c);
   }
 
   // ---- savepoints ----
@@ -267,62 +495,91 @@ export class ObjectSpace {
     if (!undo) return;
     for (const [cell, before] of undo) {
       if (cell.dead) continue;
-      cell.value = before.value;
+      if (!cell.loaded) this.load(cell);
+      restore(cell, before.value);
       const delta = before.approx - cell.approxBytes;
-      if (!cell.placed) {
-        this.nurseryBytes += delta;
-        cell.approxBytes = before.approx;
-        continue;
-      }
-      cell.approxBytes = before.approx;
-      const p = this.table.get(cell.oid);
-      if (p) this.register(cell, p.addr);
-      this.changed(cell, 0);
-      for (const child of children(cell)) this.pointsAt(cell, child);
+      this.changed(cell, delta);
+      for (const child of children(cell)) this.pointsAt(cell, child, '<child>');
     }
   }
 }
 
-function refOid(value: unknown): number {
-  return (value as Cell).oid;
-}
-
 /** Child cells of a loaded cell. */
 export function children(cell: Cell): Generator<Cell> {
-  return childrenOf(cell.kind, cell.value);
+  return childrenOf(cell.kind, cell.kind === 'bytes' ? null : cell.storage);
 }
 
-export function* childrenOf(kind: Kind, v: unknown): Generator<Cell> {
+export function* childrenOf(kind: Kind, st: unknown): Generator<Cell> {
+  const cellOf = (v: unknown): Cell | undefined => (v !== null && typeof v === 'object' ? handleCells.get(v)?.cell : undefined);
   switch (kind) {
     case 'object':
-      for (const k in v as Record<string, unknown>) {
-        const x = (v as Record<string, unknown>)[k];
-        if (x instanceof Cell) yield x;
+      for (const k of Object.keys(st as object)) {
+        const c = cellOf((st as Record<string, unknown>)[k]);
+        if (c) yield c;
       }
       break;
     case 'array':
-      for (const x of v as unknown[]) if (x instanceof Cell) yield x;
+      for (const x of st as unknown[]) {
+        const c = cellOf(x);
+        if (c) yield c;
+      }
       break;
     case 'map':
-      for (const [k, x] of v as Map<unknown, unknown>) {
-        if (k instanceof Cell) yield k;
-        if (x instanceof Cell) yield x;
+      for (const [k, x] of Map.prototype.entries.call(st as Map<unknown, unknown>)) {
+        const a = cellOf(k);
+        if (a) yield a;
+        const b = cellOf(x);
+        if (b) yield b;
       }
       break;
     case 'set':
-      for (const x of v as Set<unknown>) if (x instanceof Cell) yield x;
+      for (const x of Set.prototype.values.call(st as Set<unknown>)) {
+        const c = cellOf(x);
+        if (c) yield c;
+      }
       break;
     default:
       break;
   }
 }
 
-export function shallowCopy(kind: Kind, v: unknown): unknown {
-  switch (kind) {
-    case 'object': return { ...(v as object) };
-    case 'array': return (v as unknown[]).slice();
-    case 'map': return new Map(v as Map<unknown, unknown>);
-    case 'set': return new Set(v as Set<unknown>);
-    case 'bytes': return (v as Uint8Array).slice();
+/** A copy of a cell's storage for the undo log (as a plain value of the same kind). */
+export function snapshot(cell: Cell): unknown {
+  const st = cell.storage;
+  switch (cell.kind) {
+    case 'object': return { ...(st as object) };
+    case 'array': return (st as unknown[]).slice();
+    case 'map': return new Map(Map.prototype.entries.call(st as Map<unknown, unknown>));
+    case 'set': return new Set(Set.prototype.values.call(st as Set<unknown>));
+    case 'bytes': return (st as { bytes: Uint8Array }).bytes.slice();
+  }
+}
+
+function restore(cell: Cell, value: unknown): void {
+  const st = cell.storage;
+  switch (cell.kind) {
+    case 'object':
+      for (const k of Object.keys(st)) delete (st as Record<string, unknown>)[k];
+      Object.assign(st, value);
+      break;
+    case 'array': {
+      const a = st as unknown[];
+      a.length = 0;
+      const v = value as unknown[];
+      a.length = v.length;
+      for (let i = 0; i < v.length; i++) if (i in v) a[i] = v[i];
+      break;
+    }
+    case 'map':
+      Map.prototype.clear.call(st);
+      for (const [k, v] of value as Map<unknown, unknown>) Map.prototype.set.call(st, k, v);
+      break;
+    case 'set':
+      Set.prototype.clear.call(st);
+      for (const v of value as Set<unknown>) Set.prototype.add.call(st, v);
+      break;
+    case 'bytes':
+      (st as { bytes: Uint8Array }).bytes.set(value as Uint8Array);
+      break;
   }
 }

@@ -4,8 +4,8 @@ import type { Pager } from './pager.js';
 
 /** Bytes per object-table entry: address u32, then len (24 bits) | slack in 16-byte units (8 bits), little-endian. */
 export const ENTRY_BYTES = 8;
-const SLACK_UNIT = 16;
-const MAX_SLACK = 255 * SLACK_UNIT;
+export const SLACK_UNIT = 16;
+export const MAX_SLACK = 255 * SLACK_UNIT;
 export const MAX_RECORD_BYTES = 2 ** 24 - 1;
 
 export interface Placement {

@@ -8,6 +8,10 @@ export interface PagerHooks {
   beforeEvict(line: number): void;
   /** Forget decoded objects of a line that left memory. */
   afterEvict(line: number): void;
+  /** Switch on read sampling for a line's objects; false when the line holds none to sample. */
+  armLine(line: number): boolean;
+  /** Armed and not read since. */
+  isArmed(line: number): boolean;
 }
 
 export interface PagerConfig {
@@ -146,9 +150,12 @@ export class Pager {
     t.type[line] = type;
     if (t.slot[line]! < 0) {
       const s = this.takeSlot();
-      t.slot[line] = s;
-      this.slotLine[s] = line;
-      this.resident++;
+      if (t.slot[line]! >= 0) this.free.push(s);
+      else {
+        t.slot[line] = s;
+        this.slotLine[s] = line;
+        this.resident++;
+      }
     }
     this.arena.fill(0, t.slot[line]! << this.lineShift, (t.slot[line]! + 1) << this.lineShift);
     t.lastUse[line] = ++this.tick;
@@ -179,8 +186,13 @@ export class Pager {
 
   private faultIn(line: number): number {
     const t = this.table;
-    const st = t.state[line];
     const slot = this.takeSlot();
+    // Eviction inside takeSlot may have written back objects onto this very line, faulting it in.
+    if (t.slot[line]! >= 0) {
+      this.free.push(slot);
+      return t.slot[line]!;
+    }
+    const st = t.state[line];
     const dst = this.arena.subarray(slot << this.lineShift, (slot + 1) << this.lineShift);
     if (st === LineState.Persistent || st === LineState.Staged) {
       const bytes = this.tx ? this.tx.read(line) : this.cfg.store.readLine(this.cfg.app, line, { version: this.cfg.readVersion });
@@ -200,6 +212,11 @@ export class Pager {
   private takeSlot(): number {
     if (this.free.length < this.cfg.freeSlots) this.evict(Math.max(this.cfg.evictBatch, this.cfg.freeSlots - this.free.length));
     const s = this.free.pop();
+    if (s === undefined && process.env.FERRY_DEBUG) {
+      const st: Record<number, number> = {};
+      for (const l of this.slotLine) st[this.table.state[l]!] = (st[this.table.state[l]!] ?? 0) + 1;
+      console.error('NO SLOT', { pins: [...this.pins], states: st, restricted: this.restricted, resident: this.resident });
+    }
     if (s === undefined) {
       throw new FerryError('HEAP_NO_MEMORY', `the in-memory heap of app ${this.cfg.app} is full: ${this.cfg.slots} lines, none can leave${this.restricted ? ' (dirty lines stay in memory until a checkpoint succeeds)' : ''}`, { field: 'heap', app: this.cfg.app });
     }
@@ -228,7 +245,19 @@ export class Pager {
       } else clean.push(line);
     }
     const byAge = (a: number, b: number) => t.lastUse[a]! - t.lastUse[b]!;
-    const victims = clean.length >= n ? pickOldest(clean, n, byAge) : [...clean, ...pickOldest(dirty, n - clean.length, byAge)];
+    // CLOCK-style second chance: reads of loaded objects do not trap, so a line is first armed
+    // (its objects' reads trap once) and evicted on a later round only if nothing read it.
+    const victims: number[] = [];
+    const spared: number[] = [];
+    for (const line of [...clean.sort(byAge), ...dirty.sort(byAge)]) {
+      if (victims.length >= n) break;
+      if (this.hooks.isArmed(line) || spared.length >= 2 * n || !this.hooks.armLine(line)) victims.push(line);
+      else spared.push(line);
+    }
+    for (const line of spared) {
+      if (victims.length >= n) break;
+      victims.push(line);
+    }
     let done = 0;
     for (const line of victims) {
       if (t.slot[line]! < 0) continue; // a hook already moved it

@@ -1,74 +1,134 @@
-import { inspect } from 'node:util';
 import { FerryError } from '../../core/errors.js';
-import { Cell } from './cell.js';
-import type { ObjectSpace } from './object-space.js';
-import { CONTAINER_BYTES, importValue, keyBytes, proxyCells, slotBytes } from './values.js';
+import type { Cell } from './cell.js';
+import { handleCells, type Handles, type ObjectSpace } from './object-space.js';
+import { CONTAINER_BYTES, importValue, keyBytes, slotBytes } from './values.js';
 
-/** What proxies need from their heap. */
+/** What handles need from their heap. */
 export interface ProxyHost {
   readonly space: ObjectSpace;
   /** Throws unless the heap is open (and, for writes, writable). */
   check(write: boolean): void;
-  /** After every write: nursery budget, checkpoint triggers. */
+  /** After every write: nursery budget, triggers. */
   afterWrite(): void;
-  /** A plain deep copy for inspection. */
-  toPlain(value: unknown): unknown;
 }
 
 /**
  * The object layer app code sees: `root` and everything reached from it behave as plain
- * objects, arrays, Maps, Sets and Uint8Arrays. Every property read goes through `load` (the
- * read barrier, which faults the object's line in); every write through `assign` (the write
- * barrier: validation with the path, undo log, dirty marking, remembered set).
+ * objects, arrays, Maps, Sets and Uint8Arrays.
+ *
+ * Reads: a loaded object's Proxy has no read trap, so reads run at nearly native speed on its
+ * storage. The read traps are switched on (`arm`) while the object is not loaded — the next
+ * read loads it through the pager — and while its line is an eviction candidate, so a read
+ * tells the pager the line is in use (CLOCK-style reference sampling).
+ * Writes always trap: validation with the path, the object size limit, the undo log, dirty
+ * marking and the nursery's remembered set (`assign`).
  */
-export class ProxyFactory {
+export class ProxyFactory implements Handles {
   constructor(private readonly host: ProxyHost) {}
 
-  /** The app-facing form of a stored slot value. */
-  out(parent: Cell, key: string | number, v: unknown): unknown {
-    if (!(v instanceof Cell)) return v;
-    if (v.oid !== 1 && v !== parent) {
-      // The path errors name is the one app code used last.
-      v.parent = parent;
-      v.key = key;
-    }
-    return this.of(v);
-  }
-
-  of(cell: Cell): unknown {
-    if (cell.proxy) {
-      if (cell.kind === 'bytes' && cell.value === undefined) this.host.space.load(cell);
-      return cell.proxy;
-    }
-    this.host.space.load(cell);
-    let p: object;
+  make(cell: Cell): void {
     switch (cell.kind) {
-      case 'object': p = new Proxy({}, this.objectHandler(cell, false)); break;
-      case 'array': p = new Proxy([], this.objectHandler(cell, true)); break;
-      case 'map': p = new HeapMap(cell, this); break;
-      case 'set': p = new HeapSet(cell, this); break;
-      case 'bytes': p = cell.value as Uint8Array; break;
+      case 'object':
+      case 'array': {
+        const target = cell.kind === 'array' ? [] : {};
+        const h = Object.create(cell.kind === 'array' ? this.arrayTraps : this.objectTraps) as CellHandler;
+        h.cell = cell;
+        h.get = undefined;
+        h.has = undefined;
+        h.ownKeys = undefined;
+        h.getOwnPropertyDescriptor = undefined;
+        cell.handler = h;
+        cell.storage = target;
+        cell.handle = new Proxy(target, h);
+        break;
+      }
+      case 'map': {
+        const m = new HeapMap(cell, this);
+        cell.storage = m;
+        cell.handle = m;
+        break;
+      }
+      case 'set': {
+        const s = new HeapSet(cell, this);
+        cell.storage = s;
+        cell.handle = s;
+        break;
+      }
+      case 'bytes':
+        // The Uint8Array itself is the handle; it exists once the bytes are known.
+        cell.storage = { bytes: new Uint8Array(0) };
+        cell.handle = (cell.storage as { bytes: Uint8Array }).bytes;
+        break;
     }
-    proxyCells.set(p, { cell, space: this.host.space });
-    cell.proxy = p;
-    return p;
   }
 
-  load(cell: Cell): unknown {
-    this.host.check(false);
-    return this.host.space.load(cell);
+  arm(cell: Cell): void {
+    cell.armed = true;
+    const h = cell.handler;
+    if (!h) return;
+    h.get = this.traps.get as ProxyHandler<object>['get'];
+    h.has = this.traps.has as ProxyHandler<object>['has'];
+    h.ownKeys = this.traps.ownKeys as ProxyHandler<object>['ownKeys'];
+    h.getOwnPropertyDescriptor = this.traps.getOwnPropertyDescriptor as ProxyHandler<object>['getOwnPropertyDescriptor'];
   }
+
+  disarm(cell: Cell): void {
+    cell.armed = false;
+    const h = cell.handler;
+    if (!h) return;
+    h.get = undefined;
+    h.has = undefined;
+    h.ownKeys = undefined;
+    h.getOwnPropertyDescriptor = undefined;
+  }
+
+  /** The read barrier's slow path: load, or note the reference of an armed object. */
+  read(cell: Cell): void {
+    if (cell.dead) throw this.host.space.stale(cell);
+    this.host.check(false);
+    if (!cell.loaded) this.host.space.load(cell);
+    else this.host.space.referenced(cell);
+  }
+
+  /** Read traps shared by all proxies (`this` is the cell's handler). */
+  private readonly traps = (() => {
+    const f = this;
+    return {
+      get(this: CellHandler, target: object, key: string | symbol, receiver: unknown) {
+        f.read(this.cell);
+        return Reflect.get(target, key, receiver);
+      },
+      has(this: CellHandler, target: object, key: string | symbol) {
+        f.read(this.cell);
+        return Reflect.has(target, key);
+      },
+      ownKeys(this: CellHandler, target: object) {
+        f.read(this.cell);
+        return Reflect.ownKeys(target);
+      },
+      getOwnPropertyDescriptor(this: CellHandler, target: object, key: string | symbol) {
+        f.read(this.cell);
+        return Reflect.getOwnPropertyDescriptor(target, key);
+      },
+    };
+  })();
+
+  private readonly objectTraps = this.writeTraps(false);
+  private readonly arrayTraps = this.writeTraps(true);
 
   /**
    * The write barrier for a slot: imports the new values (validated, with the path), checks the
    * object size limit, records the undo entry and marks the object changed, then stores.
-   * `cost` gives the change in encoded size; nothing is changed if anything is refused.
+   * `cost` gives the change in encoded size; nothing changes if anything is refused.
    */
   assign(cell: Cell, key: string | number, values: unknown[], cost: (stored: unknown[]) => number, store: (stored: unknown[]) => void): void {
     this.host.check(true);
     const space = this.host.space;
-    space.load(cell);
-    const stored = values.map((v) => importValue(space, v, cell.path(key)));
+    if (cell.dead) throw space.stale(cell);
+    // Import first: without a nursery, new objects are placed at once and may page this one
+    // out; it is (re)loaded after, so the undo snapshot and the change see its storage.
+    const stored = values.length === 1 ? [importValue(space, values[0], cell, key)] : values.map((v) => importValue(space, v, cell, key));
+    if (!cell.loaded) space.load(cell);
     const delta = cost(stored);
     if (cell.approxBytes + delta > space.maxObjectBytes) {
       throw new FerryError('HEAP_VALUE_TOO_LARGE', `${cell.path(key)}: storing it would make ${cell.path()} about ${cell.approxBytes + delta} bytes, over the ${space.maxObjectBytes}-byte object limit (split it into smaller objects)`, { field: cell.path(key), limit: space.maxObjectBytes });
@@ -76,103 +136,125 @@ export class ProxyFactory {
     space.changed(cell, delta);
     store(stored);
     for (const s of stored) {
-      if (!(s instanceof Cell)) continue;
-      const fresh = s.parent === null;
-      space.pointsAt(cell, s);
-      if (fresh && s.parent === cell) s.key = key;
+      if (s === null || typeof s !== 'object') continue;
+      const child = handleCells.get(s)!.cell;
+      space.pointsAt(cell, child, key);
     }
     this.host.afterWrite();
   }
 
-  /** A mutation without a new value (delete, truncate, clear, sort). */
+  /** Write barrier fast path, step 1: checks, loads, imports the value (objects and arrays). */
+  prepare(cell: Cell, key: string | number, value: unknown): unknown {
+    this.host.check(true);
+    const space = this.host.space;
+    if (cell.dead) throw space.stale(cell);
+    let x = value;
+    if (value === 0) x = 0; // -0 is stored as 0: CBOR integers have no negative zero
+    else if (value !== null && (typeof value === 'object' || typeof value === 'string' || typeof value === 'function' || typeof value === 'symbol')) x = importValue(space, value, cell, key);
+    // Loaded after the import (which may page, see assign), before the caller reads the slot.
+    if (!cell.loaded) space.load(cell);
+    return x;
+  }
+
+  /** Step 2: size limit, undo entry, dirty marking — before the slot changes. */
+  change(cell: Cell, key: string | number, delta: number): void {
+    const space = this.host.space;
+    if (cell.approxBytes + delta > space.maxObjectBytes) {
+      throw new FerryError('HEAP_VALUE_TOO_LARGE', `${cell.path(key)}: storing it would make ${cell.path()} about ${cell.approxBytes + delta} bytes, over the ${space.maxObjectBytes}-byte object limit (split it into smaller objects)`, { field: cell.path(key), limit: space.maxObjectBytes });
+    }
+    space.changed(cell, delta);
+  }
+
+  /** Step 3, after the slot changed: remembered set, triggers. */
+  stored(cell: Cell, key: string | number, x: unknown): void {
+    if (x !== null && typeof x === 'object') this.host.space.pointsAt(cell, handleCells.get(x)!.cell, key);
+    this.host.afterWrite();
+  }
+
+  /** A mutation that stores no new value (delete, truncate, clear). */
   mutate(cell: Cell, delta: number, fn: () => void): void {
     this.host.check(true);
-    this.host.space.load(cell);
-    this.host.space.changed(cell, delta);
+    const space = this.host.space;
+    if (cell.dead) throw space.stale(cell);
+    if (!cell.loaded) space.load(cell);
+    space.changed(cell, delta);
     fn();
     this.host.afterWrite();
   }
 
-  private objectHandler(cell: Cell, isArray: boolean): ProxyHandler<object> {
+  /** Write traps shared by every proxy of one kind (`this` is the cell's handler). */
+  private writeTraps(isArray: boolean): ProxyHandler<object> {
     const f = this;
-    const val = () => f.load(cell) as Record<string, unknown> & unknown[];
-    const index = (key: string): number => {
-      const n = Number(key);
-      return Number.isInteger(n) && n >= 0 && String(n) === key ? n : -1;
-    };
+    const bad = (path: string, what: string) => new FerryError('HEAP_BAD_VALUE', `${path} ${what}`, { field: path });
     return {
-      get(target, key, receiver) {
-        if (typeof key === 'symbol') {
-          if (key === inspect.custom) return () => f.host.toPlain(receiver);
-          return Reflect.get(target, key, receiver);
-        }
-        const v = val();
-        if (Object.hasOwn(v, key)) return f.out(cell, isArray ? Number(key) : key, v[key as never]);
-        return Reflect.get(target, key, receiver);
-      },
-      set(_t, key, value) {
-        if (typeof key === 'symbol') throw new FerryError('HEAP_BAD_VALUE', `${cell.path()} cannot take a symbol key`, { field: cell.path() });
+      set(this: CellHandler, target, key, value) {
+        const cell = this.cell;
+        if (typeof key === 'symbol') throw bad(cell.path(), 'cannot take a symbol key');
         if (isArray) {
+          const a = target as unknown[];
           if (key === 'length') {
-            const a = val();
             const n = Number(value);
-            if (!Number.isInteger(n) || n < 0 || n > 2 ** 32 - 1) throw new FerryError('HEAP_BAD_VALUE', `${cell.path()}.length must be an integer ≥ 0, got ${String(value)}`, { field: `${cell.path()}.length` });
-            let delta = 0;
-            for (let i = n; i < a.length; i++) delta -= slotBytes(a[i]);
-            delta += Math.max(0, n - a.length);
-            f.mutate(cell, delta, () => { a.length = n; });
+            if (!Number.isInteger(n) || n < 0 || n > 2 ** 32 - 1) throw bad(`${cell.path()}.length`, `must be an integer ≥ 0, got ${String(value)}`);
+            f.mutate(cell, 0, () => {
+              let delta = 0;
+              for (let i = n; i < a.length; i++) delta -= slotBytes(a[i]);
+              delta += Math.max(0, n - a.length);
+              cell.approxBytes += delta;
+              if (!cell.placed) f.host.space.nurseryBytes += delta;
+              a.length = n;
+            });
             return true;
           }
-          const i = index(key);
-          if (i < 0) throw new FerryError('HEAP_BAD_VALUE', `${cell.path()}[${JSON.stringify(key)}] is not an array index (arrays hold only indexed elements)`, { field: `${cell.path()}[${JSON.stringify(key)}]` });
-          f.assign(cell, i, [value], ([x]) => {
-            const a = val();
-            return slotBytes(x) - (i < a.length ? slotBytes(a[i]) : -(i - a.length));
-          }, ([x]) => { val()[i] = x; });
+          const i = arrayIndex(key);
+          if (i < 0) throw bad(`${cell.path()}[${JSON.stringify(key)}]`, 'cannot be stored in the heap: arrays hold only indexed elements');
+          const x = f.prepare(cell, i, value);
+          f.change(cell, i, slotBytes(x) - (i < a.length ? slotBytes(a[i]) : -(i - a.length)));
+          a[i] = x;
+          f.stored(cell, i, x);
           return true;
         }
-        if (key === '__proto__') throw new FerryError('HEAP_BAD_VALUE', `${cell.path(key)} cannot be stored in the heap: the key __proto__ is reserved`, { field: cell.path(key) });
-        f.assign(cell, key, [value], ([x]) => {
-          const o = val();
-          return keyBytes(key) + slotBytes(x) - (Object.hasOwn(o, key) ? keyBytes(key) + slotBytes(o[key]) : 0);
-        }, ([x]) => { val()[key] = x; });
+        if (key === '__proto__') throw bad(cell.path(key), 'cannot be stored in the heap: the key __proto__ is reserved');
+        const o = target as Record<string, unknown>;
+        const x = f.prepare(cell, key, value);
+        f.change(cell, key, Object.hasOwn(o, key) ? slotBytes(x) - slotBytes(o[key]) : keyBytes(key) + slotBytes(x));
+        o[key] = x;
+        f.stored(cell, key, x);
         return true;
       },
-      deleteProperty(_t, key) {
+      deleteProperty(this: CellHandler, target, key) {
+        const cell = this.cell;
         if (typeof key === 'symbol') return true;
-        const v = val();
-        if (!Object.hasOwn(v, key)) return true;
-        const cost = (isArray ? 0 : keyBytes(key)) + slotBytes(v[key as never]);
-        f.mutate(cell, isArray ? 1 - cost : -cost, () => { delete v[key as never]; });
+        if (!cell.loaded) f.read(cell);
+        const o = target as Record<string, unknown>;
+        if (!Object.hasOwn(o, key)) return true;
+        const cost = (isArray ? 0 : keyBytes(key)) + slotBytes(o[key]);
+        f.mutate(cell, isArray ? 1 - cost : -cost, () => { delete o[key]; });
         return true;
       },
-      has(target, key) {
-        if (typeof key === 'symbol') return Reflect.has(target, key);
-        return Object.hasOwn(val(), key) || Reflect.has(target, key);
-      },
-      ownKeys() {
-        const keys = Reflect.ownKeys(val());
-        return isArray && !keys.includes('length') ? [...keys, 'length'] : keys;
-      },
-      getOwnPropertyDescriptor(_t, key) {
-        const v = val();
-        if (isArray && key === 'length') return { value: v.length, writable: true, enumerable: false, configurable: false };
-        if (typeof key === 'symbol' || !Object.hasOwn(v, key)) return undefined;
-        return { value: f.out(cell, isArray ? Number(key) : key, v[key as never]), writable: true, enumerable: true, configurable: true };
-      },
-      defineProperty(_t, key, desc) {
-        if (desc.get || desc.set || typeof key === 'symbol') throw new FerryError('HEAP_BAD_VALUE', `${cell.path(String(key))} cannot be stored in the heap: only plain data properties`, { field: cell.path(String(key)) });
-        if ('value' in desc) (f.of(cell) as Record<string, unknown>)[key] = desc.value;
+      defineProperty(this: CellHandler, _target, key, desc) {
+        const cell = this.cell;
+        if (desc.get || desc.set || typeof key === 'symbol' || !('value' in desc)) throw bad(cell.path(String(key)), 'cannot be stored in the heap: only plain data properties');
+        (cell.handle as Record<string, unknown>)[key] = desc.value;
         return true;
       },
-      setPrototypeOf() {
-        throw new FerryError('HEAP_BAD_VALUE', `${cell.path()} cannot change its prototype`, { field: cell.path() });
+      setPrototypeOf(this: CellHandler) {
+        throw bad(this.cell.path(), 'cannot change its prototype');
       },
-      preventExtensions() {
-        throw new FerryError('HEAP_BAD_VALUE', `${cell.path()} cannot be frozen or sealed`, { field: cell.path() });
+      preventExtensions(this: CellHandler) {
+        throw bad(this.cell.path(), 'cannot be frozen or sealed');
       },
     };
   }
+}
+
+function arrayIndex(key: string): number {
+  const n = Number(key);
+  return Number.isInteger(n) && n >= 0 && n < 2 ** 32 - 1 && String(n) === key ? n : -1;
+}
+
+/** A proxy's handler: traps come from a shared prototype; read traps are own properties, switched on and off. */
+interface CellHandler extends ProxyHandler<object> {
+  cell: Cell;
 }
 
 /** A Map whose entries live in the heap. Keys that are heap objects compare by identity. */
@@ -186,80 +268,71 @@ export class HeapMap<K = unknown, V = unknown> extends Map<K, V> {
     this.#f = f;
   }
 
-  #m(): Map<unknown, unknown> {
-    return this.#f.load(this.#cell) as Map<unknown, unknown>;
-  }
-
-  /** A key as stored: heap objects by their cell; other objects are not valid keys unless stored. */
-  #key(k: unknown): unknown {
-    if (k !== null && typeof k === 'object') return proxyCells.get(k)?.cell ?? k;
-    return k;
+  #ready(): void {
+    const c = this.#cell;
+    if (!c.loaded || c.armed || c.dead) this.#f.read(c);
   }
 
   override get size(): number {
-    return this.#m().size;
+    this.#ready();
+    return super.size;
   }
 
   override get(k: K): V | undefined {
-    const m = this.#m();
-    const sk = this.#key(k);
-    return m.has(sk) ? (this.#f.out(this.#cell, String(k), m.get(sk)) as V) : undefined;
+    this.#ready();
+    return super.get(k);
   }
 
   override has(k: K): boolean {
-    return this.#m().has(this.#key(k));
+    this.#ready();
+    return super.has(k);
   }
 
   override set(k: K, v: V): this {
+    this.#ready();
     const label = typeof k === 'string' ? JSON.stringify(k) : String(k);
-    const known = this.#key(k);
-    this.#f.assign(this.#cell, `.get(${label})`, [k, v], ([sk, sv]) => {
-      const m = this.#m();
-      const key = known instanceof Cell ? known : sk;
-      return m.has(key) ? slotBytes(sv) - slotBytes(m.get(key)) : slotBytes(sk) + slotBytes(sv);
-    }, ([sk, sv]) => {
-      const m = this.#m();
-      m.set(m.has(known) ? known : sk, sv);
-    });
+    this.#f.assign(this.#cell, `.get(${label})`, [k, v], ([sk, sv]) => (super.has(sk as K) ? slotBytes(sv) - slotBytes(super.get(sk as K)) : slotBytes(sk) + slotBytes(sv)),
+      ([sk, sv]) => { super.set(sk as K, sv as V); });
     return this;
   }
 
   override delete(k: K): boolean {
-    const m = this.#m();
-    const sk = this.#key(k);
-    if (!m.has(sk)) return false;
-    this.#f.mutate(this.#cell, -(slotBytes(sk) + slotBytes(m.get(sk))), () => m.delete(sk));
+    this.#ready();
+    if (!super.has(k)) return false;
+    const cost = slotBytes(k) + slotBytes(super.get(k));
+    this.#f.mutate(this.#cell, -cost, () => super.delete(k));
     return true;
   }
 
   override clear(): void {
-    const m = this.#m();
-    if (m.size === 0) return;
-    this.#f.mutate(this.#cell, CONTAINER_BYTES - this.#cell.approxBytes, () => m.clear());
+    this.#ready();
+    if (super.size === 0) return;
+    this.#f.mutate(this.#cell, CONTAINER_BYTES - this.#cell.approxBytes, () => super.clear());
   }
 
+  // Iteration works on a snapshot: the loop body may page this Map out (its entries are
+  // cleared when its line leaves memory), and a live iterator would then stop early.
   override forEach(fn: (v: V, k: K, map: Map<K, V>) => void, thisArg?: unknown): void {
     for (const [k, v] of this.entries()) fn.call(thisArg, v, k, this);
   }
 
-  override *entries(): MapIterator<[K, V]> {
-    for (const [k, v] of [...this.#m()]) yield [this.#f.out(this.#cell, '<key>', k) as K, this.#f.out(this.#cell, String(k), v) as V];
+  override entries(): MapIterator<[K, V]> {
+    this.#ready();
+    return [...super.entries()][Symbol.iterator]() as MapIterator<[K, V]>;
   }
 
-  override *keys(): MapIterator<K> {
-    for (const k of [...this.#m().keys()]) yield this.#f.out(this.#cell, '<key>', k) as K;
+  override keys(): MapIterator<K> {
+    this.#ready();
+    return [...super.keys()][Symbol.iterator]() as MapIterator<K>;
   }
 
-  override *values(): MapIterator<V> {
-    for (const [k, v] of [...this.#m()]) yield this.#f.out(this.#cell, String(k), v) as V;
+  override values(): MapIterator<V> {
+    this.#ready();
+    return [...super.values()][Symbol.iterator]() as MapIterator<V>;
   }
 
   override [Symbol.iterator](): MapIterator<[K, V]> {
     return this.entries();
-  }
-
-  [inspect.custom](): unknown {
-    return this.#f['host'].toPlain(this);
   }
 }
 
@@ -274,64 +347,61 @@ export class HeapSet<T = unknown> extends Set<T> {
     this.#f = f;
   }
 
-  #s(): Set<unknown> {
-    return this.#f.load(this.#cell) as Set<unknown>;
-  }
-
-  #key(k: unknown): unknown {
-    if (k !== null && typeof k === 'object') return proxyCells.get(k)?.cell ?? k;
-    return k;
+  #ready(): void {
+    const c = this.#cell;
+    if (!c.loaded || c.armed || c.dead) this.#f.read(c);
   }
 
   override get size(): number {
-    return this.#s().size;
+    this.#ready();
+    return super.size;
   }
 
   override has(v: T): boolean {
-    return this.#s().has(this.#key(v));
+    this.#ready();
+    return super.has(v);
   }
 
   override add(v: T): this {
-    if (this.has(v)) return this;
-    this.#f.assign(this.#cell, '<member>', [v], ([x]) => slotBytes(x), ([x]) => { this.#s().add(x); });
+    this.#ready();
+    if (super.has(v)) return this;
+    this.#f.assign(this.#cell, '<member>', [v], ([x]) => slotBytes(x), ([x]) => { super.add(x as T); });
     return this;
   }
 
   override delete(v: T): boolean {
-    const s = this.#s();
-    const k = this.#key(v);
-    if (!s.has(k)) return false;
-    this.#f.mutate(this.#cell, -slotBytes(k), () => s.delete(k));
+    this.#ready();
+    if (!super.has(v)) return false;
+    this.#f.mutate(this.#cell, -slotBytes(v), () => super.delete(v));
     return true;
   }
 
   override clear(): void {
-    const s = this.#s();
-    if (s.size === 0) return;
-    this.#f.mutate(this.#cell, CONTAINER_BYTES - this.#cell.approxBytes, () => s.clear());
+    this.#ready();
+    if (super.size === 0) return;
+    this.#f.mutate(this.#cell, CONTAINER_BYTES - this.#cell.approxBytes, () => super.clear());
   }
 
+  // Iteration works on a snapshot (see HeapMap).
   override forEach(fn: (v: T, v2: T, set: Set<T>) => void, thisArg?: unknown): void {
     for (const v of this.values()) fn.call(thisArg, v, v, this);
   }
 
-  override *values(): SetIterator<T> {
-    for (const v of [...this.#s()]) yield this.#f.out(this.#cell, '<member>', v) as T;
+  override values(): SetIterator<T> {
+    this.#ready();
+    return [...super.values()][Symbol.iterator]() as SetIterator<T>;
   }
 
   override keys(): SetIterator<T> {
     return this.values();
   }
 
-  override *entries(): SetIterator<[T, T]> {
-    for (const v of this.values()) yield [v, v];
+  override entries(): SetIterator<[T, T]> {
+    this.#ready();
+    return [...super.entries()][Symbol.iterator]() as SetIterator<[T, T]>;
   }
 
   override [Symbol.iterator](): SetIterator<T> {
     return this.values();
-  }
-
-  [inspect.custom](): unknown {
-    return this.#f['host'].toPlain(this);
   }
 }

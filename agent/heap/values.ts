@@ -1,10 +1,7 @@
 import { FerryError } from '../../core/errors.js';
-import { Cell } from './cell.js';
-import type { ObjectSpace } from './object-space.js';
+import type { Cell } from './cell.js';
+import { handleCells, type ObjectSpace } from './object-space.js';
 import type { Kind } from './record-codec.js';
-
-/** Which heap a proxy (or HeapMap/HeapSet) belongs to, and its cell. Module-wide, so a foreign heap's objects are recognised. */
-export const proxyCells = new WeakMap<object, { cell: Cell; space: ObjectSpace }>();
 
 /** Encoded-size upper bounds (CBOR), used for the object size limit and the nursery budget. */
 export function stringBytes(s: string): number {
@@ -32,10 +29,14 @@ export function keyBytes(k: string | number): number {
  * and Uint8Arrays become new (nursery) objects, with shared references and cycles inside the
  * value kept; objects already in this heap are referenced, not copied. Everything is checked
  * before anything is created, so a refused value leaves the heap unchanged. Errors name the
- * path (`root.notes[3].owner`).
+ * path (`root.notes[3].owner`). Returns the primitive or the handle to store.
  */
-export function importValue(space: ObjectSpace, value: unknown, path: string): unknown {
+export function importValue(space: ObjectSpace, value: unknown, parent: Cell, key: string | number): unknown {
+  if (value === 0) return 0; // -0 is stored as 0: CBOR integers have no negative zero
+  if (value === null || (typeof value !== 'object' && typeof value !== 'function' && typeof value !== 'symbol' && typeof value !== 'string')) return value;
+  const path = () => parent.path(key);
   checkValue(space, value, path, new Set());
+  if (typeof value !== 'object') return value;
   return build(space, value, new Map());
 }
 
@@ -53,28 +54,29 @@ function fmt(path: string, k: string | number): string {
 }
 
 /** Validates a value and its whole graph; returns nothing, throws on the first bad part. */
-function checkValue(space: ObjectSpace, v: unknown, path: string, seen: Set<object>): void {
+function checkValue(space: ObjectSpace, v: unknown, pathOf: () => string, seen: Set<object>): void {
+  const path = (): string => pathOf();
   switch (typeof v) {
     case 'string':
-      if (stringBytes(v) > space.maxObjectBytes && Buffer.byteLength(v) + 9 > space.maxObjectBytes) throw tooLarge(space, path, Buffer.byteLength(v));
+      if (stringBytes(v) > space.maxObjectBytes && Buffer.byteLength(v) + 9 > space.maxObjectBytes) throw tooLarge(space, path(), Buffer.byteLength(v));
       return;
     case 'number': case 'boolean': case 'undefined': case 'bigint':
       return;
     case 'function':
-      throw bad(path, 'a function');
+      throw bad(path(), 'a function');
     case 'symbol':
-      throw bad(path, 'a symbol');
+      throw bad(path(), 'a symbol');
     default:
       break;
   }
   if (v === null) return;
   const o = v as object;
-  const owned = proxyCells.get(o);
+  const owned = handleCells.get(o);
   if (owned) {
     if (owned.space !== space) {
-      throw new FerryError('HEAP_FOREIGN_OBJECT', `${path} is an object of another heap (app ${owned.space.app}); copy it (heap.toPlain) before storing it here`, { field: path });
+      throw new FerryError('HEAP_FOREIGN_OBJECT', `${path()} is an object of another heap (app ${owned.space.app}); copy it (heap.toPlain) before storing it here`, { field: path() });
     }
-    if (owned.cell.dead) throw new FerryError('HEAP_CLOSED', `${path} refers to an object that was removed from the heap`, { field: path });
+    if (owned.cell.dead) throw new FerryError('HEAP_CLOSED', `${path()} refers to an object that is no longer in the heap`, { field: path() });
     return;
   }
   if (seen.has(o)) return;
@@ -82,7 +84,7 @@ function checkValue(space: ObjectSpace, v: unknown, path: string, seen: Set<obje
   const kind = kindOf(o);
   if (!kind) {
     const name = (o as { constructor?: { name?: string } }).constructor?.name ?? 'unknown';
-    throw bad(path, `an instance of ${name} (store plain objects, arrays, Map, Set, Uint8Array, strings, numbers, booleans, null)`);
+    throw bad(path(), `an instance of ${name} (store plain objects, arrays, Map, Set, Uint8Array, strings, numbers, booleans, null)`);
   }
   let bytes = CONTAINER_BYTES;
   switch (kind) {
@@ -92,36 +94,36 @@ function checkValue(space: ObjectSpace, v: unknown, path: string, seen: Set<obje
     case 'array': {
       const a = o as unknown[];
       for (let i = 0; i < a.length; i++) {
-        checkValue(space, a[i], fmt(path, i), seen);
+        checkValue(space, a[i], () => fmt(path(), i), seen);
         bytes += slotBytes(a[i]);
       }
       break;
     }
     case 'object':
       for (const k of Object.keys(o)) {
-        if (k === '__proto__') throw bad(fmt(path, k), 'the key __proto__ is reserved');
+        if (k === '__proto__') throw bad(fmt(path(), k), 'the key __proto__ is reserved');
         const d = Object.getOwnPropertyDescriptor(o, k)!;
-        if (d.get || d.set) throw bad(fmt(path, k), 'an accessor property (getter/setter)');
-        checkValue(space, d.value, fmt(path, k), seen);
+        if (d.get || d.set) throw bad(fmt(path(), k), 'an accessor property (getter/setter)');
+        checkValue(space, d.value, () => fmt(path(), k), seen);
         bytes += keyBytes(k) + slotBytes(d.value);
       }
-      if (Object.getOwnPropertySymbols(o).length > 0) throw bad(path, 'an object with symbol keys');
+      if (Object.getOwnPropertySymbols(o).length > 0) throw bad(path(), 'an object with symbol keys');
       break;
     case 'map':
       for (const [k, x] of o as Map<unknown, unknown>) {
-        checkValue(space, k, `${path}.<key>`, seen);
-        checkValue(space, x, `${path}.get(${typeof k === 'string' ? JSON.stringify(k) : String(k)})`, seen);
+        checkValue(space, k, () => `${path()}.<key>`, seen);
+        checkValue(space, x, () => `${path()}.get(${typeof k === 'string' ? JSON.stringify(k) : String(k)})`, seen);
         bytes += slotBytes(k) + slotBytes(x);
       }
       break;
     case 'set':
       for (const x of o as Set<unknown>) {
-        checkValue(space, x, `${path}.<member>`, seen);
+        checkValue(space, x, () => `${path()}.<member>`, seen);
         bytes += slotBytes(x);
       }
       break;
   }
-  if (bytes > space.maxObjectBytes) throw tooLarge(space, path, bytes);
+  if (bytes > space.maxObjectBytes) throw tooLarge(space, path(), bytes);
 }
 
 export function kindOf(o: object): Kind | undefined {
@@ -134,63 +136,57 @@ export function kindOf(o: object): Kind | undefined {
   return undefined;
 }
 
-/** Creates the cells of an already checked value. */
-function build(space: ObjectSpace, v: unknown, made: Map<object, Cell>): unknown {
-  if (v === null || typeof v !== 'object') return v;
-  const owned = proxyCells.get(v);
-  if (owned) return owned.cell;
+/** Creates the objects of an already checked value; returns the handle. */
+function build(space: ObjectSpace, v: object, made: Map<object, object>): object {
+  const owned = handleCells.get(v);
+  if (owned) return owned.cell.handle;
   const done = made.get(v);
   if (done) return done;
   const kind = kindOf(v)!;
-  const cell = space.create(kind, undefined, 0);
-  made.set(v, cell);
-  let value: unknown;
+  const cell = space.create(kind);
+  if (kind === 'bytes') {
+    // A bytes object's handle is its own Uint8Array: bind it before anything refers to it.
+    space.bindBytes(cell, new Uint8Array(v as Uint8Array));
+    made.set(v, cell.handle);
+    space.sized(cell, CONTAINER_BYTES + (v as Uint8Array).length);
+    return cell.handle;
+  }
+  made.set(v, cell.handle);
   let bytes = CONTAINER_BYTES;
-  const link = (x: unknown): unknown => {
-    const y = build(space, x, made);
-    if (y instanceof Cell) space.pointsAt(cell, y);
-    bytes += slotBytes(y);
-    return y;
+  const link = (x: unknown, key: string | number): unknown => {
+    if (x === 0) return 0; // -0 is stored as 0
+    if (x === null || typeof x !== 'object') {
+      bytes += slotBytes(x);
+      return x;
+    }
+    const h = build(space, x, made);
+    space.pointsAt(cell, handleCells.get(h)!.cell, key);
+    bytes += 5;
+    return h;
   };
   switch (kind) {
-    case 'bytes':
-      value = new Uint8Array(v as Uint8Array);
-      bytes += (v as Uint8Array).length;
-      break;
     case 'array': {
       const a = v as unknown[];
-      const out = new Array<unknown>(a.length);
-      for (let i = 0; i < a.length; i++) {
-        out[i] = link(a[i]);
-        if (out[i] instanceof Cell && (out[i] as Cell).parent === cell) (out[i] as Cell).key ??= i;
-      }
-      value = out;
+      const out = cell.storage as unknown[];
+      out.length = a.length;
+      for (let i = 0; i < a.length; i++) if (i in a) out[i] = link(a[i], i);
       break;
     }
     case 'object': {
-      const out: Record<string, unknown> = {};
+      const out = cell.storage as Record<string, unknown>;
       for (const k of Object.keys(v)) {
-        const y = link((v as Record<string, unknown>)[k]);
-        if (y instanceof Cell && y.parent === cell) y.key ??= k;
-        out[k] = y;
+        out[k] = link((v as Record<string, unknown>)[k], k);
         bytes += keyBytes(k);
       }
-      value = out;
       break;
     }
-    case 'map': {
-      const out = new Map<unknown, unknown>();
-      for (const [k, x] of v as Map<unknown, unknown>) out.set(link(k), link(x));
-      value = out;
+    case 'map':
+      for (const [k, x] of v as Map<unknown, unknown>) Map.prototype.set.call(cell.storage, link(k, '<key>'), link(x, `.get(${String(k)})`));
       break;
-    }
-    case 'set': {
-      const out = new Set<unknown>();
-      for (const x of v as Set<unknown>) out.add(link(x));
-      value = out;
+    case 'set':
+      for (const x of v as Set<unknown>) Set.prototype.add.call(cell.storage, link(x, '<member>'));
       break;
-    }
   }
-  space.initialise(cell, value, bytes);
-  return cell;
+  space.sized(cell, bytes);
+  return cell.handle;
 }

@@ -76,10 +76,9 @@ describe('refused values', () => {
     b.close();
   });
 
-  // KNOWN BUG (it.fails until fixed): -0 stays -0 while its object is in memory but CBOR
-  // stores it as the integer 0, so it reads back as 0 after eviction or reopen. Fix: store
-  // -0 as 0 on import (values.ts), then turn this back into it().
-  it.fails('NaN, ±Infinity, non-ASCII strings and big integers read back exactly, also after reopen; -0 reads back as 0 both times', () => {
+  // CBOR integers have no negative zero: the heap stores -0 as 0 at assignment, so it reads the
+  // same in memory, after eviction and after reopen.
+  it('NaN, ±Infinity, non-ASCII strings and big integers read back exactly, also after reopen; -0 reads back as 0 both times', () => {
     const store = temp.store();
     const heap = openHeap({ store, app: 'nums', profile });
     const root = heap.root as Record<string, any>;
