@@ -35,7 +35,7 @@ export class Cell {
   /** Proxy handler (objects and arrays): read traps are present only while unloaded or armed. */
   handler: ProxyHandler<object> | undefined;
 
-  constructor(public oid: number, readonly kind: Kind) {}
+  constructor(public oid: number, readonly kind: Kind, readonly owner: object) {}
 
   /** `root.notes[3].owner`-style path for error messages. */
   path(child?: string | number): string {

@@ -21,7 +21,7 @@ export interface MajorResult extends MinorResult {
  * object and what it points at land together; the rest die without ever reaching flash.
  */
 export function collectNursery(space: ObjectSpace, extraRoots: Iterable<Cell>): MinorResult {
-  if (space.nursery.size === 0) {
+  if (space.nurseryObjects === 0) {
     space.remembered.clear();
     return { promoted: 0, died: 0 };
   }
@@ -51,17 +51,10 @@ export function collectNursery(space: ObjectSpace, extraRoots: Iterable<Cell>): 
   if (space.undo) {
     for (const [cell, before] of space.undo) for (const k of childrenOf(cell.kind, before.value)) if (!k.placed) visit(k);
   }
-  for (const c of order) {
-    space.nursery.delete(c);
-    space.nurseryBytes -= c.approxBytes;
-    space.writeBack(c);
-  }
-  let died = 0;
-  for (const c of [...space.nursery]) {
-    space.kill(c, c.oid);
-    died++;
-  }
-  space.nursery.clear();
+  for (const c of order) space.writeBack(c);
+  // The rest of the nursery is unreachable: the engine reclaims it; nothing reached a line.
+  const died = Math.max(0, space.nurseryObjects - order.length);
+  space.nurseryObjects = 0;
   space.nurseryBytes = 0;
   space.remembered.clear();
   space.stats.promoted += order.length;

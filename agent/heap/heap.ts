@@ -3,7 +3,7 @@ import { Cell } from './cell.js';
 import { collectMajor, collectNursery, type CompactMode, type MajorResult } from './collector.js';
 import { decodeMeta, encodeMeta } from './heap-meta.js';
 import { LineState, LineType } from './line-table.js';
-import { ObjectSpace, ROOT_OID, handleCells } from './object-space.js';
+import { ObjectSpace, ROOT_OID, handleCell } from './object-space.js';
 import { heapClosed, resolveHeapOptions, type HeapOptions, type ResolvedHeapOptions } from './options.js';
 import { Pager } from './pager.js';
 import { HeapMap, HeapSet, ProxyFactory, type ProxyHost } from './proxies.js';
@@ -303,7 +303,7 @@ export class Heap implements ProxyHost {
   // ---- collections ----
 
   private minorCollect(): { promoted: number; died: number } {
-    if (this.space.nursery.size === 0 && this.space.remembered.size === 0) return { promoted: 0, died: 0 };
+    if (this.space.nurseryObjects === 0 && this.space.remembered.size === 0) return { promoted: 0, died: 0 };
     this.collecting = true;
     try {
       this.counters.minor++;
@@ -377,18 +377,17 @@ export class Heap implements ProxyHost {
   }
 
   private cellOf(obj: object, what: string): Cell {
-    const owned = obj !== null && typeof obj === 'object' ? handleCells.get(obj) : undefined;
-    if (!owned || owned.space !== this.space) throw new FerryError('HEAP_FOREIGN_OBJECT', `${what}() takes an object read from this heap (app ${this.app})`, { field: 'obj' });
-    return owned.cell;
+    const owned = handleCell(obj);
+    if (!owned || owned.owner !== this.space) throw new FerryError('HEAP_FOREIGN_OBJECT', `${what}() takes an object read from this heap (app ${this.app})`, { field: 'obj' });
+    return owned;
   }
 
   /** A plain deep copy of a heap value (shared references and cycles kept). */
   toPlain(value: unknown): unknown {
     const made = new Map<Cell, unknown>();
     const copy = (v: unknown): unknown => {
-      const owned = v !== null && typeof v === 'object' ? handleCells.get(v) : undefined;
-      if (!owned) return v;
-      const cell = owned.cell;
+      const cell = handleCell(v);
+      if (!cell) return v;
       if (made.has(cell)) return made.get(cell);
       switch (cell.kind) {
         case 'bytes': {

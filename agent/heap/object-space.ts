@@ -33,8 +33,25 @@ export interface Handles {
   disarm(cell: Cell): void;
 }
 
-/** Registry of handles: which heap and cell an app-facing object belongs to. Module-wide, so a foreign heap's objects are recognised. */
-export const handleCells = new WeakMap<object, { cell: Cell; space: ObjectSpace }>();
+/**
+ * Every handle carries its cell under this symbol (on the Proxy's target, the HeapMap/HeapSet
+ * or the Uint8Array). A plain symbol property costs a few nanoseconds where a WeakMap entry or
+ * a non-enumerable defineProperty costs ~180 ns, and allocation is the hot path. A copy made by
+ * spreading a handle carries the symbol too, so a handle is only recognised when its cell
+ * names it back (`cell.handle === h`).
+ */
+export const CELL: unique symbol = Symbol('ferry.heap.cell');
+
+/** The cell behind a handle of any heap, if it is one. */
+export function handleCell(h: unknown): Cell | undefined {
+  if (h === null || typeof h !== 'object') return undefined;
+  const c = (h as { [CELL]?: Cell })[CELL];
+  return c !== undefined && c.handle === h ? c : undefined;
+}
+
+function bindHandle(holder: object, cell: Cell): void {
+  (holder as { [CELL]?: Cell })[CELL] = cell;
+}
 
 /**
  * The object layer under the handles: object ids and their Cells, loading records through the
@@ -54,8 +71,13 @@ export class ObjectSpace {
   });
   /** Loaded placed cells by the first line of their record (unloaded when that line leaves memory). */
   private readonly lineCells = new Map<number, Set<Cell>>();
-  /** Cells not yet placed in a line: the nursery. Held strongly: nothing else may keep them alive. */
-  readonly nursery = new Set<Cell>();
+  /**
+   * The nursery is not a list: new objects are unplaced cells kept alive only by what points at
+   * them, so those that die young are reclaimed by the JavaScript engine's own young-generation
+   * collector, and a minor collection only walks the survivors. The counters are what was
+   * allocated since the last minor collection: an upper bound of the nursery's live bytes.
+   */
+  nurseryObjects = 0;
   nurseryBytes = 0;
   /** Placed cells changed since their record was last written. */
   readonly dirty = new Set<Cell>();
@@ -67,10 +89,10 @@ export class ObjectSpace {
   readonly armedLines = new Set<number>();
   readonly stats: ObjectStats = { allocated: 0, promoted: 0, diedYoung: 0, recordsWritten: 0, relocations: 0, loads: 0 };
   private readonly refOf = (child: object): Ref => {
-    const owned = handleCells.get(child);
-    if (!owned || owned.space !== this) throw new FerryError('HEAP_CORRUPT', `an object inside a record of app ${this.app} is not one of its heap objects`, { field: 'record', app: this.app });
-    this.ensureOid(owned.cell);
-    return new Ref(owned.cell.oid, owned.cell.kind);
+    const cell = handleCell(child);
+    if (!cell || cell.owner !== this) throw new FerryError('HEAP_CORRUPT', `an object inside a record of app ${this.app} is not one of its heap objects`, { field: 'record', app: this.app });
+    this.ensureOid(cell);
+    return new Ref(cell.oid, cell.kind);
   };
 
   constructor(readonly pager: Pager, readonly app: string, readonly maxObjectBytes: number, readonly useNursery: boolean) {
@@ -82,8 +104,8 @@ export class ObjectSpace {
 
   cellOf(handle: unknown): Cell | undefined {
     if (handle === null || typeof handle !== 'object') return undefined;
-    const owned = handleCells.get(handle);
-    return owned && owned.space === this ? owned.cell : undefined;
+    const cell = handleCell(handle);
+    return cell && cell.owner === this ? cell : undefined;
   }
 
   /** The handle of an object id, making an unloaded one when none is in memory. Bytes load at once (a Uint8Array cannot be a stub). */
@@ -100,22 +122,21 @@ export class ObjectSpace {
 
   /** The cell of an object id (made unloaded if not in memory). */
   cellFor(oid: number, kind: Kind): Cell {
-    return handleCells.get(this.handleFor(oid, kind))!.cell;
+    return handleCell(this.handleFor(oid, kind))!;
   }
 
   private newCell(oid: number, kind: Kind): Cell {
-    const cell = new Cell(oid, kind);
+    const cell = new Cell(oid, kind, this);
     this.handles.make(cell);
-    handleCells.set(cell.handle, { cell, space: this });
+    bindHandle(cell.handler ? cell.storage : cell.handle, cell);
     return cell;
   }
 
   /** A bytes object's Uint8Array is its handle: bind it once the bytes are known. */
   bindBytes(cell: Cell, bytes: Uint8Array): void {
-    handleCells.delete(cell.handle);
     (cell.storage as { bytes: Uint8Array }).bytes = bytes;
     cell.handle = bytes;
-    handleCells.set(bytes, { cell, space: this });
+    bindHandle(bytes, cell);
   }
 
   private track(cell: Cell): void {
@@ -149,7 +170,7 @@ export class ObjectSpace {
     cell.loaded = true;
     this.stats.allocated++;
     if (this.useNursery) {
-      this.nursery.add(cell);
+      this.nurseryObjects++;
     } else {
       this.ensureOid(cell);
       cell.placed = true;
@@ -212,7 +233,7 @@ export class ObjectSpace {
     const h = (v: unknown): unknown => {
       if (!(v instanceof Ref)) return v;
       const child = this.handleFor(v.oid, v.kind);
-      const cc = handleCells.get(child)!.cell;
+      const cc = handleCell(child)!;
       if (cc.parent === null && cc.oid !== ROOT_OID) {
         cc.parent = cell;
         cc.key = '<child>';
@@ -256,7 +277,7 @@ export class ObjectSpace {
   }
 
   private nameChild(child: object, parent: Cell, key: string | number): void {
-    const cc = handleCells.get(child)?.cell;
+    const cc = handleCell(child);
     if (cc && cc.parent === parent && cc.key === '<child>') cc.key = key;
   }
 
@@ -466,7 +487,6 @@ export class ObjectSpace {
     this.unregister(cell);
     this.dirty.delete(cell);
     this.remembered.delete(cell);
-    if (this.nursery.delete(cell)) this.nurseryBytes -= cell.approxBytes;
     cell.dead = true;
     if (cell.loaded) this.unload(cell);
     cell.loaded = false;
@@ -478,13 +498,32 @@ export class ObjectSpace {
     return this.registry.get(oid)?.deref();
   }
 
-  /** Every cell in memory. */
+  /** Every placed cell in memory, and every nursery cell the heap still reaches (closing, rolling back). */
   forEachCell(fn: (cell: Cell) => void): void {
+    const young: Cell[] = [];
+    const seen = new Set<Cell>();
+    const reach = (start: Cell) => {
+      const stack = [start];
+      while (stack.length > 0) {
+        const c = stack.pop()!;
+        if (c.kind === 'bytes' || !c.loaded) continue;
+        for (const k of children(c)) {
+          if (k.placed || seen.has(k)) continue;
+          seen.add(k);
+          young.push(k);
+          stack.push(k);
+        }
+      }
+    };
     for (const ref of this.registry.values()) {
+      const c = ref.deref();
+      if (c) reach(c);
+    }
+    for (const ref of [...this.registry.values()]) {
       const c = ref.deref();
       if (c) fn(c);
     }
-    for (const c of this.nursery) fn(c);
+    for (const c of young) fn(c);
   }
 
   // ---- savepoints ----
@@ -510,7 +549,7 @@ export function children(cell: Cell): Generator<Cell> {
 }
 
 export function* childrenOf(kind: Kind, st: unknown): Generator<Cell> {
-  const cellOf = (v: unknown): Cell | undefined => (v !== null && typeof v === 'object' ? handleCells.get(v)?.cell : undefined);
+  const cellOf = handleCell;
   switch (kind) {
     case 'object':
       for (const k of Object.keys(st as object)) {

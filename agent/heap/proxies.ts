@@ -1,6 +1,6 @@
 import { FerryError } from '../../core/errors.js';
 import type { Cell } from './cell.js';
-import { handleCells, type Handles, type ObjectSpace } from './object-space.js';
+import { CELL, handleCell, type Handles, type ObjectSpace } from './object-space.js';
 import { CONTAINER_BYTES, importValue, keyBytes, slotBytes } from './values.js';
 
 /** What handles need from their heap. */
@@ -30,7 +30,7 @@ export class ProxyFactory implements Handles {
     switch (cell.kind) {
       case 'object':
       case 'array': {
-        const target = cell.kind === 'array' ? [] : {};
+        const target = cell.kind === 'array' ? new HeapArrayTarget() : {};
         const h = Object.create(cell.kind === 'array' ? this.arrayTraps : this.objectTraps) as CellHandler;
         h.cell = cell;
         h.get = undefined;
@@ -95,10 +95,12 @@ export class ProxyFactory implements Handles {
     const f = this;
     return {
       get(this: CellHandler, target: object, key: string | symbol, receiver: unknown) {
+        if (key === CELL) return this.cell;
         f.read(this.cell);
         return Reflect.get(target, key, receiver);
       },
       has(this: CellHandler, target: object, key: string | symbol) {
+        if (key === CELL) return true;
         f.read(this.cell);
         return Reflect.has(target, key);
       },
@@ -137,7 +139,7 @@ export class ProxyFactory implements Handles {
     store(stored);
     for (const s of stored) {
       if (s === null || typeof s !== 'object') continue;
-      const child = handleCells.get(s)!.cell;
+      const child = handleCell(s)!;
       space.pointsAt(cell, child, key);
     }
     this.host.afterWrite();
@@ -167,8 +169,34 @@ export class ProxyFactory implements Handles {
 
   /** Step 3, after the slot changed: remembered set, triggers. */
   stored(cell: Cell, key: string | number, x: unknown): void {
-    if (x !== null && typeof x === 'object') this.host.space.pointsAt(cell, handleCells.get(x)!.cell, key);
+    if (x !== null && typeof x === 'object') this.host.space.pointsAt(cell, handleCell(x)!, key);
     this.host.afterWrite();
+  }
+
+  /** `push` on a heap array without the generic per-element [[Set]] round trips; all or nothing. */
+  push(cell: Cell, items: unknown[]): number {
+    this.host.check(true);
+    const space = this.host.space;
+    if (cell.dead) throw space.stale(cell);
+    const base = cell.loaded ? (cell.storage as unknown[]).length : 0;
+    const xs = new Array<unknown>(items.length);
+    for (let j = 0; j < items.length; j++) {
+      const v = items[j];
+      xs[j] = v === 0 ? 0 : v !== null && (typeof v === 'object' || typeof v === 'string' || typeof v === 'function' || typeof v === 'symbol') ? importValue(space, v, cell, base + j) : v;
+    }
+    if (!cell.loaded) space.load(cell);
+    const a = cell.storage as unknown[];
+    let delta = 0;
+    for (const x of xs) delta += slotBytes(x);
+    const at = a.length;
+    this.change(cell, at, delta);
+    for (let j = 0; j < xs.length; j++) a[at + j] = xs[j];
+    for (let j = 0; j < xs.length; j++) {
+      const x = xs[j];
+      if (x !== null && typeof x === 'object') space.pointsAt(cell, handleCell(x)!, at + j);
+    }
+    this.host.afterWrite();
+    return a.length;
   }
 
   /** A mutation that stores no new value (delete, truncate, clear). */
@@ -251,6 +279,26 @@ function arrayIndex(key: string): number {
   const n = Number(key);
   return Number.isInteger(n) && n >= 0 && n < 2 ** 32 - 1 && String(n) === key ? n : -1;
 }
+
+/**
+ * The target of a heap array: a real Array (so `Array.isArray` holds) whose prototype adds a
+ * fast `push`. `constructor` stays `Array`, so `map`, `filter` and `slice` return plain arrays.
+ */
+class HeapArrayTarget extends Array {
+  static override get [Symbol.species](): ArrayConstructor {
+    return Array;
+  }
+}
+Object.defineProperty(HeapArrayTarget.prototype, 'constructor', { value: Array, writable: true, configurable: true });
+Object.defineProperty(HeapArrayTarget.prototype, 'push', {
+  value: function push(this: unknown[], ...items: unknown[]): number {
+    const cell = handleCell(this);
+    if (!cell) return Array.prototype.push.apply(this, items);
+    return ((cell.owner as ObjectSpace).handles as ProxyFactory).push(cell, items);
+  },
+  writable: true,
+  configurable: true,
+});
 
 /** A proxy's handler: traps come from a shared prototype; read traps are own properties, switched on and off. */
 interface CellHandler extends ProxyHandler<object> {

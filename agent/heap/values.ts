@@ -1,6 +1,6 @@
 import { FerryError } from '../../core/errors.js';
 import type { Cell } from './cell.js';
-import { handleCells, type ObjectSpace } from './object-space.js';
+import { CELL, handleCell, type ObjectSpace } from './object-space.js';
 import type { Kind } from './record-codec.js';
 
 /** Encoded-size upper bounds (CBOR), used for the object size limit and the nursery budget. */
@@ -35,9 +35,9 @@ export function importValue(space: ObjectSpace, value: unknown, parent: Cell, ke
   if (value === 0) return 0; // -0 is stored as 0: CBOR integers have no negative zero
   if (value === null || (typeof value !== 'object' && typeof value !== 'function' && typeof value !== 'symbol' && typeof value !== 'string')) return value;
   const path = () => parent.path(key);
-  checkValue(space, value, path, new Set());
+  checkValue(space, value, path, undefined);
   if (typeof value !== 'object') return value;
-  return build(space, value, new Map());
+  return build(space, value, undefined);
 }
 
 function tooLarge(space: ObjectSpace, path: string, bytes: number): FerryError {
@@ -54,7 +54,7 @@ function fmt(path: string, k: string | number): string {
 }
 
 /** Validates a value and its whole graph; returns nothing, throws on the first bad part. */
-function checkValue(space: ObjectSpace, v: unknown, pathOf: () => string, seen: Set<object>): void {
+function checkValue(space: ObjectSpace, v: unknown, pathOf: () => string, seen: Set<object> | undefined): void {
   const path = (): string => pathOf();
   switch (typeof v) {
     case 'string':
@@ -71,17 +71,24 @@ function checkValue(space: ObjectSpace, v: unknown, pathOf: () => string, seen: 
   }
   if (v === null) return;
   const o = v as object;
-  const owned = handleCells.get(o);
+  const owned = handleCell(o);
   if (owned) {
-    if (owned.space !== space) {
-      throw new FerryError('HEAP_FOREIGN_OBJECT', `${path()} is an object of another heap (app ${owned.space.app}); copy it (heap.toPlain) before storing it here`, { field: path() });
+    if (owned.owner !== space) {
+      throw new FerryError('HEAP_FOREIGN_OBJECT', `${path()} is an object of another heap (app ${(owned.owner as ObjectSpace).app}); copy it (heap.toPlain) before storing it here`, { field: path() });
     }
-    if (owned.cell.dead) throw new FerryError('HEAP_CLOSED', `${path()} refers to an object that is no longer in the heap`, { field: path() });
+    if (owned.dead) throw new FerryError('HEAP_CLOSED', `${path()} refers to an object that is no longer in the heap`, { field: path() });
     return;
   }
-  if (seen.has(o)) return;
-  seen.add(o);
+  if (seen?.has(o)) return;
+  seen?.add(o);
   const kind = kindOf(o);
+  // Children: plain numbers, short strings and the like need no call (and no path closure);
+  // the first nested object starts the cycle-detection set.
+  const child = (x: unknown, at: () => string) => {
+    if (!needsCheck(space, x)) return;
+    if (x !== null && typeof x === 'object') seen ??= new Set([o]);
+    checkValue(space, x, at, seen);
+  };
   if (!kind) {
     const name = (o as { constructor?: { name?: string } }).constructor?.name ?? 'unknown';
     throw bad(path(), `an instance of ${name} (store plain objects, arrays, Map, Set, Uint8Array, strings, numbers, booleans, null)`);
@@ -94,36 +101,45 @@ function checkValue(space: ObjectSpace, v: unknown, pathOf: () => string, seen: 
     case 'array': {
       const a = o as unknown[];
       for (let i = 0; i < a.length; i++) {
-        checkValue(space, a[i], () => fmt(path(), i), seen);
+        if (needsCheck(space, a[i])) child(a[i], () => fmt(path(), i));
         bytes += slotBytes(a[i]);
       }
       break;
     }
     case 'object':
+      // Own enumerable string keys, read like structuredClone reads them (a getter's current value).
       for (const k of Object.keys(o)) {
         if (k === '__proto__') throw bad(fmt(path(), k), 'the key __proto__ is reserved');
-        const d = Object.getOwnPropertyDescriptor(o, k)!;
-        if (d.get || d.set) throw bad(fmt(path(), k), 'an accessor property (getter/setter)');
-        checkValue(space, d.value, () => fmt(path(), k), seen);
-        bytes += keyBytes(k) + slotBytes(d.value);
+        const x = (o as Record<string, unknown>)[k];
+        if (needsCheck(space, x)) child(x, () => fmt(path(), k));
+        bytes += keyBytes(k) + slotBytes(x);
       }
-      if (Object.getOwnPropertySymbols(o).length > 0) throw bad(path(), 'an object with symbol keys');
+      for (const sym of Object.getOwnPropertySymbols(o)) if (sym !== CELL) throw bad(path(), `an object with a symbol key (${String(sym)})`);
       break;
     case 'map':
       for (const [k, x] of o as Map<unknown, unknown>) {
-        checkValue(space, k, () => `${path()}.<key>`, seen);
-        checkValue(space, x, () => `${path()}.get(${typeof k === 'string' ? JSON.stringify(k) : String(k)})`, seen);
+        child(k, () => `${path()}.<key>`);
+        child(x, () => `${path()}.get(${typeof k === 'string' ? JSON.stringify(k) : String(k)})`);
         bytes += slotBytes(k) + slotBytes(x);
       }
       break;
     case 'set':
       for (const x of o as Set<unknown>) {
-        checkValue(space, x, () => `${path()}.<member>`, seen);
+        child(x, () => `${path()}.<member>`);
         bytes += slotBytes(x);
       }
       break;
   }
   if (bytes > space.maxObjectBytes) throw tooLarge(space, path(), bytes);
+}
+
+function needsCheck(space: ObjectSpace, x: unknown): boolean {
+  switch (typeof x) {
+    case 'number': case 'boolean': case 'undefined': case 'bigint': return false;
+    case 'string': return stringBytes(x) > space.maxObjectBytes;
+    case 'object': return x !== null;
+    default: return true;
+  }
 }
 
 export function kindOf(o: object): Kind | undefined {
@@ -137,21 +153,21 @@ export function kindOf(o: object): Kind | undefined {
 }
 
 /** Creates the objects of an already checked value; returns the handle. */
-function build(space: ObjectSpace, v: object, made: Map<object, object>): object {
-  const owned = handleCells.get(v);
-  if (owned) return owned.cell.handle;
-  const done = made.get(v);
+function build(space: ObjectSpace, v: object, made: Map<object, object> | undefined): object {
+  const owned = handleCell(v);
+  if (owned) return owned.handle;
+  const done = made?.get(v);
   if (done) return done;
   const kind = kindOf(v)!;
   const cell = space.create(kind);
   if (kind === 'bytes') {
     // A bytes object's handle is its own Uint8Array: bind it before anything refers to it.
     space.bindBytes(cell, new Uint8Array(v as Uint8Array));
-    made.set(v, cell.handle);
+    made?.set(v, cell.handle);
     space.sized(cell, CONTAINER_BYTES + (v as Uint8Array).length);
     return cell.handle;
   }
-  made.set(v, cell.handle);
+  made?.set(v, cell.handle);
   let bytes = CONTAINER_BYTES;
   const link = (x: unknown, key: string | number): unknown => {
     if (x === 0) return 0; // -0 is stored as 0
@@ -159,8 +175,9 @@ function build(space: ObjectSpace, v: object, made: Map<object, object>): object
       bytes += slotBytes(x);
       return x;
     }
+    made ??= new Map([[v, cell.handle]]);
     const h = build(space, x, made);
-    space.pointsAt(cell, handleCells.get(h)!.cell, key);
+    space.pointsAt(cell, handleCell(h)!, key);
     bytes += 5;
     return h;
   };
