@@ -89,8 +89,9 @@ function nurseryRun(nurseryFraction: number): { bytes: number; diedYoung: number
   const steps = args.quick ? 3000 : 12_000;
   const before = store.stats().segmentBytesWritten;
   for (let i = 0; i < steps; i++) {
-    for (let k = 0; k < 9; k++) r.scratch = { step: i, k, note: 'temporary result', values: [i, k, i * k] };
-    const keep = { step: i, note: 'kept result', values: [i, i + 1] };
+    // Nine intermediate results per step, one summary kept: 90% of new objects die young.
+    for (let k = 0; k < 9; k++) r.scratch = { step: i, k, sum: i * k, min: k, max: i + k, label: `partial result ${k} of step ${i}, sensor-7` };
+    const keep = { step: i, mean: i / 2 };
     if (r.kept.length >= 200) r.kept = [];
     r.kept.push(keep);
     if (i % 100 === 99) heap.checkpoint();

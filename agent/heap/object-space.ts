@@ -434,7 +434,10 @@ export class ObjectSpace {
   /** Places a record at a new address (new object, grown object, or compaction). */
   place(cell: Cell, bytes: Uint8Array, old: { addr: number; cap: number } | undefined): void {
     const ls = this.pager.lineSize;
-    let cap = capacityFor(bytes.length, cell.kind !== 'bytes');
+    // Room to grow only for objects that have grown (moved because they outgrew their place):
+    // most objects never change size, and slack on each would cost flash on every checkpoint.
+    const grew = old !== undefined && bytes.length > old.cap;
+    let cap = grew ? capacityFor(bytes.length, cell.kind !== 'bytes') : bytes.length;
     if (bytes.length <= ls && cap > ls) cap = bytes.length + Math.floor((ls - bytes.length) / SLACK_UNIT) * SLACK_UNIT;
     this.ensureOid(cell);
     const addr = this.alloc.alloc(cap);
