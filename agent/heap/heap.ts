@@ -2,11 +2,14 @@ import { FerryError, isFerryError } from '../../core/errors.js';
 import { Cell } from './cell.js';
 import { collectMajor, collectNursery, type CompactMode, type MajorResult } from './collector.js';
 import { decodeMeta, encodeMeta } from './heap-meta.js';
+import { decodeRecord } from './record-codec.js';
 import { LineState, LineType } from './line-table.js';
 import { ObjectSpace, ROOT_OID, handleCell } from './object-space.js';
 import { heapClosed, resolveHeapOptions, type HeapOptions, type ResolvedHeapOptions } from './options.js';
 import { Pager } from './pager.js';
+import type { SystemArea } from './system-area.js';
 import { HeapMap, HeapSet, ProxyFactory, type ProxyHost } from './proxies.js';
+import { exportObjects, listLines, readLines, readMeta, type ExportedObject, type LineImage, type ObjectImage } from './migration.js';
 
 export interface CheckpointResult {
   version: number;
@@ -43,6 +46,15 @@ export interface HeapStats {
   dirtyLines: number;
   /** True after a failed checkpoint until one succeeds: dirty lines cannot be paged out. */
   restricted: boolean;
+}
+
+/** @internal */
+export interface HeapInternals {
+  pager: Pager;
+  space: ObjectSpace;
+  /** A record as committed (the heap must have no changes since its last checkpoint). */
+  committedRecord(oid: number): Uint8Array;
+  installRecords(objects: Iterable<[number, Uint8Array]>, image: { nextOid: number; pins: number[] }, bad: (field: string, what: string) => FerryError): void;
 }
 
 export interface Savepoint {
@@ -114,6 +126,12 @@ export class Heap implements ProxyHost {
   get root(): Record<string, unknown> {
     this.check(false);
     return this.rootCell.handle as Record<string, unknown>;
+  }
+
+  /** The device's system lines (read-only for apps), when the heap was opened with them. */
+  get system(): Pick<SystemArea, 'get' | 'keys'> | undefined {
+    const sys = this.options.system;
+    return sys && { get: (k: string) => sys.get(k), keys: () => sys.keys() };
   }
 
   /** The non-heap state blob of the version the heap was opened at (or last checkpointed with). */
@@ -444,8 +462,82 @@ export class Heap implements ProxyHost {
   }
 
   /** @internal for migration and tests */
-  get internals(): { pager: Pager; space: ObjectSpace } {
-    return { pager: this.pager, space: this.space };
+  get internals(): HeapInternals {
+    const heap = this;
+    return {
+      pager: this.pager,
+      space: this.space,
+      committedRecord: (oid) => {
+        if (this.space.dirty.size > 0 || this.space.nurseryObjects > 0 || this.pager.dirtySinceCheckpoint > 0) {
+          throw new FerryError('HEAP_BUSY', `app ${this.app} has changes since its last checkpoint; checkpoint before exporting`, { field: 'heap', app: this.app });
+        }
+        const p = this.space.table.get(oid);
+        if (!p) throw new FerryError('HEAP_CORRUPT', `object #${oid} of app ${this.app} has no record`, { field: 'object', app: this.app, oid });
+        return this.pager.read(p.addr, p.len);
+      },
+      installRecords(objects, image, bad) {
+        heap.installRecords(objects, image, bad);
+      },
+    };
+  }
+
+  private installRecords(objects: Iterable<[number, Uint8Array]>, image: { nextOid: number; pins: number[] }, bad: (field: string, what: string) => FerryError): void {
+    this.check(true);
+    if (this.version !== 0) throw bad('app', 'already has a heap here');
+    // Drop the empty root a fresh heap starts with: the image brings its own.
+    this.space.bury(this.rootCell);
+    this.space.forget(this.rootCell);
+    this.space.dirty.clear();
+    let max = ROOT_OID;
+    const placed = new Set<number>();
+    let i = 0;
+    for (const [oid, record] of objects) {
+      const at = `objects[${i++}]`;
+      if (!Number.isInteger(oid) || oid < 1 || oid >= 2 ** 31) throw bad(`${at}.oid`, `must be an integer ≥ 1, got ${String(oid)}`);
+      if (placed.has(oid)) throw bad(`${at}.oid`, `${oid} appears twice`);
+      if (!(record instanceof Uint8Array) || record.length === 0 || record.length > this.options.maxObjectBytes) throw bad(`${at}.record`, `must be 1..${this.options.maxObjectBytes} bytes of CBOR`);
+      try {
+        decodeRecord(record, at);
+      } catch (e) {
+        throw bad(`${at}.record`, `is not a heap record (${(e as Error).message})`);
+      }
+      const addr = this.space.alloc.alloc(record.length);
+      this.pager.write(addr, record);
+      this.space.table.set(oid, { addr, len: record.length, cap: record.length });
+      placed.add(oid);
+      if (oid > max) max = oid;
+    }
+    if (!placed.has(ROOT_OID)) throw bad('objects', 'lack the root object (id 1)');
+    this.space.nextOid = Math.max(max + 1, image.nextOid);
+    for (let oid = this.space.nextOid - 1; oid > ROOT_OID; oid--) if (!placed.has(oid)) this.space.freeOids.push(oid);
+    this.rootCell = this.space.cellFor(ROOT_OID, 'object');
+    for (const oid of image.pins) if (placed.has(oid)) this.pins.set(this.space.cellById(oid), 1);
+  }
+
+  // ---- migration (see migration.ts) ----
+
+  /** Lines of the committed version with their content hashes and types. */
+  listLines(): LineImage[] {
+    this.check(false);
+    return listLines(this);
+  }
+
+  /** Raw committed bytes of lines. */
+  readLines(lines: readonly number[]): Uint8Array[] {
+    this.check(false);
+    return readLines(this, lines);
+  }
+
+  /** The metadata blob that travels with the lines. */
+  readMeta(): Uint8Array {
+    this.check(false);
+    return readMeta(this);
+  }
+
+  /** Object-level export of the committed version (checkpoint first). */
+  exportObjects(): Generator<ExportedObject, ObjectImage> {
+    this.check(false);
+    return exportObjects(this);
   }
 
   /** Checkpoints (reason `suspend`) and closes: frees the in-memory heap. */

@@ -2,3 +2,5 @@ export { openHeap, Heap, type CheckpointResult, type HeapStats, type Savepoint }
 export { resolveHeapOptions, type HeapOptions, type HeapClock } from './options.js';
 export { HeapMap, HeapSet } from './proxies.js';
 export type { CompactMode, MajorResult } from './collector.js';
+export { installLines, importObjects, type LineImage, type InstallLine, type ExportedObject, type ObjectImage } from './migration.js';
+export { openSystemArea, SystemArea, type SystemAreaOptions } from './system-area.js';

@@ -496,6 +496,11 @@ export class ObjectSpace {
     this.handles.arm(cell);
   }
 
+  /** Drops a buried cell's id from the registry (its id is about to name another object). */
+  forget(cell: Cell): void {
+    if (this.registry.get(cell.oid)?.deref() === cell) this.registry.delete(cell.oid);
+  }
+
   /** A cell of an object id if one is in memory (collections). */
   peek(oid: number): Cell | undefined {
     return this.registry.get(oid)?.deref();

@@ -2,6 +2,7 @@ import { FerryError } from '../../core/errors.js';
 import { OptionReader } from '../../core/options.js';
 import type { HwProfile } from '../../hw-profiles/index.js';
 import type { Store } from '../../store/index.js';
+import { SystemArea } from './system-area.js';
 
 /** Time source; tests inject a manual one. */
 export interface HeapClock {
@@ -57,6 +58,8 @@ export interface HeapOptions {
   onCheckpointError?: (error: FerryError) => void;
   /** Clock for the interval triggers. Default Date.now. */
   clock?: HeapClock;
+  /** The device's system lines (shared code and read-only data), offered read-only as `heap.system`. */
+  system?: SystemArea;
 }
 
 export interface ResolvedHeapOptions {
@@ -82,12 +85,13 @@ export interface ResolvedHeapOptions {
   stateProvider: (() => Uint8Array) | undefined;
   onCheckpointError: ((error: FerryError) => void) | undefined;
   clock: HeapClock;
+  system: SystemArea | undefined;
 }
 
 const KNOWN = [
   'store', 'app', 'profile', 'version', 'readOnly', 'budgetBytes', 'nurseryFraction', 'maxObjectBytes', 'evictBatch',
   'freeSlots', 'checkpointDirtyLines', 'checkpointIntervalMs', 'gcIntervalMs', 'gcLowSpaceFraction', 'gcPagingFaultRate',
-  'autoCheckpoint', 'stateProvider', 'onCheckpointError', 'clock',
+  'autoCheckpoint', 'stateProvider', 'onCheckpointError', 'clock', 'system',
 ];
 
 /** Addresses are 32-bit byte offsets (object-table entries), so one app's virtual heap is at most 4 GiB − 1 line. */
@@ -132,6 +136,11 @@ export function resolveHeapOptions(options: HeapOptions): ResolvedHeapOptions {
     stateProvider: fn('stateProvider'),
     onCheckpointError: fn('onCheckpointError'),
     clock,
+    system: (() => {
+      const sys = r.raw('system');
+      if (sys !== undefined && !(sys instanceof SystemArea)) r.fail('system', 'a SystemArea (openSystemArea)', sys);
+      return sys as SystemArea | undefined;
+    })(),
   };
 }
 
