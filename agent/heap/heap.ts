@@ -265,6 +265,9 @@ export class Heap implements ProxyHost {
       if (gc) this.collect({ compact: gc === 'paging' ? 'full' : 'sparse' });
       const why = this.checkpointDue();
       if (why) this.checkpoint({ reason: why, state: this.options.stateProvider?.() });
+      // Background pre-flush: past half the dirty-line trigger, write the oldest dirty lines
+      // into the open transaction now, so the checkpoint itself stays short.
+      else if (this.pager.table.dirtyCount * 2 >= this.options.checkpointDirtyLines) this.preflush();
     } catch (e) {
       if (isFerryError(e)) this.options.onCheckpointError?.(e);
       else this.options.onCheckpointError?.(new FerryError('HEAP_CHECKPOINT_FAILED', String(e), { field: 'heap' }, { cause: e }));
