@@ -106,6 +106,33 @@ export function encodeEnvelope(env: Envelope): Buffer {
   }
 }
 
+/**
+ * Encodes an envelope this end built itself from checked parts (the bus's
+ * requests and answers): the same bytes as `encodeEnvelope`, without re-checking
+ * every field. Only the message `type` comes from a caller, so only it is checked.
+ * One wire object per message, fields in wire order.
+ */
+export function encodeOwnEnvelope(type: string, id: string, from: string, replyTo: string | undefined, corr: string | undefined, ts: number, ttl: number | undefined, body: unknown): Buffer {
+  if (typeof type !== 'string' || type.length === 0 || type.length > MAX_FIELD_CHARS) throw malformed('type', `a string of 1..${MAX_FIELD_CHARS} characters`, type);
+  const tsWire = ts > 0xffffffff ? BigInt(ts) : ts;
+  const ttlWire = ttl === undefined ? undefined : ttl > 0xffffffff ? BigInt(ttl) : ttl;
+  // Literal shapes in wire order (a request has replyTo and ttl, an answer corr).
+  const wire =
+    replyTo !== undefined
+      ? ttlWire !== undefined
+        ? { v: ENVELOPE_VERSION, type, id, from, replyTo, ts: tsWire, ttl: ttlWire, body }
+        : { v: ENVELOPE_VERSION, type, id, from, replyTo, ts: tsWire, body }
+      : corr !== undefined
+        ? { v: ENVELOPE_VERSION, type, id, from, corr, ts: tsWire, body }
+        : { v: ENVELOPE_VERSION, type, id, from, ts: tsWire, body };
+  if (body === undefined) (wire as { body: unknown }).body = null;
+  try {
+    return encoder.encode(wire);
+  } catch (e) {
+    throw new FerryError('ENVELOPE_MALFORMED', `envelope.body cannot be encoded as CBOR: ${(e as Error).message}`, { field: 'envelope.body' }, { cause: e });
+  }
+}
+
 /** Decodes and validates one envelope. Never returns a partially checked value. */
 export function decodeEnvelope(bytes: Uint8Array): Envelope {
   let value: unknown;

@@ -21,6 +21,8 @@ import { backoffDelay, setReconnectDelay } from './reconnect-backoff.js';
 import { RecentIds } from './recent-ids.js';
 import { inboxTopic, isValidFilter, topicMatches } from './topics.js';
 
+const NO_OPTIONS: PublishOptions = Object.freeze({});
+
 /** Receives raw payloads on a subscription (bulk chunks); no envelope decoding. */
 export type RawHandler = (topic: string, payload: Buffer) => void;
 
@@ -112,6 +114,7 @@ export class MqttBus implements Bus {
       requestTimeoutMs: o.requestTimeoutMs,
       now: o.now,
       publishEnvelope: (topic, env) => this.publishEnvelope(topic, env),
+      publishBytes: (topic, bytes) => this.publishRaw(topic, bytes, NO_OPTIONS),
       subscribe: (filter, handler) => this.subscribe(filter, handler),
       reportInvalid: (e) => this.reportInvalid(e),
       reportError: (e) => this.emit('error', e),
@@ -156,9 +159,18 @@ export class MqttBus implements Bus {
     const bus = new MqttBus(options);
     const timeoutMs = bus.options.connectTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
+    let onError: ((e?: unknown) => void) | undefined;
     try {
       await Promise.race([
         bus.whenReady(),
+        // A certificate that fails verification will fail every retry too: refuse at once, typed.
+        new Promise<never>((_, reject) => {
+          onError = (e) => {
+            const tls = tlsVerifyError(e);
+            if (tls) reject(tls);
+          };
+          bus.on('error', onError);
+        }),
         new Promise<never>((_, reject) => {
           timer = setTimeout(
             () => reject(new FerryError('BUS_OFFLINE', `cannot connect to ${bus.options.url} within ${timeoutMs} ms (options.connectTimeoutMs)`, { field: 'options.url' })),
@@ -171,6 +183,7 @@ export class MqttBus implements Bus {
       throw e;
     } finally {
       clearTimeout(timer);
+      if (onError) bus.off('error', onError);
     }
     return bus;
   }
@@ -235,13 +248,13 @@ export class MqttBus implements Bus {
     }
     const buf = Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.length);
     const retain = options.retain ?? false;
-    return this.window
-      .submit((done) => {
-        this.client.publish(topic, buf, { qos, retain }, (err) => done(err ?? null));
-      })
-      .then(() => {
-        this.counters.published++;
+    // Counted in mqtt.js's callback: no second promise (and microtask) per publish just to count it.
+    return this.window.submit((done) => {
+      this.client.publish(topic, buf, { qos, retain }, (err) => {
+        if (!err) this.counters.published++;
+        done(err ?? null);
       });
+    });
   }
 
   // ---- subscribing ----
@@ -497,6 +510,28 @@ export class MqttBus implements Bus {
     })();
     return this.closing;
   }
+}
+
+/** Node's codes for a server certificate that failed verification. */
+const TLS_VERIFY_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** BUS_TLS for a certificate verification failure, else undefined. */
+function tlsVerifyError(e: unknown): FerryError | undefined {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !TLS_VERIFY_CODES.has(code)) return undefined;
+  return new FerryError('BUS_TLS', `the broker's certificate failed verification (${code}: ${(e as Error).message}); check options.tls.ca and the URL's host name`, { field: 'options.tls.ca', tlsCode: code }, { cause: e });
 }
 
 /** Connects a bus (see MqttBus.connect). */

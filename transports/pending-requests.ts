@@ -13,12 +13,15 @@ export class PendingRequests {
     return this.waiting.size;
   }
 
-  /** Waits for the answer to request `id`; rejects with `onTimeout()` after `timeoutMs`. */
-  wait(id: string, timeoutMs: number, onTimeout: () => Error): Promise<Envelope> {
+  /**
+   * Waits for the answer to request `id`; rejects with BUS_TIMEOUT (naming the
+   * topic and type) after `timeoutMs`. The timeout error is built only when it fires.
+   */
+  wait(id: string, timeoutMs: number, topic: string, type: string): Promise<Envelope> {
     return new Promise<Envelope>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiting.delete(id);
-        reject(onTimeout());
+        reject(new FerryError('BUS_TIMEOUT', `request ${type} to ${topic} got no answer within ${timeoutMs} ms`, { field: 'options.timeoutMs', topic, type }));
       }, timeoutMs);
       this.waiting.set(id, { resolve, reject, timer });
     });

@@ -21,6 +21,7 @@ export class GrantorState {
   private fenceNext: number;
   private fenceReserved: number;
   private horizonStored: number;
+  private reserveScheduled = false;
   /** The horizon found at open: the previous run's promise. */
   readonly previousHorizon: number;
 
@@ -46,13 +47,34 @@ export class GrantorState {
     this.previousHorizon = this.horizonStored;
   }
 
-  /** The next fencing token: strictly greater than every token handed out before, in this run or any earlier one. */
+  /**
+   * The next fencing token: strictly greater than every token handed out before,
+   * in this run or any earlier one. A token is handed out only once its block is
+   * durable. The next block is reserved ahead, from a `setImmediate` once half of
+   * the current one is used, so the synchronous write happens between requests,
+   * not inside one; only a burst that outruns it waits for the write here.
+   */
   nextFence(): number {
-    if (this.fenceNext > this.fenceReserved) {
-      this.fenceReserved = this.fenceNext + this.fenceBlock - 1;
-      this.put.run('fence', this.fenceReserved);
+    if (this.fenceNext > this.fenceReserved) this.reserveFences();
+    else if (!this.reserveScheduled && this.fenceReserved - this.fenceNext < this.fenceBlock / 2) {
+      this.reserveScheduled = true;
+      setImmediate(() => {
+        this.reserveScheduled = false;
+        try {
+          if (this.db.open && this.fenceReserved - this.fenceNext < this.fenceBlock / 2) this.reserveFences();
+        } catch {
+          // Not fatal here: the block still in hand stays valid, and the synchronous path retries
+          // the write when it runs out (and refuses the grant with the error if it fails again).
+        }
+      }).unref();
     }
     return this.fenceNext++;
+  }
+
+  private reserveFences(): void {
+    const upTo = Math.max(this.fenceReserved, this.fenceNext - 1) + this.fenceBlock;
+    this.put.run('fence', upTo);
+    this.fenceReserved = upTo;
   }
 
   /** Records that a lease may live until `expiresAt` (clock ms). */

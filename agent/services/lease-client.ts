@@ -36,29 +36,33 @@ export type LeaseTarget = ServiceDescription | { leaseTopic: string; service: st
  */
 export class LeaseClient {
   private readonly o: Required<LeaseClientOptions>;
+  private readonly requestOptions: { timeoutMs: number };
   constructor(
     readonly bus: Bus,
     options: LeaseClientOptions = {},
     readonly clock: Clock = systemClock,
   ) {
     this.o = readClientOptions(options);
+    this.requestOptions = { timeoutMs: this.o.timeoutMs };
   }
 
-  async grant(target: LeaseTarget, durationMs: RequestedDuration = 'any'): Promise<HeldLease> {
+  grant(target: LeaseTarget, durationMs: RequestedDuration = 'any'): Promise<HeldLease> {
     const service = 'name' in target ? target.name : target.service;
     const sentAt = this.clock.now();
-    const info = await this.call<LeaseInfo>(target.leaseTopic, 'lease.grant', { service, durationMs, reqId: randomId() });
-    return {
-      leaseId: info.leaseId,
-      service,
-      leaseTopic: target.leaseTopic,
-      ...('name' in target ? { description: target } : {}),
-      holder: this.bus.deviceId,
-      exclusive: info.exclusive,
-      ...(info.fence !== undefined ? { fence: info.fence } : {}),
-      durationMs: info.durationMs,
-      expiresAt: sentAt + info.durationMs,
-    };
+    return this.call<LeaseInfo>(target.leaseTopic, 'lease.grant', { service, durationMs, reqId: randomId() }).then((info) => {
+      const held: HeldLease = {
+        leaseId: info.leaseId,
+        service,
+        leaseTopic: target.leaseTopic,
+        holder: this.bus.deviceId,
+        exclusive: info.exclusive,
+        durationMs: info.durationMs,
+        expiresAt: sentAt + info.durationMs,
+      };
+      if ('name' in target) held.description = target;
+      if (info.fence !== undefined) held.fence = info.fence;
+      return held;
+    });
   }
 
   /** Renews several leases at one grantor in one message; updates each renewed lease in place. */
@@ -115,17 +119,21 @@ export class LeaseClient {
     };
   }
 
-  private async call<R>(topic: string, type: string, body: unknown): Promise<R> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const env = await this.bus.request<R>(topic, type, body, { timeoutMs: this.o.timeoutMs });
-        return env.body;
-      } catch (e) {
+  /**
+   * One request, resent (same body, so the same reqId) after a lost message.
+   * A `.then` chain rather than an async loop: the answer reaches the caller
+   * in fewer microtask hops, which is most of what a loopback grant costs here.
+   */
+  private call<R>(topic: string, type: string, body: unknown, attempt = 0): Promise<R> {
+    return this.bus.request<R>(topic, type, body, this.requestOptions).then(
+      (env) => env.body,
+      (e: unknown) => {
         // Only a lost message is worth resending (same reqId); a refusal is final.
         const retriable = isFerryError(e) && (e.code === 'BUS_TIMEOUT' || e.code === 'BUS_OFFLINE');
         if (!retriable || attempt >= this.o.retries) throw e;
-      }
-    }
+        return this.call<R>(topic, type, body, attempt + 1);
+      },
+    );
   }
 }
 

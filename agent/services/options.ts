@@ -176,10 +176,14 @@ export function readDiscoveryOptions(o: DiscoveryOptions = {}): { epochFile?: st
 export interface SpaceOptions extends LeaseTableOptions {
   /** Space name, a topic level (`[A-Za-z0-9._:@~-]`, 1..128). Required. */
   name: string;
-  /** `transient`: entries in memory at the host (rendezvous). `persistent`: entries in a SQLite file. Default `transient`. */
+  /** `transient`: entries in memory at the host (rendezvous). `persistent`: entries in the device's store. Default `transient`. */
   kind?: 'transient' | 'persistent';
-  /** SQLite file of a persistent space. Required when kind is `persistent`, refused otherwise. */
-  file?: string;
+  /**
+   * The device's store (`openStore`, store/) that keeps a persistent space, as the app
+   * `space.<name>` (so a persistent space's name is limited to letters, digits and `. _ : -`).
+   * Required when kind is `persistent`, refused otherwise. The space never closes it.
+   */
+  store?: import('../../store/index.js').Store;
   /** Most entries held. Default 10,000, limits 1..10,000,000. */
   maxEntries?: number;
   /** Largest entry, CBOR-encoded bytes. Default 65,536, limits 16..16,777,216. */
@@ -194,7 +198,7 @@ export interface ResolvedSpaceOptions {
   table: ResolvedLeaseTableOptions;
   name: string;
   kind: 'transient' | 'persistent';
-  file?: string;
+  store?: import('../../store/index.js').Store;
   maxEntries: number;
   maxEntryBytes: number;
   sweepIntervalMs: number;
@@ -203,16 +207,19 @@ export interface ResolvedSpaceOptions {
 
 export function readSpaceOptions(o: SpaceOptions): ResolvedSpaceOptions {
   const r = reader(o, 'options');
-  const own = ['name', 'kind', 'file', 'maxEntries', 'maxEntryBytes', 'sweepIntervalMs', 'topicPrefix'];
+  const own = ['name', 'kind', 'store', 'maxEntries', 'maxEntryBytes', 'sweepIntervalMs', 'topicPrefix'];
   const table = readLeaseTableOptions(o, 'options', r, [...LEASE_TABLE_FIELDS, ...own]);
   const kind = r.oneOf('kind', ['transient', 'persistent'] as const, 'transient');
-  if (kind === 'persistent' && !r.has('file')) r.fail('file', 'a file path for a persistent space', undefined);
-  if (kind === 'transient' && r.has('file')) r.fail('file', 'absent for a transient space', r.raw('file'));
+  const store = r.raw('store') as { begin?: unknown; createApp?: unknown } | undefined;
+  if (kind === 'persistent' && (store === null || typeof store !== 'object' || typeof store.begin !== 'function' || typeof store.createApp !== 'function')) {
+    r.fail('store', "the device's Store (openStore) for a persistent space", store);
+  }
+  if (kind === 'transient' && r.has('store')) r.fail('store', 'absent for a transient space', store);
   return {
     table,
     name: r.string('name', undefined, TOPIC_LEVEL),
     kind,
-    ...(kind === 'persistent' ? { file: r.string('file') } : {}),
+    ...(kind === 'persistent' ? { store: store as unknown as import('../../store/index.js').Store } : {}),
     maxEntries: r.number('maxEntries', { min: 1, max: 10_000_000 }, 10_000),
     maxEntryBytes: r.number('maxEntryBytes', { min: 16, max: 16_777_216 }, 65_536),
     sweepIntervalMs: r.number('sweepIntervalMs', { min: 10, max: 60_000 }, 250),

@@ -1,4 +1,3 @@
-import Database from 'better-sqlite3';
 import { Decoder, Encoder } from 'cbor-x';
 import { FerryError } from '../../core/errors.js';
 import type { Bus, Envelope } from '../../transports/contract.js';
@@ -9,6 +8,7 @@ import type { Lease, RequestedDuration } from './lease-table.js';
 import { readSpaceOptions, type ResolvedSpaceOptions, type SpaceOptions } from './options.js';
 import { asMap, bad, duration, str, topics } from './protocol.js';
 import { Replay } from './replay.js';
+import { SpaceStore } from './space-store.js';
 
 /**
  * Spaces (the seed's CNSCS Spaces, JavaSpaces made small): a host keeps entries
@@ -17,8 +17,10 @@ import { Replay } from './replay.js';
  * like any lease); when the lease ends the entry is gone.
  *
  * - transient: entries in memory at the host, a rendezvous between peers;
- * - persistent: entries in a SQLite file, kept across host restarts with their
- *   absolute expiry (the leases are put back into the grantor's table on open).
+ * - persistent: entries in the device's store (store/, app `space.<name>`), one
+ *   committed version per write, take, renewal and end, kept across host restarts
+ *   with their absolute expiry (the leases are put back into the grantor's table
+ *   on open). See space-store.ts and DESIGN.md, "Spaces".
  *
  * Matching: a template field equal to null matches anything; every other field
  * must be present and equal (deep, CBOR data model). Among matches the oldest
@@ -65,7 +67,9 @@ export class SpaceHost {
   private readonly entries = new Map<string, Stored>();
   private readonly byLease = new Map<string, string>();
   private seq = 0;
-  private db: Database.Database | undefined;
+  private persisted: SpaceStore | undefined;
+  /** Entries whose lease ended, removed from the store together at the next microtask. */
+  private ended: string[] = [];
   private unserve: (() => Promise<void>) | undefined;
   private readonly replay: Replay;
   private readonly prefix: string;
@@ -102,29 +106,23 @@ export class SpaceHost {
     this.grantor.onEnd((l) => this.onLeaseEnd(l));
     this.grantor.onChange((l) => this.onLeaseChange(l));
     if (this.options.kind !== 'persistent') return;
-    try {
-      this.db = new Database(this.options.file!);
-      this.db.pragma('journal_mode = WAL');
-      this.db.pragma('synchronous = FULL');
-      this.db.exec(`CREATE TABLE IF NOT EXISTS space_entries (
-        id TEXT PRIMARY KEY, seq INTEGER NOT NULL, fields BLOB NOT NULL,
-        lease_id TEXT NOT NULL, holder TEXT NOT NULL, expires_at INTEGER NOT NULL) STRICT`);
-    } catch (e) {
-      throw new FerryError('BAD_OPTION', `options.file ${this.options.file} cannot be opened as a SQLite file: ${(e as Error).message}`, { field: 'options.file' }, { cause: e });
-    }
+    const ps = new SpaceStore(this.options.store!, this.options.name, this.options.maxEntryBytes, this.options.maxEntries);
+    this.persisted = ps;
     const now = this.clock.now();
-    this.db.prepare('DELETE FROM space_entries WHERE expires_at <= ?').run(now);
-    const rows = this.db.prepare('SELECT id, seq, fields, lease_id, holder, expires_at FROM space_entries ORDER BY seq').all() as {
-      id: string; seq: number; fields: Buffer; lease_id: string; holder: string; expires_at: number;
-    }[];
-    for (const r of rows) {
-      const s: Stored = { id: r.id, seq: r.seq, fields: dec.decode(r.fields) as Entry, leaseId: r.lease_id, holder: r.holder, expiresAt: r.expires_at };
+    const expired: string[] = [];
+    for (const { meta, bytes } of ps.load()) {
+      if (meta.expiresAt <= now) {
+        expired.push(meta.id);
+        continue;
+      }
+      const s: Stored = { id: meta.id, seq: meta.seq, fields: dec.decode(bytes) as Entry, leaseId: meta.leaseId, holder: meta.holder, expiresAt: meta.expiresAt };
       this.grantor.offer(this.prefix + s.id, { exclusive: false, maxHolders: 1 });
       this.grantor.table.adopt({ id: s.leaseId, resource: this.prefix + s.id, holder: s.holder, exclusive: false, expiresAt: s.expiresAt });
       this.entries.set(s.id, s);
       this.byLease.set(s.leaseId, s.id);
-      this.seq = Math.max(this.seq, s.seq);
     }
+    this.seq = ps.highestSeq;
+    ps.remove(expired);
   }
 
   /** Writes an entry under a lease held by `holder`. */
@@ -146,7 +144,13 @@ export class SpaceHost {
       throw e;
     }
     const s: Stored = { id, seq: ++this.seq, fields, leaseId: lease.id, holder, expiresAt: lease.expiresAt };
-    this.db?.prepare('INSERT INTO space_entries (id, seq, fields, lease_id, holder, expires_at) VALUES (?, ?, ?, ?, ?, ?)').run(id, s.seq, bytes, s.leaseId, holder, s.expiresAt);
+    // Persistent: committed (atomic, durable) before the write is answered; a failed commit grants nothing.
+    try {
+      this.persisted?.add({ id, seq: s.seq, leaseId: s.leaseId, holder, expiresAt: s.expiresAt }, bytes);
+    } catch (e) {
+      this.grantor.withdraw(this.prefix + id);
+      throw e;
+    }
     this.entries.set(id, s);
     this.byLease.set(lease.id, id);
     return { entryId: id, lease };
@@ -160,6 +164,8 @@ export class SpaceHost {
   /** Removes and returns the oldest match; its lease ends. */
   take(template: Entry): { entryId: string; entry: Entry } {
     const s = this.match(template);
+    // Persistent: the removal is committed before the entry is handed out.
+    this.persisted?.remove([s.id]);
     this.remove(s.id);
     this.grantor.withdraw(this.prefix + s.id);
     return { entryId: s.id, entry: s.fields };
@@ -174,8 +180,9 @@ export class SpaceHost {
     } catch {
       // bus already closed
     }
-    this.db?.close();
-    this.db = undefined;
+    this.flushEnded();
+    // The store belongs to the device: the space only stops using it.
+    this.persisted = undefined;
   }
 
   private match(template: Entry): Stored {
@@ -189,7 +196,22 @@ export class SpaceHost {
     if (!s) return;
     this.entries.delete(id);
     this.byLease.delete(s.leaseId);
-    this.db?.prepare('DELETE FROM space_entries WHERE id = ?').run(id);
+  }
+
+  /**
+   * Removes entries whose lease ended from the store, all in one version. Not
+   * urgent for correctness (an entry past its expiry is dropped at open anyway),
+   * so a sweep ending many leases costs one commit, not one each.
+   */
+  private flushEnded(): void {
+    const ids = this.ended;
+    this.ended = [];
+    if (ids.length === 0 || !this.persisted) return;
+    try {
+      this.persisted.remove(ids);
+    } catch {
+      // Left in the store: dropped as expired at the next open, or a cancelled one at its expiry.
+    }
   }
 
   private onLeaseEnd(l: Lease): void {
@@ -198,6 +220,9 @@ export class SpaceHost {
     if (this.entries.has(id)) {
       this.remove(id);
       this.grantor.withdraw(l.resource);
+      if (this.persisted) {
+        if (this.ended.push(id) === 1) queueMicrotask(() => this.flushEnded());
+      }
     }
   }
 
@@ -207,7 +232,8 @@ export class SpaceHost {
     if (!s) return;
     s.expiresAt = l.expiresAt;
     s.holder = l.holder;
-    this.db?.prepare('UPDATE space_entries SET expires_at = ?, holder = ? WHERE id = ?').run(l.expiresAt, l.holder, s.id);
+    // A renewal or handover is answered after this returns, so the new term is durable first.
+    this.persisted?.update(s.id, l.expiresAt, l.holder);
   }
 
   private handle(env: Envelope): unknown {

@@ -49,7 +49,8 @@ function summarize(samples: number[]): RttResult {
 const tag = () => `b${process.pid}${Math.floor(Math.random() * 1e9).toString(36)}`;
 
 async function rawClient(url: string): Promise<MqttClient> {
-  const c = await mqtt.connectAsync(url, { protocolVersion: 4, clean: true, reconnectPeriod: 0 });
+  // Tuned like MqttBus's client (transports/mqtt-bus.ts): no per-packet debug tracing, TCP_NODELAY.
+  const c = await mqtt.connectAsync(url, { protocolVersion: 4, clean: true, reconnectPeriod: 0, log: () => undefined });
   (c.stream as Socket).setNoDelay?.(true);
   return c;
 }

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { callService, LeaseGrantor, ManualClock, SpaceClient, SpaceHost } from '../../agent/services/index.js';
+import { openStore } from '../../store/index.js';
 import { BROKERS, type TestBroker } from '../helpers/brokers.js';
 import { codeOf, Devices } from './helpers.js';
 
@@ -52,22 +53,25 @@ describe.each(BROKERS)('spaces and system services over %s', (_name, start) => {
     expect(await codeOf(cb.write({ big: 'x'.repeat(70_000) }))).toBe('MESSAGE_TOO_LARGE');
   });
 
-  it('persistent space: entries and their leases survive the host restarting on the same file', async () => {
+  it('persistent space: entries and their leases survive the host restarting on the same device store', async () => {
     const clock = new ManualClock(Date.now());
-    const file = join(devs.dir, 'space.sqlite');
+    const storeDir = join(devs.dir, 'device-store');
+    let store = openStore({ dir: storeDir });
     const stateFile = join(devs.dir, 'space-grantor.sqlite');
     const host = await devs.start('sh2', { clock });
     let grantor = await LeaseGrantor.start(host.bus, { stateFile }, clock);
-    let space = await SpaceHost.start(host.bus, grantor, { name: 'store', kind: 'persistent', file }, clock);
+    let space = await SpaceHost.start(host.bus, grantor, { name: 'store', kind: 'persistent', store }, clock);
     const a = await devs.start('sa2');
     const c = new SpaceClient(a.client, space.topic);
     const w = await c.write({ k: 'x', v: new Uint8Array([1, 2, 3]) }, 2000);
     await c.write({ k: 'y', v: 2 }, 500);
     await space.close();
     await grantor.close();
+    store.close();
     clock.advance(600); // y's lease ran out while the host was down
+    store = openStore({ dir: storeDir });
     grantor = await LeaseGrantor.start(host.bus, { stateFile }, clock);
-    space = await SpaceHost.start(host.bus, grantor, { name: 'store', kind: 'persistent', file }, clock);
+    space = await SpaceHost.start(host.bus, grantor, { name: 'store', kind: 'persistent', store }, clock);
     hosts.push(space);
     expect(Array.from((await c.read({ k: 'x' })).entry.v as Uint8Array)).toEqual([1, 2, 3]);
     expect(await codeOf(c.read({ k: 'y' }))).toBe('SPACE_NO_MATCH');
@@ -76,6 +80,7 @@ describe.each(BROKERS)('spaces and system services over %s', (_name, start) => {
     expect((await c.take({ k: 'x' })).entry.k).toBe('x');
     expect(space.size).toBe(0);
     await grantor.close();
+    store.close();
   });
 
   it('system services: the profile\'s display, sensor and gpio leased like remote services', async () => {

@@ -177,3 +177,19 @@ describe('reconnect backoff', () => {
     expect(backoffDelay(0, 100, 1000, () => 0)).toBe(100); // never below the minimum
   });
 });
+
+describe('encodeOwnEnvelope (the bus fast path)', () => {
+  it('writes the same bytes as encodeEnvelope for requests and answers', async () => {
+    const { encodeOwnEnvelope } = await import('../../transports/envelope.js');
+    const ts = Date.now();
+    const req = { v: 1, type: 'lease.grant', id: newMessageId(), from: 'h1', replyTo: 'ferry/v1/inbox/h1', ts, ttl: 2000, body: { service: 'lamp', durationMs: 'any', reqId: 'r1' } };
+    expect(Buffer.from(encodeOwnEnvelope(req.type, req.id, req.from, req.replyTo, undefined, ts, 2000, req.body))).toEqual(Buffer.from(encodeEnvelope(req)));
+    const ans = { v: 1, type: 'lease.grant.ok', id: newMessageId(), from: 'p1', corr: req.id, ts, body: null };
+    expect(Buffer.from(encodeOwnEnvelope(ans.type, ans.id, ans.from, undefined, ans.corr, ts, undefined, null))).toEqual(Buffer.from(encodeEnvelope(ans)));
+  });
+
+  it('refuses a bad type, naming envelope.type', async () => {
+    const { encodeOwnEnvelope } = await import('../../transports/envelope.js');
+    expect(() => encodeOwnEnvelope('', 'id', 'f', 'a/b', undefined, 1, 1, null)).toThrow(expect.objectContaining({ code: 'ENVELOPE_MALFORMED', details: { field: 'envelope.type' } }));
+  });
+});
