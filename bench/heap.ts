@@ -94,6 +94,7 @@ function nurseryRun(nurseryFraction: number): { bytes: number; diedYoung: number
     const keep = { step: i, mean: i / 2 };
     if (r.kept.length >= 200) r.kept = [];
     r.kept.push(keep);
+    if (i % 1000 === 999) heap.collect(); // as the heap's interval trigger would
     if (i % 100 === 99) heap.checkpoint();
   }
   heap.checkpoint();
