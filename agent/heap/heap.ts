@@ -85,6 +85,8 @@ export class Heap implements ProxyHost {
   private collecting = false;
   private firstChangeAt = 0;
   private lastGcAt = 0;
+  /** Free lines right after the last major collection (see lowOnSpace). */
+  private lowSpaceFloor = Infinity;
   private gcSinceCheckpoint = false;
   private scheduled = false;
   private timer: NodeJS.Timeout | undefined;
@@ -219,8 +221,7 @@ export class Heap implements ProxyHost {
     if (this.firstChangeAt === 0) this.firstChangeAt = this.options.clock.now();
     if (this.collecting) return;
     if (this.space.nurseryBytes > this.options.nurseryBytes) this.minorCollect();
-    const o = this.options;
-    if (o.gcLowSpaceFraction > 0 && this.space.alloc.freeLineCount() < o.gcLowSpaceFraction * o.maxLines) this.collect({ compact: 'sparse' });
+    if (this.lowOnSpace()) this.collect({ compact: 'sparse' });
     if (this.options.autoCheckpoint && !this.scheduled) {
       this.scheduled = true;
       setImmediate(() => {
@@ -242,11 +243,28 @@ export class Heap implements ProxyHost {
     return null;
   }
 
+  /**
+   * Free lines below the gcLowSpaceFraction reserve, and a quarter of the reserve used up since
+   * the last major collection: when the live data itself fills the reserve, a collection frees
+   * little, and without the second condition every write would run another one.
+   */
+  private lowOnSpace(): boolean {
+    const o = this.options;
+    if (o.gcLowSpaceFraction <= 0) return false;
+    const reserve = o.gcLowSpaceFraction * o.maxLines;
+    const free = this.space.alloc.freeLineCount();
+    if (free >= reserve) {
+      this.lowSpaceFloor = Infinity;
+      return false;
+    }
+    return free < this.lowSpaceFloor - Math.max(1, Math.floor(reserve / 4));
+  }
+
   /** Why a major collection is due now, or null. */
   collectionDue(): string | null {
     if (this.closed || this.options.readOnly || this.collecting) return null;
     const o = this.options;
-    if (o.gcLowSpaceFraction > 0 && this.space.alloc.freeLineCount() < o.gcLowSpaceFraction * o.maxLines) return 'low-space';
+    if (this.lowOnSpace()) return 'low-space';
     if (o.gcIntervalMs > 0 && o.clock.now() - this.lastGcAt >= o.gcIntervalMs) return 'interval';
     const s = this.pager.stats;
     const da = s.accesses - this.faultWindow.accesses;
@@ -343,6 +361,7 @@ export class Heap implements ProxyHost {
       this.counters.major++;
       this.counters.minor++;
       this.lastGcAt = this.options.clock.now();
+      this.lowSpaceFloor = this.space.alloc.freeLineCount();
       this.gcSinceCheckpoint = true;
       return r;
     } finally {

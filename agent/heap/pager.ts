@@ -367,7 +367,8 @@ export class Pager {
       this.tx = null;
       this.restricted = false;
       this.cfg.readVersion = result.version;
-      return result;
+      // The commit's own writes: lines pre-flushed or paged out into this transaction were written before.
+      return { ...result, linesWritten: written.length };
     } catch (e) {
       // The store aborted the transaction: what was written into it is gone. Lines still in
       // memory become dirty again; lines paged out into it are lost.
