@@ -81,7 +81,7 @@ describe('system area', () => {
     expect(again.checkpoint()).toBeNull();
     // Changes after a reopen go on lines after the loaded ones.
     again.put('later', bytes(100, 9));
-    expect(again.checkpoint()).toBeGreaterThan(v1);
+    expect(again.checkpoint()).toBeGreaterThan(v1!);
     const third = openSystemArea({ store, profile });
     expect(third.get('later')).toEqual(bytes(100, 9));
     expect(third.get('apps/notes/main.js')).toEqual(code);
