@@ -1,14 +1,15 @@
 import { FerryError, isFerryError } from '../../core/errors.js';
 import { Cell } from './cell.js';
 import { collectMajor, collectNursery, type CompactMode, type MajorResult } from './collector.js';
-import { decodeMeta, encodeMeta } from './heap-meta.js';
+import { encodeMeta } from './heap-meta.js';
+import { reopenSpace } from './heap-open.js';
+import { toPlain } from './plain-copy.js';
 import { decodeRecord } from './record-codec.js';
-import { LineState, LineType } from './line-table.js';
 import { ObjectSpace, ROOT_OID, handleCell } from './object-space.js';
 import { heapClosed, resolveHeapOptions, type HeapOptions, type ResolvedHeapOptions } from './options.js';
 import { Pager } from './pager.js';
 import type { SystemArea } from './system-area.js';
-import { HeapMap, HeapSet, ProxyFactory, type ProxyHost } from './proxies.js';
+import { ProxyFactory, type ProxyHost } from './proxies.js';
 import { exportObjects, listLines, readLines, readMeta, type ExportedObject, type LineImage, type ObjectImage } from './migration.js';
 
 export interface CheckpointResult {
@@ -161,51 +162,8 @@ export class Heap implements ProxyHost {
       this.rootCell = this.space.createRoot();
       return;
     }
-    const meta = decodeMeta(o.store.readState(o.app, { version }), o.app);
-    if (meta.lineSize !== o.lineSize) throw new FerryError('HEAP_CORRUPT', `the heap metadata of app ${o.app} says ${meta.lineSize}-byte lines, the store ${o.lineSize}`, { field: 'meta.lineSize', app: o.app });
+    const meta = reopenSpace(o, this.pager, this.space, version);
     this.userState = meta.user;
-    const t = this.pager.table;
-    for (const l of o.store.listLines(o.app, { version })) {
-      if (l.line > o.maxLines) throw new FerryError('HEAP_CORRUPT', `line ${l.line} of app ${o.app} is beyond the virtual heap`, { field: 'line', app: o.app });
-      t.ensure(l.line);
-      t.state[l.line] = LineState.Persistent;
-      t.stored[l.line] = 1;
-    }
-    this.space.alloc.hwm = meta.hwm;
-    this.space.nextOid = meta.nextOid;
-    this.space.table.pages = meta.tablePages;
-    for (const p of meta.tablePages) {
-      t.ensure(p);
-      t.type[p] = LineType.Table;
-      t.live[p] = o.lineSize;
-    }
-    // Rebuild what is not stored: live bytes per line, free object ids, free lines.
-    const used = new Uint8Array(meta.nextOid);
-    this.space.table.forEach((oid, p) => {
-      if (oid >= meta.nextOid) throw new FerryError('HEAP_CORRUPT', `object #${oid} of app ${o.app} is beyond nextOid`, { field: 'meta.nextOid', app: o.app });
-      used[oid] = 1;
-      let a = p.addr;
-      let left = p.cap;
-      while (left > 0) {
-        const line = Math.floor(a / o.lineSize);
-        const n = Math.min(left, o.lineSize - (a % o.lineSize));
-        t.ensure(line);
-        t.live[line]! += n;
-        a += n;
-        left -= n;
-      }
-    });
-    if (!used[ROOT_OID]) throw new FerryError('HEAP_CORRUPT', `the heap of app ${o.app} has no root object`, { field: 'root', app: o.app });
-    for (let oid = meta.nextOid - 1; oid > ROOT_OID; oid--) if (!used[oid]) this.space.freeOids.push(oid);
-    const free: number[] = [];
-    for (let line = 1; line < meta.hwm; line++) {
-      t.ensure(line);
-      if (t.live[line]! === 0) {
-        free.push(line);
-        if (t.stored[line]!) this.pager.pendingDelete.add(line);
-      }
-    }
-    this.space.alloc.setFree(free);
     this.rootCell = this.space.cellFor(ROOT_OID, 'object');
     for (const oid of meta.pins) this.pins.set(this.space.cellById(oid), 1);
   }
@@ -424,46 +382,7 @@ export class Heap implements ProxyHost {
 
   /** A plain deep copy of a heap value (shared references and cycles kept). */
   toPlain(value: unknown): unknown {
-    const made = new Map<Cell, unknown>();
-    const copy = (v: unknown): unknown => {
-      const cell = handleCell(v);
-      if (!cell) return v;
-      if (made.has(cell)) return made.get(cell);
-      switch (cell.kind) {
-        case 'bytes': {
-          const b = new Uint8Array(v as Uint8Array);
-          made.set(cell, b);
-          return b;
-        }
-        case 'array': {
-          const out: unknown[] = [];
-          made.set(cell, out);
-          const a = v as unknown[];
-          out.length = a.length;
-          for (let i = 0; i < a.length; i++) if (i in a) out[i] = copy(a[i]);
-          return out;
-        }
-        case 'map': {
-          const out = new Map();
-          made.set(cell, out);
-          for (const [k, x] of v as HeapMap) out.set(copy(k), copy(x));
-          return out;
-        }
-        case 'set': {
-          const out = new Set();
-          made.set(cell, out);
-          for (const x of v as HeapSet) out.add(copy(x));
-          return out;
-        }
-        default: {
-          const out: Record<string, unknown> = {};
-          made.set(cell, out);
-          for (const k of Object.keys(v as object)) out[k] = copy((v as Record<string, unknown>)[k]);
-          return out;
-        }
-      }
-    };
-    return copy(value);
+    return toPlain(value);
   }
 
   stats(): HeapStats {

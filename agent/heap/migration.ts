@@ -112,7 +112,7 @@ export function* exportObjects(heap: Heap): Generator<ExportedObject, ObjectImag
   const meta = decodeMeta(store.readState(app, { version: heap.version }), app);
   const reader = heap.internals;
   const seen = new Set<number>();
-  const stack = [ROOT_OID, ...meta.pins];
+  const stack = [...meta.pins].reverse().concat(ROOT_OID); // root first, then the pins
   while (stack.length > 0) {
     const oid = stack.pop()!;
     if (seen.has(oid)) continue;

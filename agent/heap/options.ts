@@ -46,7 +46,11 @@ export interface HeapOptions {
   checkpointIntervalMs?: number;
   /** Major collection at least this often, ms (0 = never by time). 0 .. 86,400,000. Default 0. */
   gcIntervalMs?: number;
-  /** Major collection when the virtual heap's free lines fall below this fraction. 0 .. 0.9. Default 0.1. */
+  /**
+   * Major collection when the virtual heap's free lines fall below this fraction (and, after a
+   * collection that could not get back above it, only once another quarter of the reserve has
+   * been used: live data filling the reserve must not make every write collect). 0 .. 0.9. Default 0.1.
+   */
   gcLowSpaceFraction?: number;
   /** Major collection when faults per barrier access over the last 10,000 accesses exceed this. 0 .. 1 (0 = never). Default 0.05. */
   gcPagingFaultRate?: number;
