@@ -40,7 +40,18 @@ export class Allocator {
 
   /** Starts a fresh allocation line for what follows (compaction packs objects used together). */
   newCursor(): void {
+    this.retireCursor();
+  }
+
+  /**
+   * Leaves the allocation line. `free` keeps the cursor line even when its live count drops
+   * to zero (allocation goes on there); once allocation moves on, an empty one is freed, or
+   * it would stay in use until the heap is reopened.
+   */
+  private retireCursor(): void {
+    const line = this.cursorLine;
     this.cursorLine = -1;
+    if (line >= 0 && this.pager.table.live[line]! === 0) this.releaseLine(line);
   }
 
   /** Reserves `cap` bytes for a record; returns its virtual address. */
@@ -48,7 +59,11 @@ export class Allocator {
     const ls = this.lineSize;
     if (cap <= ls) {
       if (this.cursorLine < 0 || ls - this.cursorOff < cap) {
-        this.cursorLine = this.takeLine(LineType.User);
+        this.retireCursor();
+        const line = this.takeLine(LineType.User);
+        // Write-backs inside takeLine's eviction may have started a cursor line of their own.
+        this.retireCursor();
+        this.cursorLine = line;
         this.cursorOff = 0;
       }
       const addr = this.cursorLine * ls + this.cursorOff;

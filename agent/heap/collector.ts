@@ -21,10 +21,10 @@ export interface MajorResult extends MinorResult {
  * object and what it points at land together; the rest die without ever reaching flash.
  */
 export function collectNursery(space: ObjectSpace, extraRoots: Iterable<Cell>): MinorResult {
-  if (space.nurseryObjects === 0) {
-    space.remembered.clear();
-    return { promoted: 0, died: 0 };
-  }
+  // Nothing allocated since the last minor collection is not enough to skip it: a detached
+  // nursery object (it died young but app code kept it) assigned back is in no counter, only
+  // reachable from the remembered set.
+  if (space.nurseryObjects === 0 && space.remembered.size === 0) return { promoted: 0, died: 0 };
   const order: Cell[] = [];
   const seen = new Set<Cell>();
   const visit = (start: Cell) => {
@@ -57,6 +57,7 @@ export function collectNursery(space: ObjectSpace, extraRoots: Iterable<Cell>): 
   space.nurseryObjects = 0;
   space.nurseryBytes = 0;
   space.remembered.clear();
+  space.namedYoung.clear();
   space.stats.promoted += order.length;
   space.stats.diedYoung += died;
   return { promoted: order.length, died };

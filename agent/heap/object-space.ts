@@ -83,6 +83,13 @@ export class ObjectSpace {
   readonly dirty = new Set<Cell>();
   /** Placed cells whose storage points at nursery cells (roots of a minor collection). */
   readonly remembered = new Set<Cell>();
+  /**
+   * Nursery cells a written record names (they got an id for it). Until the next minor
+   * collection places them, this holds them: the record's owner may be paged out meanwhile,
+   * which clears the storage that held them, and the registry's weak reference alone would
+   * let the engine collect them — the record would then name an object that never reaches a line.
+   */
+  readonly namedYoung = new Set<Cell>();
   /** Undo log of the open savepoint: each changed cell's storage before the first change. */
   undo: Map<Cell, { value: unknown; approx: number }> | null = null;
   /** Lines whose loaded objects have their read traps armed (eviction candidates, CLOCK-style). */
@@ -92,6 +99,7 @@ export class ObjectSpace {
     const cell = handleCell(child);
     if (!cell || cell.owner !== this) throw new FerryError('HEAP_CORRUPT', `an object inside a record of app ${this.app} is not one of its heap objects`, { field: 'record', app: this.app });
     this.ensureOid(cell);
+    if (!cell.placed) this.namedYoung.add(cell);
     return new Ref(cell.oid, cell.kind);
   };
 
@@ -298,7 +306,10 @@ export class ObjectSpace {
         Set.prototype.clear.call(st);
         break;
       case 'bytes':
-        return; // a Uint8Array cannot be emptied: it lives as long as what holds it
+        // A Uint8Array cannot be emptied: it stays loaded as long as what holds it, but its
+        // line no longer holds it (else every bytes object ever read would stay in memory).
+        this.unregister(cell);
+        return;
     }
     cell.loaded = false;
     this.unregister(cell);
@@ -400,7 +411,13 @@ export class ObjectSpace {
       const old = cell.placed || cell.oid !== 0 ? this.table.get(cell.oid) : undefined;
       if (old && bytes.length <= old.cap && old.cap - bytes.length <= MAX_SLACK) {
         this.pager.write(old.addr, bytes);
-        if (bytes.length !== old.len) this.table.set(cell.oid, { addr: old.addr, len: bytes.length, cap: old.cap });
+        if (bytes.length !== old.len) {
+          // The table names the room beyond len in whole 16-byte units: the odd bytes it cannot
+          // name are given back, or the line's live count would never drop to zero (a leak).
+          const cap = bytes.length + Math.floor((old.cap - bytes.length) / SLACK_UNIT) * SLACK_UNIT;
+          this.table.set(cell.oid, { addr: old.addr, len: bytes.length, cap });
+          if (cap < old.cap) this.alloc.free(old.addr + cap, old.cap - cap);
+        }
         if (cell.loaded) this.register(cell, old.addr);
       } else {
         this.place(cell, bytes, old);
