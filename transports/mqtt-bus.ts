@@ -15,7 +15,7 @@ import {
 import { deferred, openSocket, settledOrNew, sleep, type Deferred } from './connection.js';
 import { decodeEnvelope, encodeEnvelope, isExpired, isPublishTopic, newMessageId } from './envelope.js';
 import { checkWill, readBusOptions, type BusOptions, type ResolvedBusOptions } from './options.js';
-import { PublishWindow } from './publish-window.js';
+import { PublishWindow, type SendOutcome } from './publish-window.js';
 import { RequestResponse } from './request-response.js';
 import { backoffDelay, setReconnectDelay } from './reconnect-backoff.js';
 import { RecentIds } from './recent-ids.js';
@@ -96,6 +96,8 @@ export class MqttBus implements Bus {
   private closed = false;
   private closing: Promise<void> | undefined;
   private reconnectAttempts = 0;
+  /** The socket corked by onMessage until the message's PUBACK is queued (handleMessage). */
+  private corkedForAck: Socket | undefined;
   /** Resolved after the subscriptions of the current connection are SUBACK'd. */
   private ready: Deferred;
 
@@ -114,7 +116,7 @@ export class MqttBus implements Bus {
       requestTimeoutMs: o.requestTimeoutMs,
       now: o.now,
       publishEnvelope: (topic, env) => this.publishEnvelope(topic, env),
-      publishBytes: (topic, bytes) => this.publishRaw(topic, bytes, NO_OPTIONS),
+      publishBytes: (topic, bytes, settle) => this.publishCb(topic, bytes, NO_OPTIONS, settle),
       subscribe: (filter, handler) => this.subscribe(filter, handler),
       reportInvalid: (e) => this.reportInvalid(e),
       reportError: (e) => this.emit('error', e),
@@ -152,6 +154,24 @@ export class MqttBus implements Bus {
     this.client.on('reconnect', () => this.emit('reconnect'));
     this.client.on('error', (e) => this.emit('error', e));
     this.client.on('message', (topic, payload, packet) => this.onMessage(topic, payload, packet));
+    // mqtt.js calls handleMessage right after each 'message' event and sends the PUBACK in its
+    // callback. Calling back one microtask later lets what the handlers started (an answer resolving
+    // a request's promise, the caller's next request) run before the PUBACK is written, and the
+    // PUBACK, the handlers' own publishes and that next request leave in one socket write: onMessage
+    // corks the socket, and it is uncorked here once the PUBACK is queued (see DESIGN.md).
+    this.client.handleMessage = (_packet, callback) => {
+      const corked = this.corkedForAck;
+      this.corkedForAck = undefined;
+      queueMicrotask(() => {
+        try {
+          callback();
+        } catch (e) {
+          this.emit('error', e);
+        } finally {
+          corked?.uncork();
+        }
+      });
+    };
   }
 
   /** Creates a bus and resolves once it is connected (and its inbox subscribed). Rejects with BUS_OFFLINE if the broker cannot be reached within options.connectTimeoutMs. */
@@ -230,31 +250,51 @@ export class MqttBus implements Bus {
   }
 
   publishRaw(topic: string, payload: Uint8Array, options: PublishOptions = {}): Promise<void> {
-    if (this.closed) return Promise.reject(this.closedError());
-    if (!isPublishTopic(topic)) return Promise.reject(new FerryError('BAD_OPTION', `topic must be a non-empty topic without wildcards, got ${JSON.stringify(topic)}`, { field: 'topic' }));
-    const qos = options.qos ?? 1;
-    if (qos !== 0 && qos !== 1) return Promise.reject(new FerryError('BAD_OPTION', `options.qos must be 0 or 1, got ${String(qos)}`, { field: 'options.qos' }));
-    if (payload.length > this.options.maxMessageBytes) {
-      return Promise.reject(
-        new FerryError('MESSAGE_TOO_LARGE', `payload to ${topic} is ${payload.length} bytes; options.maxMessageBytes is ${this.options.maxMessageBytes}`, {
-          field: 'payload',
-          bytes: payload.length,
-          limit: this.options.maxMessageBytes,
-        }),
-      );
-    }
-    if (!this.client.connected && !this.options.offlineQueue) {
-      return Promise.reject(new FerryError('BUS_OFFLINE', `not connected to ${this.options.url} and options.offlineQueue is false`, { field: 'options.offlineQueue' }));
+    return new Promise<void>((resolve, reject) => {
+      this.publishCb(topic, payload, options, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+
+  /**
+   * `publishRaw` without a promise: `settle` is called once, with null when the
+   * publish is acknowledged (QoS 1) or written (QoS 0), else with the error
+   * (a refusal synchronously). The request/answer path uses it.
+   */
+  publishCb(topic: string, payload: Uint8Array, options: PublishOptions, settle: SendOutcome): void {
+    const refused = this.checkPublish(topic, payload, options);
+    if (refused) {
+      settle(refused);
+      return;
     }
     const buf = Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.length);
+    const qos = options.qos ?? 1;
     const retain = options.retain ?? false;
     // Counted in mqtt.js's callback: no second promise (and microtask) per publish just to count it.
-    return this.window.submit((done) => {
+    this.window.submitCb((done) => {
       this.client.publish(topic, buf, { qos, retain }, (err) => {
         if (!err) this.counters.published++;
         done(err ?? null);
       });
-    });
+    }, settle);
+  }
+
+  /** Why a publish is refused at once, or undefined. */
+  private checkPublish(topic: string, payload: Uint8Array, options: PublishOptions): FerryError | undefined {
+    if (this.closed) return this.closedError();
+    if (!isPublishTopic(topic)) return new FerryError('BAD_OPTION', `topic must be a non-empty topic without wildcards, got ${JSON.stringify(topic)}`, { field: 'topic' });
+    const qos = options.qos ?? 1;
+    if (qos !== 0 && qos !== 1) return new FerryError('BAD_OPTION', `options.qos must be 0 or 1, got ${String(qos)}`, { field: 'options.qos' });
+    if (payload.length > this.options.maxMessageBytes) {
+      return new FerryError('MESSAGE_TOO_LARGE', `payload to ${topic} is ${payload.length} bytes; options.maxMessageBytes is ${this.options.maxMessageBytes}`, {
+        field: 'payload',
+        bytes: payload.length,
+        limit: this.options.maxMessageBytes,
+      });
+    }
+    if (!this.client.connected && !this.options.offlineQueue) {
+      return new FerryError('BUS_OFFLINE', `not connected to ${this.options.url} and options.offlineQueue is false`, { field: 'options.offlineQueue' });
+    }
+    return undefined;
   }
 
   // ---- subscribing ----
@@ -414,6 +454,13 @@ export class MqttBus implements Bus {
   // ---- receiving ----
 
   private onMessage(topic: string, payload: Buffer, packet: IPublishPacket): void {
+    if (this.corkedForAck === undefined) {
+      const stream = this.client.stream as Socket | undefined;
+      if (stream && typeof stream.cork === 'function') {
+        stream.cork();
+        this.corkedForAck = stream;
+      }
+    }
     try {
       this.dispatch(topic, payload, packet);
     } catch (e) {
@@ -435,22 +482,17 @@ export class MqttBus implements Bus {
       );
       return;
     }
-    // An exact subscription is one map lookup; only wildcard filters are matched one by one.
-    const matched: Subscription[] = [];
+    // An exact subscription is one map lookup; only wildcard filters are matched one by one. The
+    // common case (one exact subscription, no wildcard filter) allocates nothing here.
     const exact = this.subs.get(topic);
-    if (exact) matched.push(exact);
-    for (const sub of this.wildcardSubs) if (topicMatches(sub.filter, topic)) matched.push(sub);
-    let envelopeHandlers = 0;
-    for (const sub of matched) {
-      for (const h of sub.raw) {
-        try {
-          h(topic, payload);
-        } catch (e) {
-          this.emit('error', e);
-        }
-      }
-      envelopeHandlers += sub.envelope.size;
+    let matched: Subscription[] | undefined;
+    if (this.wildcardSubs.size > 0) {
+      matched = exact ? [exact] : [];
+      for (const sub of this.wildcardSubs) if (topicMatches(sub.filter, topic)) matched.push(sub);
     }
+    let envelopeHandlers = 0;
+    if (matched) for (const sub of matched) envelopeHandlers += this.deliverRaw(sub, topic, payload);
+    else if (exact) envelopeHandlers = this.deliverRaw(exact, topic, payload);
     if (envelopeHandlers === 0) return;
     if (payload.length === 0) {
       this.counters.empty++;
@@ -475,14 +517,31 @@ export class MqttBus implements Bus {
       this.counters.duplicates++;
       return;
     }
-    for (const sub of matched) {
-      for (const h of sub.envelope) {
-        this.counters.delivered++;
+    if (matched) for (const sub of matched) this.deliverEnvelope(sub, env, topic);
+    else if (exact) this.deliverEnvelope(exact, env, topic);
+  }
+
+  /** Runs a subscription's raw handlers; returns how many envelope handlers it has. */
+  private deliverRaw(sub: Subscription, topic: string, payload: Buffer): number {
+    if (sub.raw.size > 0) {
+      for (const h of sub.raw) {
         try {
-          h(env, topic);
+          h(topic, payload);
         } catch (e) {
           this.emit('error', e);
         }
+      }
+    }
+    return sub.envelope.size;
+  }
+
+  private deliverEnvelope(sub: Subscription, env: Envelope, topic: string): void {
+    for (const h of sub.envelope) {
+      this.counters.delivered++;
+      try {
+        h(env, topic);
+      } catch (e) {
+        this.emit('error', e);
       }
     }
   }

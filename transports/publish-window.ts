@@ -12,10 +12,13 @@ import { FerryError } from '../core/errors.js';
  */
 export type SendFn = (done: (err?: Error | null) => void) => void;
 
+/** The outcome of a send: null when acknowledged (QoS 1) or written (QoS 0), else the error. */
+export type SendOutcome = (err: Error | null) => void;
+
 interface Entry {
   send: SendFn;
-  resolve: () => void;
-  reject: (e: Error) => void;
+  /** Called once with the outcome (a promise's settle functions, or the caller's callback). */
+  settle: SendOutcome;
   finished: boolean;
 }
 
@@ -42,17 +45,26 @@ export class PublishWindow {
   /** Queues a send; it starts when the window is open and has room. Resolves or rejects with the send's outcome. */
   submit(send: SendFn): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const entry: Entry = { send, resolve, reject, finished: false };
-      if (this.open && this.inFlightEntries.size < this.maxInFlight && this.queue.length === 0) {
-        this.start(entry);
-        return;
-      }
-      if (this.queue.length >= this.maxQueued) {
-        reject(new FerryError('BUS_QUEUE_FULL', `the publish queue is full (${this.maxQueued} waiting behind ${this.inFlightEntries.size} in flight; options.maxQueued)`, { field: 'options.maxQueued' }));
-        return;
-      }
-      this.queue.push(entry);
+      this.submitCb(send, (err) => (err ? reject(err) : resolve()));
     });
+  }
+
+  /**
+   * `submit` without a promise: `settle` is called once, with null when the send
+   * completed or with its error (BUS_QUEUE_FULL at once, synchronously). The
+   * request/answer path uses it: no promise to allocate and settle per publish.
+   */
+  submitCb(send: SendFn, settle: SendOutcome): void {
+    const entry: Entry = { send, settle, finished: false };
+    if (this.open && this.inFlightEntries.size < this.maxInFlight && this.queue.length === 0) {
+      this.start(entry);
+      return;
+    }
+    if (this.queue.length >= this.maxQueued) {
+      settle(new FerryError('BUS_QUEUE_FULL', `the publish queue is full (${this.maxQueued} waiting behind ${this.inFlightEntries.size} in flight; options.maxQueued)`, { field: 'options.maxQueued' }));
+      return;
+    }
+    this.queue.push(entry);
   }
 
   /** Connected: start sending queued publishes. */
@@ -71,7 +83,8 @@ export class PublishWindow {
     this.open = false;
     const all = [...this.inFlightEntries, ...this.queue.splice(0)];
     this.inFlightEntries.clear();
-    for (const e of all) e.reject(err);
+    for (const e of all) e.finished = true;
+    for (const e of all) e.settle(err);
   }
 
   private drain(): void {
@@ -97,8 +110,7 @@ export class PublishWindow {
     entry.finished = true;
     // Already failed by failAll: its promise is settled.
     if (!this.inFlightEntries.delete(entry)) return;
-    if (err) entry.reject(err);
-    else entry.resolve();
+    entry.settle(err ?? null);
     this.drain();
   }
 }

@@ -12,8 +12,11 @@ export interface RequestTransport {
   readonly requestTimeoutMs: number;
   now(): number;
   publishEnvelope(topic: string, env: Envelope): Promise<void>;
-  /** Publishes bytes already encoded (QoS 1): the request and answer fast path. */
-  publishBytes(topic: string, bytes: Buffer): Promise<void>;
+  /**
+   * Publishes bytes already encoded (QoS 1): the request and answer fast path.
+   * `settle` is called once: null when acknowledged, else the error. No promise per publish.
+   */
+  publishBytes(topic: string, bytes: Buffer, settle: (err: Error | null) => void): void;
   subscribe(filter: string, handler: EnvelopeHandler): Promise<() => Promise<void>>;
   /** A request that cannot be answered (no replyTo): reported like any malformed message. */
   reportInvalid(e: FerryError): void;
@@ -81,7 +84,9 @@ export class RequestResponse {
       return Promise.reject(e);
     }
     const answer = this.pending.wait(id, timeoutMs, topic, type) as Promise<Envelope<R>>;
-    this.t.publishBytes(topic, bytes).catch((e: unknown) => this.pending.fail(id, e as Error));
+    this.t.publishBytes(topic, bytes, (err) => {
+      if (err) this.pending.fail(id, err);
+    });
     return answer;
   }
 
@@ -125,15 +130,19 @@ export class RequestResponse {
   }
 
   private send(replyTo: string, req: Envelope, type: string, body: unknown): void {
-    let sent: Promise<void>;
+    let bytes: Buffer;
     try {
-      const bytes = encodeOwnEnvelope(type, newMessageId(), this.t.deviceId, undefined, req.id, this.t.now(), undefined, body === undefined ? null : body);
-      sent = this.t.publishBytes(replyTo, bytes);
+      bytes = encodeOwnEnvelope(type, newMessageId(), this.t.deviceId, undefined, req.id, this.t.now(), undefined, body === undefined ? null : body);
     } catch (e) {
-      sent = Promise.reject(e);
+      this.sendFailed(e);
+      return;
     }
-    sent.catch((e: unknown) => {
-      if (!this.t.closed) this.t.reportError(e);
+    this.t.publishBytes(replyTo, bytes, (err) => {
+      if (err) this.sendFailed(err);
     });
+  }
+
+  private sendFailed(e: unknown): void {
+    if (!this.t.closed) this.t.reportError(e);
   }
 }
