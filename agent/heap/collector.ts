@@ -72,7 +72,7 @@ export function collectNursery(space: ObjectSpace, extraRoots: Iterable<Cell>): 
  * (`sparse`) or re-lays the whole heap in traversal order (`full`), so objects used together
  * share lines.
  */
-export function collectMajor(space: ObjectSpace, root: Cell, pinned: Iterable<Cell>, compact: CompactMode): MajorResult {
+export function collectMajor(space: ObjectSpace, root: Cell, pinned: Iterable<Cell>, compact: CompactMode, conservative = false): MajorResult {
   const minor = collectNursery(space, pinned);
   const marked = new Uint8Array(space.nextOid);
   const hot: Cell[] = [];
@@ -85,6 +85,9 @@ export function collectMajor(space: ObjectSpace, root: Cell, pinned: Iterable<Ce
   };
   push(root);
   for (const c of pinned) push(c);
+  // Conservative (a collection started inside app code, by a write): any object app code may
+  // still hold in a local variable has a live cell, so every live cell is a root.
+  if (conservative) space.forEachPlacedCell(push);
   // An open savepoint may put back values the graph no longer reaches: they stay alive.
   if (space.undo) for (const [cell, before] of space.undo) for (const k of childrenOf(cell.kind, before.value)) push(k);
   let count = 0;

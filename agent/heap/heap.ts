@@ -179,7 +179,7 @@ export class Heap implements ProxyHost {
     if (this.firstChangeAt === 0) this.firstChangeAt = this.options.clock.now();
     if (this.collecting) return;
     if (this.space.nurseryBytes > this.options.nurseryBytes) this.minorCollect();
-    if (this.lowOnSpace()) this.collect({ compact: 'sparse' });
+    if (this.lowOnSpace()) this.collect({ compact: 'sparse', conservative: true });
     if (this.options.autoCheckpoint && !this.scheduled) {
       this.scheduled = true;
       setImmediate(() => {
@@ -310,12 +310,17 @@ export class Heap implements ProxyHost {
     }
   }
 
-  /** Major collection: mark from root and pins, sweep, compact (`sparse` by default). */
-  collect(options: { compact?: CompactMode } = {}): MajorResult {
+  /**
+   * Major collection: mark from root, pins and an open savepoint's undo log, sweep, compact
+   * (`sparse` by default). Call it at a bookmark (between handlers): objects app code holds
+   * only in local variables are not roots. `conservative` also keeps every object still alive
+   * in memory — what a collection started inside app code (by a write, on low space) uses.
+   */
+  collect(options: { compact?: CompactMode; conservative?: boolean } = {}): MajorResult {
     this.check(true);
     this.collecting = true;
     try {
-      const r = collectMajor(this.space, this.rootCell, [...this.pins.keys()], options.compact ?? 'sparse');
+      const r = collectMajor(this.space, this.rootCell, [...this.pins.keys()], options.compact ?? 'sparse', options.conservative === true);
       this.counters.major++;
       this.counters.minor++;
       this.lastGcAt = this.options.clock.now();

@@ -523,6 +523,14 @@ export class ObjectSpace {
     return this.registry.get(oid)?.deref();
   }
 
+  /** Every placed cell still alive in memory (held by app code or by a loaded object). */
+  forEachPlacedCell(fn: (cell: Cell) => void): void {
+    for (const ref of [...this.registry.values()]) {
+      const c = ref.deref();
+      if (c && c.placed && !c.dead) fn(c);
+    }
+  }
+
   /** Every placed cell in memory, and every nursery cell the heap still reaches (closing, rolling back). */
   forEachCell(fn: (cell: Cell) => void): void {
     const young: Cell[] = [];

@@ -150,3 +150,31 @@ describe('review: bytes objects and paging', () => {
     again.close();
   });
 });
+
+describe('collections started inside app code', () => {
+  it('a low-space collection during a write keeps objects app code holds only in locals', () => {
+    const small = { ...profile, name: 'j2me-small-heap', virtualHeapBytes: 64 * 1024 };
+    const heap = openHeap({ store: temp.store({ profile: small }), app: 'swap', profile: small, nurseryFraction: 0.5, gcLowSpaceFraction: 0.5 });
+    try {
+      const root = heap.root as Record<string, any>;
+      root.a = { name: 'a', pad: 'x'.repeat(300) };
+      root.b = { name: 'b', pad: 'y'.repeat(300) };
+      root.items = [];
+      for (let i = 0; i < 40; i++) root.items.push({ i, pad: 'z'.repeat(800) });
+      heap.checkpoint();
+      const before = heap.stats().majorCollections;
+      // Between these statements `t` is the only reference to the old root.a.
+      for (let k = 0; k < 6; k++) {
+        const t = root.a;
+        root.a = root.b;
+        root.b = t;
+        root.items.push({ k, pad: 'w'.repeat(800) });
+      }
+      expect(heap.stats().majorCollections).toBeGreaterThan(before);
+      expect([root.a.name, root.b.name]).toEqual(['a', 'b']);
+      heap.checkpoint();
+    } finally {
+      heap.close();
+    }
+  });
+});
