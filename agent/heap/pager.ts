@@ -302,17 +302,22 @@ export class Pager {
   preflush(max: number, beforeFlush: (line: number) => void): number {
     if (this.restricted || this.cfg.readOnly) return 0;
     const t = this.table;
-    const dirty: number[] = [];
-    for (let s = 0; s < this.slotLine.length; s++) {
-      const line = this.slotLine[s]!;
-      if (line >= 0 && t.state[line] === LineState.Dirty) dirty.push(line);
-    }
     let n = 0;
-    for (const line of pickOldest(dirty, max, (a, b) => t.lastUse[a]! - t.lastUse[b]!)) {
-      beforeFlush(line);
-      if (t.state[line] === LineState.Dirty && t.slot[line]! >= 0) {
-        this.flush(line);
-        n++;
+    // Writing objects back can move one that grew to another line, dirtying it: go round
+    // again until nothing is dirty or `max` lines were written.
+    for (let round = 0; round < 4 && n < max; round++) {
+      const dirty: number[] = [];
+      for (let s = 0; s < this.slotLine.length; s++) {
+        const line = this.slotLine[s]!;
+        if (line >= 0 && t.state[line] === LineState.Dirty) dirty.push(line);
+      }
+      if (dirty.length === 0) break;
+      for (const line of pickOldest(dirty, max - n, (a, b) => t.lastUse[a]! - t.lastUse[b]!)) {
+        beforeFlush(line);
+        if (t.state[line] === LineState.Dirty && t.slot[line]! >= 0) {
+          this.flush(line);
+          n++;
+        }
       }
     }
     return n;
