@@ -212,11 +212,6 @@ export class Pager {
   private takeSlot(): number {
     if (this.free.length < this.cfg.freeSlots) this.evict(Math.max(this.cfg.evictBatch, this.cfg.freeSlots - this.free.length));
     const s = this.free.pop();
-    if (s === undefined && process.env.FERRY_DEBUG) {
-      const st: Record<number, number> = {};
-      for (const l of this.slotLine) st[this.table.state[l]!] = (st[this.table.state[l]!] ?? 0) + 1;
-      console.error('NO SLOT', { pins: [...this.pins], states: st, restricted: this.restricted, resident: this.resident });
-    }
     if (s === undefined) {
       throw new FerryError('HEAP_NO_MEMORY', `the in-memory heap of app ${this.cfg.app} is full: ${this.cfg.slots} lines, none can leave${this.restricted ? ' (dirty lines stay in memory until a checkpoint succeeds)' : ''}`, { field: 'heap', app: this.cfg.app });
     }
