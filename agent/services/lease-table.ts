@@ -134,7 +134,7 @@ export class LeaseTable {
     const r = this.resources.get(resource);
     if (!r) throw new FerryError('SERVICE_NOT_FOUND', `resource ${JSON.stringify(resource)} is not offered by this grantor`, { field: 'service' });
     const now = this.clock.now();
-    this.expireResource(r, now);
+    if (r.leases.size > 0) this.expireResource(r, now);
     const durationMs = this.decide(requested);
     if (r.exclusive) {
       if (now < this.exclusiveNotBefore) {
@@ -144,7 +144,7 @@ export class LeaseTable {
         });
       }
       if (r.leases.size > 0) {
-        const [other] = [...r.leases].map((id) => this.live.get(id)!);
+        const other = this.live.get(r.leases.values().next().value!);
         throw new FerryError('LEASE_DENIED', `resource ${JSON.stringify(resource)} is held exclusively`, {
           field: 'service',
           retryAfterMs: other ? other.expiresAt - now : 0,
