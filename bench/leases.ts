@@ -1,12 +1,15 @@
 /**
  * Lease benchmark: `npm run bench:leases -- [--json] [--quick]`.
  *
- * For aedes (in process) and Mosquitto (its own process), in the same run:
+ * For aedes and Mosquitto, each in a process of its own, in the same run:
  * - grantRttP50Ms / grantRttP99Ms: a lease.grant request answered (sequential);
  * - rawEchoRttP50Ms: a bare MQTT QoS 1 echo on the same broker (the floor), and
  *   grantOverRawRatio = grant p50 / raw p50 (target ≤ 1.5); busEchoRttP50Ms: an
  *   envelope request/response through two MqttBus. The three are sampled in
- *   interleaved rounds, so machine load and JIT warm-up weigh on all alike;
+ *   interleaved rounds, so machine load and JIT warm-up weigh on all alike.
+ *   The requester of each runs in this process, its responder (echo, bus echo,
+ *   grantor) in a child process of its own (bench/lib/bench-process.ts): the
+ *   same layout for all three, as a holder and its grantor are two devices;
  * - renewalsPerSec: renewals one provider sustains with 10,000 active leases,
  *   renewed in batches of 1,000 (several batches in flight);
  * - bytesPerLease: the provider's heap growth per active lease (table + remembered
@@ -20,10 +23,11 @@ import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { LeaseClient, LeaseGrantor, type HeldLease } from '../agent/services/index.js';
-import { connectBus, startEmbeddedBroker } from '../transports/index.js';
+import { connectBus, type MqttBus } from '../transports/index.js';
 import { startMosquitto } from '../test/helpers/brokers.js';
 import { parseBenchArgs, percentile, report, round } from './lib/args.js';
-import { bulkThroughput, openBusEcho, openRawEcho, rawSocketMBps } from './lib/transport-bench.js';
+import { startBenchProcess } from './lib/bench-process.js';
+import { bulkThroughput, openBusEchoClient, openRawEchoClient, rawSocketMBps, tag as benchTag, type RttSampler } from './lib/transport-bench.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -36,6 +40,11 @@ const ACTIVE = 10_000;
 const BATCH = 1000;
 const RENEW_MS = args.quick ? 1500 : 5000;
 const BULK_BYTES = (args.quick ? 8 : 32) * 1024 * 1024;
+
+/** Where each part of the round-trip measurements runs (the JSON's `layout`). */
+const LAYOUT =
+  'rtt: requester in the bench process; raw echo responder, bus echo responder and grantor each in a child process of its own; ' +
+  'broker in its own process (aedes: a child process; mosquitto: its binary). renewals, bytesPerLease: grantor and holder in the bench process; bulk: both buses in the bench process';
 
 interface BrokerRun {
   grantRttP50Ms: number;
@@ -57,30 +66,38 @@ function heap(): number {
 }
 
 async function measure(url: string, dir: string, tag: string): Promise<BrokerRun> {
-  const pBus = await connectBus({ url, deviceId: `bench-p-${tag}`, maxInFlight: 256 });
   const hBus = await connectBus({ url, deviceId: `bench-h-${tag}`, maxInFlight: 256 });
-  const grantor = await LeaseGrantor.start(pBus, { stateFile: join(dir, `${tag}.sqlite`), maxDurationMs: 600_000, sweepIntervalMs: 1000 });
-  grantor.offer('shared', { exclusive: false });
-  // One exclusive resource per sample, so every grant is a fresh exclusive grant (with a fence) and no cancel traffic interleaves.
-  for (let i = 0; i < N_GRANTS + WARMUP; i++) grantor.offer(`excl-${i}`, { exclusive: true });
   const client = new LeaseClient(hBus, { timeoutMs: 10_000 });
+  let pBus: MqttBus | undefined;
+  let grantor: LeaseGrantor | undefined;
   try {
     // Grant RTT beside its floors, interleaved: ROUNDS rounds of N/ROUNDS raw echoes, bus echoes and
     // grants each, after WARMUP of each. Interleaving puts all three under the same load and JIT state
     // (measured one after the other, a busy machine or a cold JIT skews whichever runs first).
-    // One exclusive resource per grant, so each is a fresh exclusive grant with a fence and no cancel traffic.
-    const raw = await openRawEcho(url);
-    const busEcho = await openBusEcho(url);
-    let r = 0;
-    const grantOnce = async () => {
-      const t0 = performance.now();
-      await client.grant({ leaseTopic: grantor.topic, service: `excl-${r++}` }, 60_000);
-      return performance.now() - t0;
-    };
+    // Layout (LAYOUT): the asking half of each path runs here; its answering half (the bare echo
+    // responder, the bus echo responder, the grantor) runs in a child process of its own, as the
+    // holder and the grantor are on different devices in Ferry. Same layout for all three paths.
+    const id = benchTag();
+    const responders = await Promise.all([
+      startBenchProcess({ role: 'raw-echo', url, id }),
+      startBenchProcess({ role: 'bus-echo', url, id }),
+      startBenchProcess({ role: 'grantor', url, deviceId: `bench-p-${tag}-rtt`, stateFile: join(dir, `${tag}-rtt.sqlite`), exclusive: N_GRANTS + WARMUP, maxInFlight: 256 }),
+    ]);
+    const grantTopic = responders[2].info.topic!;
+    let raw: RttSampler | undefined;
+    let busEcho: RttSampler | undefined;
     const grantSamples: number[] = [];
     const rawSamples: number[] = [];
     const busSamples: number[] = [];
     try {
+      raw = await openRawEchoClient(url, id);
+      busEcho = await openBusEchoClient(url, id);
+      let r = 0;
+      const grantOnce = async () => {
+        const t0 = performance.now();
+        await client.grant({ leaseTopic: grantTopic, service: `excl-${r++}` }, 60_000);
+        return performance.now() - t0;
+      };
       for (let i = 0; i < WARMUP; i++) {
         await raw.sample();
         await busEcho.sample();
@@ -92,17 +109,23 @@ async function measure(url: string, dir: string, tag: string): Promise<BrokerRun
         for (let i = 0; i < N_GRANTS / ROUNDS; i++) grantSamples.push(await grantOnce());
       }
     } finally {
-      await Promise.all([raw.close(), busEcho.close()]);
+      await Promise.all([raw?.close(), busEcho?.close(), ...responders.map((p) => p.close())]);
     }
     const samples = grantSamples.sort((a, b) => a - b);
     const rawP50 = percentile(rawSamples.sort((a, b) => a - b), 50);
     const busP50 = percentile(busSamples.sort((a, b) => a - b), 50);
 
+    // Renewals and memory: a grantor in this process, as before the RTT layout (its heap is measured here).
+    pBus = await connectBus({ url, deviceId: `bench-p-${tag}`, maxInFlight: 256 });
+    grantor = await LeaseGrantor.start(pBus, { stateFile: join(dir, `${tag}.sqlite`), maxDurationMs: 600_000, sweepIntervalMs: 1000 });
+    grantor.offer('shared', { exclusive: false });
+    const g = grantor;
+
     // 10,000 active leases, granted 200 at a time.
     const before = heap();
     const leases: HeldLease[] = [];
     for (let i = 0; i < ACTIVE; i += 200) {
-      const part = await Promise.all(Array.from({ length: Math.min(200, ACTIVE - i) }, () => client.grant({ leaseTopic: grantor.topic, service: 'shared' }, 600_000)));
+      const part = await Promise.all(Array.from({ length: Math.min(200, ACTIVE - i) }, () => client.grant({ leaseTopic: g.topic, service: 'shared' }, 600_000)));
       leases.push(...part);
     }
     const afterGrants = heap();
@@ -115,18 +138,18 @@ async function measure(url: string, dir: string, tag: string): Promise<BrokerRun
     const bytesPerLease = Math.round((afterGrants - before - holderBytes) / ACTIVE);
 
     // Sustained renewals: batches of 1,000, four in flight, for RENEW_MS.
-    const base = grantor.stats.renewals;
+    const base = g.stats.renewals;
     const t0 = performance.now();
     let next = 0;
     const worker = async () => {
       while (performance.now() - t0 < RENEW_MS) {
         const start = next;
         next = (next + BATCH) % ACTIVE;
-        await client.renewBatch(grantor.topic, leases.slice(start, start + BATCH).map((lease) => ({ lease, durationMs: 600_000 })));
+        await client.renewBatch(g.topic, leases.slice(start, start + BATCH).map((lease) => ({ lease, durationMs: 600_000 })));
       }
     };
     await Promise.all([worker(), worker(), worker(), worker()]);
-    const renewalsPerSec = Math.round((grantor.stats.renewals - base) / ((performance.now() - t0) / 1000));
+    const renewalsPerSec = Math.round((g.stats.renewals - base) / ((performance.now() - t0) / 1000));
 
     const bulk = await bulkThroughput(url, BULK_BYTES);
     return {
@@ -141,8 +164,8 @@ async function measure(url: string, dir: string, tag: string): Promise<BrokerRun
       bulkMBps: bulk.mbps,
     };
   } finally {
-    await grantor.close();
-    await Promise.all([pBus.close(), hBus.close()]);
+    await grantor?.close();
+    await Promise.all([pBus?.close(), hBus.close()]);
   }
 }
 
@@ -150,10 +173,11 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-leases-'));
   const t0 = performance.now();
   try {
-    const aedes = await startEmbeddedBroker();
+    // aedes in a child process of its own, like Mosquitto: the broker's work never shares an event loop with either end.
+    const aedes = await startBenchProcess({ role: 'aedes' });
     let aedesRun: BrokerRun;
     try {
-      aedesRun = await measure(aedes.url, dir, 'aedes');
+      aedesRun = await measure(aedes.info.url!, dir, 'aedes');
     } finally {
       await aedes.close();
     }
@@ -168,6 +192,7 @@ async function main(): Promise<void> {
     const result = {
       bench: 'leases',
       quick: args.quick,
+      layout: LAYOUT,
       activeLeases: ACTIVE,
       renewBatch: BATCH,
       aedes: aedesRun,

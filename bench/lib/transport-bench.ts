@@ -6,6 +6,9 @@
  *   mqtt.js clients, QoS 1, no envelope, TCP_NODELAY): the floor any
  *   envelope-based request (a lease grant) can be compared with.
  * - busEchoRtt(url, n): the same through two MqttBus (envelopes, dedupe, correlation).
+ * - Each echo also comes in halves (`startRawEchoResponder` + `openRawEchoClient`,
+ *   `startBusEchoResponder` + `openBusEchoClient`), so the answering half can run
+ *   in another process (bench/lib/bench-process.ts), as bench/leases.ts does.
  * - bulkThroughput(url, bytes): MB/s of sendBulk between two buses.
  * - rawSocketMBps(bytes): MB/s of a plain TCP stream on loopback: the physical ceiling.
  *
@@ -46,7 +49,7 @@ function summarize(samples: number[]): RttResult {
   return { n: s.length, p50: round(percentile(s, 50)), p99: round(percentile(s, 99)), mean: round(s.reduce((a, b) => a + b, 0) / Math.max(1, s.length)) };
 }
 
-const tag = () => `b${process.pid}${Math.floor(Math.random() * 1e9).toString(36)}`;
+export const tag = () => `b${process.pid}${Math.floor(Math.random() * 1e9).toString(36)}`;
 
 async function rawClient(url: string): Promise<MqttClient> {
   // Tuned like MqttBus's client (transports/mqtt-bus.ts): no per-packet debug tracing, TCP_NODELAY.
@@ -61,39 +64,72 @@ export interface RttSampler {
   close(): Promise<void>;
 }
 
-/** A bare MQTT echo (two mqtt.js clients, QoS 1, no envelope): one sample per call. */
-export async function openRawEcho(brokerUrl: string): Promise<RttSampler> {
-  const id = tag();
-  const req = `bench/${id}/req`;
-  const res = `bench/${id}/res`;
+/** Topics of the bare echo with id `id` (see `startRawEchoResponder`). */
+function rawEchoTopics(id: string): { req: string; res: string } {
+  return { req: `bench/${id}/req`, res: `bench/${id}/res` };
+}
+
+/**
+ * The answering half of the bare MQTT echo: one mqtt.js client that republishes
+ * every payload on `bench/<id>/req` to `bench/<id>/res` (QoS 1), from inside the
+ * message callback without waiting for its PUBACK. Resolves once subscribed; the
+ * returned function closes it. Runs in its own process in bench/leases.ts.
+ */
+export async function startRawEchoResponder(brokerUrl: string, id: string): Promise<() => Promise<void>> {
+  const { req, res } = rawEchoTopics(id);
   const echo = await rawClient(brokerUrl);
-  const client = await rawClient(brokerUrl);
-  // The echo answers from inside the message callback without waiting for its PUBACK.
   echo.on('message', (_t, payload) => void echo.publish(res, payload, { qos: 1 }));
   await echo.subscribeAsync(req, { qos: 1 });
+  return async () => {
+    await echo.endAsync(true);
+  };
+}
+
+/** The asking half of the bare echo: one sample per call (publish `ping`, wait for its echo). */
+export async function openRawEchoClient(brokerUrl: string, id: string): Promise<RttSampler> {
+  const { req, res } = rawEchoTopics(id);
+  const client = await rawClient(brokerUrl);
   await client.subscribeAsync(res, { qos: 1 });
   let waiting: (() => void) | undefined;
   client.on('message', () => waiting?.());
+  const ping = Buffer.from('ping');
   return {
     sample: () =>
       new Promise<number>((resolve) => {
         const t0 = performance.now();
         waiting = () => resolve(performance.now() - t0);
-        client.publish(req, Buffer.from('ping'), { qos: 1 });
+        client.publish(req, ping, { qos: 1 });
       }),
     close: async () => {
-      await Promise.all([echo.endAsync(true), client.endAsync(true)]);
+      await client.endAsync(true);
     },
   };
 }
 
-/** An envelope request/response through two MqttBus (serve + request): one sample per call. */
-export async function openBusEcho(brokerUrl: string): Promise<RttSampler> {
+/** A bare MQTT echo (two mqtt.js clients, QoS 1, no envelope) with both halves in this process: one sample per call. */
+export async function openRawEcho(brokerUrl: string): Promise<RttSampler> {
   const id = tag();
+  const closeResponder = await startRawEchoResponder(brokerUrl, id);
+  const client = await openRawEchoClient(brokerUrl, id);
+  return {
+    sample: () => client.sample(),
+    close: async () => {
+      await Promise.all([closeResponder(), client.close()]);
+    },
+  };
+}
+
+/** The serving half of the bus echo: an MqttBus (device `<id>-s`) answering `bench.echo` on `bench/<id>/svc` with the request's body. */
+export async function startBusEchoResponder(brokerUrl: string, id: string): Promise<() => Promise<void>> {
   const server = await MqttBus.connect({ url: brokerUrl, deviceId: `${id}-s` });
+  await server.serve(`bench/${id}/svc`, (env) => env.body);
+  return () => server.close();
+}
+
+/** The asking half of the bus echo: an MqttBus (device `<id>-c`), one request per sample. */
+export async function openBusEchoClient(brokerUrl: string, id: string): Promise<RttSampler> {
   const client = await MqttBus.connect({ url: brokerUrl, deviceId: `${id}-c` });
   const topic = `bench/${id}/svc`;
-  await server.serve(topic, (env) => env.body);
   let i = 0;
   return {
     sample: async () => {
@@ -101,8 +137,19 @@ export async function openBusEcho(brokerUrl: string): Promise<RttSampler> {
       await client.request(topic, 'bench.echo', i++);
       return performance.now() - t0;
     },
+    close: () => client.close(),
+  };
+}
+
+/** An envelope request/response through two MqttBus (serve + request), both in this process: one sample per call. */
+export async function openBusEcho(brokerUrl: string): Promise<RttSampler> {
+  const id = tag();
+  const closeResponder = await startBusEchoResponder(brokerUrl, id);
+  const client = await openBusEchoClient(brokerUrl, id);
+  return {
+    sample: () => client.sample(),
     close: async () => {
-      await Promise.all([server.close(), client.close()]);
+      await Promise.all([closeResponder(), client.close()]);
     },
   };
 }
