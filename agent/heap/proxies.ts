@@ -305,6 +305,11 @@ interface CellHandler extends ProxyHandler<object> {
   cell: Cell;
 }
 
+/** HeapMap/HeapSet read barrier: load, or note the reference of an armed (sampled) object. */
+function ready(c: Cell, f: ProxyFactory): void {
+  if (!c.loaded || c.armed || c.dead) f.read(c);
+}
+
 /** A Map whose entries live in the heap. Keys that are heap objects compare by identity. */
 export class HeapMap<K = unknown, V = unknown> extends Map<K, V> {
   #cell: Cell;
@@ -317,8 +322,7 @@ export class HeapMap<K = unknown, V = unknown> extends Map<K, V> {
   }
 
   #ready(): void {
-    const c = this.#cell;
-    if (!c.loaded || c.armed || c.dead) this.#f.read(c);
+    ready(this.#cell, this.#f);
   }
 
   override get size(): number {
@@ -396,8 +400,7 @@ export class HeapSet<T = unknown> extends Set<T> {
   }
 
   #ready(): void {
-    const c = this.#cell;
-    if (!c.loaded || c.armed || c.dead) this.#f.read(c);
+    ready(this.#cell, this.#f);
   }
 
   override get size(): number {

@@ -1,8 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { openHeap } from '../../agent/heap/index.js';
 import { getProfile } from '../../hw-profiles/index.js';
-import { fsBlockIo, type BlockIo } from '../../store/index.js';
-import { Temp, caught, sameGraph } from './graph.js';
+import { Temp, caught, faultyIo, sameGraph } from './graph.js';
 
 /**
  * Checkpoints: versions grow and older ones reopen with the same graph; bad options name the
@@ -15,18 +14,6 @@ import { Temp, caught, sameGraph } from './graph.js';
 const temp = new Temp();
 afterAll(() => temp.cleanup());
 const profile = getProfile('j2me-phone');
-
-function faultyIo(): { io: BlockIo; fail: { sync: boolean } } {
-  const fail = { sync: false };
-  const io: BlockIo = {
-    ...fsBlockIo,
-    fdatasync(fd) {
-      if (fail.sync) throw Object.assign(new Error('EIO: injected fdatasync failure'), { code: 'EIO' });
-      fsBlockIo.fdatasync(fd);
-    },
-  };
-  return { io, fail };
-}
 
 describe('heap checkpoints', () => {
   it('versions grow; each kept version reopens (read-only, or restored read-write) with its graph', () => {

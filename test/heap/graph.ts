@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FerryError, type ErrorCode } from '../../core/errors.js';
-import { openStore, type Store, type StoreOptions } from '../../store/index.js';
+import { fsBlockIo, openStore, type BlockIo, type Store, type StoreOptions } from '../../store/index.js';
 
 /**
  * Shared helpers of the heap suites: a graph equality that follows identity (`sameGraph`), the
@@ -195,4 +195,17 @@ export class Temp {
     this.stores.clear();
     for (const d of this.dirs.splice(0)) rmSync(d, { recursive: true, force: true });
   }
+}
+
+/** Segment-file I/O whose fdatasync fails while `fail.sync` is set (an injected EIO). */
+export function faultyIo(): { io: BlockIo; fail: { sync: boolean } } {
+  const fail = { sync: false };
+  const io: BlockIo = {
+    ...fsBlockIo,
+    fdatasync(fd) {
+      if (fail.sync) throw Object.assign(new Error('EIO: injected fdatasync failure'), { code: 'EIO' });
+      fsBlockIo.fdatasync(fd);
+    },
+  };
+  return { io, fail };
 }

@@ -2,8 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { openHeap, type Heap, type HeapOptions } from '../../agent/heap/index.js';
 import type { FerryError } from '../../core/errors.js';
 import { getProfile, type HwProfile } from '../../hw-profiles/index.js';
-import { fsBlockIo, type BlockIo } from '../../store/index.js';
-import { Temp, caught, sameGraph } from './graph.js';
+import { Temp, caught, faultyIo, sameGraph } from './graph.js';
 
 /**
  * When checkpoints and collections run: `checkpointDue()` and `collectionDue()` answer from an
@@ -24,18 +23,6 @@ const smallHeap: HwProfile = { ...profile, name: 'j2me-small-heap', virtualHeapB
 function manualClock(start = 1_000_000): { clock: { now(): number }; at: { t: number } } {
   const at = { t: start };
   return { clock: { now: () => at.t }, at };
-}
-
-function faultyIo(): { io: BlockIo; fail: { sync: boolean } } {
-  const fail = { sync: false };
-  const io: BlockIo = {
-    ...fsBlockIo,
-    fdatasync(fd) {
-      if (fail.sync) throw Object.assign(new Error('EIO: injected fdatasync failure'), { code: 'EIO' });
-      fsBlockIo.fdatasync(fd);
-    },
-  };
-  return { io, fail };
 }
 
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
