@@ -234,11 +234,17 @@ export class Heap implements ProxyHost {
     return null;
   }
 
-  /** Runs whatever collection and checkpoint is due (a bookmark: between two pieces of app code). Never throws: failures go to onCheckpointError. */
-  runDue(): void {
+  /**
+   * Runs whatever collection and checkpoint is due. Never throws: failures go to
+   * onCheckpointError. `bookmark: true` says no app code is in progress (the runtime calls it
+   * between handlers), so the collection may be precise; the heap's own timers call it between
+   * JavaScript tasks, where an async handler may still hold objects in locals, so there it is
+   * conservative.
+   */
+  runDue(options: { bookmark?: boolean } = {}): void {
     try {
       const gc = this.collectionDue();
-      if (gc) this.collect({ compact: gc === 'paging' ? 'full' : 'sparse' });
+      if (gc) this.collect({ compact: gc === 'paging' ? 'full' : 'sparse', conservative: options.bookmark !== true });
       const why = this.checkpointDue();
       if (why) this.checkpoint({ reason: why, state: this.options.stateProvider?.() });
       // Background pre-flush: past half the dirty-line trigger, write the oldest dirty lines
