@@ -23,6 +23,8 @@ export class Cell {
   dirty = false;
   /** Removed by a collection, or its heap closed: the handle throws HEAP_CLOSED. */
   dead = false;
+  /** Epoch of the incremental mark whose barrier already saw this object change. */
+  markEpoch = 0;
   /** Encoded-size upper bound of the record, for the object size limit and the nursery budget. */
   approxBytes = 0;
   /** First line of the record while loaded and placed (-1 otherwise). */

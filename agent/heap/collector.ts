@@ -64,53 +64,106 @@ export function collectNursery(space: ObjectSpace, extraRoots: Iterable<Cell>): 
 }
 
 /**
- * Major collection: mark from the root and the pinned handles, sweep, compact. Marking walks
- * the graph one working set at a time: objects already loaded are marked first, the rest are
- * queued and taken in address order, so each line is faulted in about once and the resident
- * set never exceeds the budget. Sweep frees unreachable records (lines left empty are deleted
- * from the store at the next checkpoint). Compaction moves objects out of sparse lines
- * (`sparse`) or re-lays the whole heap in traversal order (`full`), so objects used together
- * share lines.
+ * The mark phase of a major collection, incremental: `step` marks until it has faulted in one
+ * working set of lines (or the graph is done), so a collection can be spread over several
+ * bookmarks and no single step pages more than the working set in. Objects already loaded are
+ * marked first; the rest are queued and taken in address order, so each line is faulted in
+ * about once. While a mark is in progress the write barrier keeps it correct
+ * (snapshot-at-the-beginning): before an object changes for the first time in the cycle, the
+ * objects it points at are marked (`ObjectSpace.changed`), and objects that get an id during
+ * the cycle are marked at once — everything reachable when the cycle began, and everything
+ * new, survives it.
+ */
+export class Marker {
+  private marked: Uint8Array;
+  private hot: Cell[] = [];
+  private cold: Cell[] = [];
+  count = 0;
+  readonly epoch: number;
+  private static epochs = 0;
+
+  constructor(private readonly space: ObjectSpace, roots: Iterable<Cell>, conservative: boolean) {
+    this.epoch = ++Marker.epochs;
+    this.marked = new Uint8Array(Math.max(space.nextOid, 2));
+    for (const c of roots) this.push(c);
+    // Conservative (a collection started inside app code): any object app code may still hold
+    // in a local variable has a live cell, so every live cell is a root.
+    if (conservative) space.forEachPlacedCell((c) => this.push(c));
+    // An open savepoint may put back values the graph no longer reaches: they stay alive.
+    if (space.undo) for (const [cell, before] of space.undo) for (const k of childrenOf(cell.kind, before.value)) this.push(k);
+  }
+
+  isMarked(oid: number): boolean {
+    return oid < this.marked.length && this.marked[oid] === 1;
+  }
+
+  /** Marks an object (and queues it to have its children marked). */
+  push(c: Cell): void {
+    if (c.oid === 0 || c.dead) return; // nursery objects are not swept by a major collection
+    if (c.oid >= this.marked.length) {
+      const m = new Uint8Array(Math.max(c.oid + 1, this.marked.length * 2));
+      m.set(this.marked);
+      this.marked = m;
+    }
+    if (this.marked[c.oid]) return;
+    this.marked[c.oid] = 1;
+    if (c.loaded) this.hot.push(c);
+    else this.cold.push(c);
+  }
+
+  get done(): boolean {
+    return this.hot.length === 0 && this.cold.length === 0;
+  }
+
+  /** Marks until about `maxFaults` lines were faulted in; true when the whole graph is marked. */
+  step(maxFaults: number): boolean {
+    const space = this.space;
+    const f0 = space.pager.stats.faults;
+    while (!this.done && space.pager.stats.faults - f0 < maxFaults) {
+      if (this.hot.length === 0) {
+        // Next working set: the queued objects in address order.
+        const placed = this.cold.map((c) => ({ c, addr: space.table.get(c.oid)?.addr ?? 0 }));
+        placed.sort((a, b) => b.addr - a.addr);
+        for (const p of placed) this.hot.push(p.c);
+        this.cold = [];
+      }
+      const cell = this.hot.pop()!;
+      if (cell.dead) continue;
+      space.load(cell);
+      this.count++;
+      for (const k of children(cell)) this.push(k);
+    }
+    return this.done;
+  }
+}
+
+/**
+ * Major collection, all at once: mark from the root and the pinned handles, sweep, compact.
+ * Sweep frees unreachable records (lines left empty are deleted from the store at the next
+ * checkpoint). Compaction moves objects out of sparse lines (`sparse`) or re-lays the whole
+ * heap in traversal order (`full`), so objects used together share lines.
  */
 export function collectMajor(space: ObjectSpace, root: Cell, pinned: Iterable<Cell>, compact: CompactMode, conservative = false): MajorResult {
   const minor = collectNursery(space, pinned);
-  const marked = new Uint8Array(space.nextOid);
-  const hot: Cell[] = [];
-  let cold: Cell[] = [];
-  const push = (c: Cell) => {
-    if (c.oid >= marked.length || marked[c.oid]) return;
-    marked[c.oid] = 1;
-    if (c.loaded) hot.push(c);
-    else cold.push(c);
-  };
-  push(root);
-  for (const c of pinned) push(c);
-  // Conservative (a collection started inside app code, by a write): any object app code may
-  // still hold in a local variable has a live cell, so every live cell is a root.
-  if (conservative) space.forEachPlacedCell(push);
-  // An open savepoint may put back values the graph no longer reaches: they stay alive.
-  if (space.undo) for (const [cell, before] of space.undo) for (const k of childrenOf(cell.kind, before.value)) push(k);
-  let count = 0;
-  while (hot.length > 0 || cold.length > 0) {
-    if (hot.length === 0) {
-      // Next working set: the queued objects in address order.
-      const placed = cold.map((c) => ({ c, addr: space.table.get(c.oid)?.addr ?? 0 }));
-      placed.sort((a, b) => b.addr - a.addr);
-      for (const p of placed) hot.push(p.c);
-      cold = [];
-    }
-    const cell = hot.pop()!;
-    space.load(cell);
-    count++;
-    for (const k of children(cell)) push(k);
+  const marker = new Marker(space, [root, ...pinned], conservative);
+  space.marker = marker;
+  try {
+    marker.step(Infinity);
+  } finally {
+    space.marker = null;
   }
+  return { ...minor, ...finishCollection(space, root, marker, compact) };
+}
 
+/** Sweep and compaction after a completed mark. */
+export function finishCollection(space: ObjectSpace, root: Cell, marker: Marker, compact: CompactMode): Omit<MajorResult, 'promoted' | 'died'> {
+  const count = marker.count;
   let swept = 0;
   const sparse = new Map<number, number[]>();
   const ls = space.pager.lineSize;
   const dead: number[] = [];
   space.table.forEach((oid, p) => {
-    if (!marked[oid]) {
+    if (!marker.isMarked(oid)) {
       dead.push(oid);
       return;
     }
@@ -153,5 +206,5 @@ export function collectMajor(space: ObjectSpace, root: Cell, pinned: Iterable<Ce
     }
   }
   space.alloc.newCursor();
-  return { ...minor, marked: count, swept, moved, freedLines: Math.max(0, space.alloc.freeLineCount() - before) };
+  return { marked: count, swept, moved, freedLines: Math.max(0, space.alloc.freeLineCount() - before) };
 }

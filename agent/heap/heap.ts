@@ -1,6 +1,6 @@
 import { FerryError, isFerryError } from '../../core/errors.js';
 import { Cell } from './cell.js';
-import { collectMajor, collectNursery, type CompactMode, type MajorResult } from './collector.js';
+import { Marker, collectMajor, collectNursery, finishCollection, type CompactMode, type MajorResult } from './collector.js';
 import { encodeMeta } from './heap-meta.js';
 import { reopenSpace } from './heap-open.js';
 import { toPlain } from './plain-copy.js';
@@ -84,6 +84,8 @@ export class Heap implements ProxyHost {
   private userState: Uint8Array = new Uint8Array(0);
   private pins = new Map<Cell, number>();
   private collecting = false;
+  /** A major collection spread over bookmarks (`collectStep`), or null. */
+  private cycle: { marker: Marker; compact: CompactMode } | null = null;
   private firstChangeAt = 0;
   private lastGcAt = 0;
   /** Free lines right after the last major collection (see lowOnSpace). */
@@ -155,6 +157,7 @@ export class Heap implements ProxyHost {
     this.proxies = new ProxyFactory(this);
     this.space.handles = this.proxies;
     this.pins = new Map();
+    this.cycle = null;
     this.version = version;
     this.firstChangeAt = 0;
     if (version === 0) {
@@ -243,8 +246,11 @@ export class Heap implements ProxyHost {
    */
   runDue(options: { bookmark?: boolean } = {}): void {
     try {
-      const gc = this.collectionDue();
-      if (gc) this.collect({ compact: gc === 'paging' ? 'full' : 'sparse', conservative: options.bookmark !== true });
+      // Collections run one working set per call (`collectStep`); excessive paging asks for a
+      // full re-layout, which is done at once.
+      const gc = this.cycle ? 'cycle' : this.collectionDue();
+      if (gc === 'paging') this.collect({ compact: 'full', conservative: options.bookmark !== true });
+      else if (gc) this.collectStep({ conservative: options.bookmark !== true });
       const why = this.checkpointDue();
       if (why) this.checkpoint({ reason: why, state: this.options.stateProvider?.() });
       // Background pre-flush: past half the dirty-line trigger, write the oldest dirty lines
@@ -324,15 +330,60 @@ export class Heap implements ProxyHost {
    */
   collect(options: { compact?: CompactMode; conservative?: boolean } = {}): MajorResult {
     this.check(true);
+    if (this.cycle) {
+      // Finish the collection in progress at once (its snapshot keeps it correct here too).
+      while (!this.collectStep({ maxLines: Infinity, compact: options.compact }).done);
+      return this.lastMajor!;
+    }
     this.collecting = true;
     try {
       const r = collectMajor(this.space, this.rootCell, [...this.pins.keys()], options.compact ?? 'sparse', options.conservative === true);
-      this.counters.major++;
-      this.counters.minor++;
-      this.lastGcAt = this.options.clock.now();
-      this.lowSpaceFloor = this.space.alloc.freeLineCount();
-      this.gcSinceCheckpoint = true;
+      this.collected(r);
       return r;
+    } finally {
+      this.collecting = false;
+    }
+  }
+
+  private lastMajor: MajorResult | undefined;
+
+  private collected(r: MajorResult): void {
+    this.counters.major++;
+    this.counters.minor++;
+    this.lastGcAt = this.options.clock.now();
+    this.lowSpaceFloor = this.space.alloc.freeLineCount();
+    this.gcSinceCheckpoint = true;
+    this.lastMajor = r;
+  }
+
+  /**
+   * One step of a major collection spread over bookmarks, so no step pages more than one
+   * working set (half the budget's lines) in: the first call starts the cycle (a minor
+   * collection, then the mark's roots), each call marks up to `maxLines` faulted lines, and the
+   * call that completes the mark sweeps and compacts. Checkpoints may run between steps. The
+   * runtime calls it at bookmarks; `runDue` does too while a cycle is in progress.
+   */
+  collectStep(options: { maxLines?: number; conservative?: boolean; compact?: CompactMode } = {}): { done: boolean; result?: MajorResult } {
+    this.check(true);
+    this.collecting = true;
+    try {
+      if (!this.cycle) {
+        collectNursery(this.space, [...this.pins.keys()]);
+        this.counters.minor++;
+        const marker = new Marker(this.space, [this.rootCell, ...this.pins.keys()], options.conservative === true);
+        this.cycle = { marker, compact: options.compact ?? 'sparse' };
+        this.space.marker = marker;
+      }
+      const cycle = this.cycle;
+      if (options.compact) cycle.compact = options.compact;
+      if (!cycle.marker.step(options.maxLines ?? Math.max(1, Math.floor(this.options.slots / 2)))) return { done: false };
+      // Objects created since the cycle began are placed (and so marked) before the sweep.
+      const minor = collectNursery(this.space, [...this.pins.keys()]);
+      this.space.marker = null;
+      this.cycle = null;
+      const result: MajorResult = { ...minor, ...finishCollection(this.space, this.rootCell, cycle.marker, cycle.compact) };
+      this.collected(result);
+      return { done: true, result };
     } finally {
       this.collecting = false;
     }
@@ -360,6 +411,7 @@ export class Heap implements ProxyHost {
   pin(obj: object): number {
     const cell = this.cellOf(obj, 'pin');
     this.pins.set(cell, (this.pins.get(cell) ?? 0) + 1);
+    this.cycle?.marker.push(cell);
     return cell.oid;
   }
 

@@ -4,6 +4,7 @@ import { Cell } from './cell.js';
 import { MAX_SLACK, ObjectTable, SLACK_UNIT, capacityFor } from './object-table.js';
 import type { Pager } from './pager.js';
 import { Ref, decodeRecord, encodeRecord, type DecodedRecord, type Kind } from './record-codec.js';
+import type { Marker } from './collector.js';
 
 /** The object id of `root`. */
 export const ROOT_OID = 1;
@@ -94,6 +95,8 @@ export class ObjectSpace {
   undo: Map<Cell, { value: unknown; approx: number }> | null = null;
   /** Lines whose loaded objects have their read traps armed (eviction candidates, CLOCK-style). */
   readonly armedLines = new Set<number>();
+  /** The mark of a major collection in progress (incremental), or null. */
+  marker: Marker | null = null;
   readonly stats: ObjectStats = { allocated: 0, promoted: 0, diedYoung: 0, recordsWritten: 0, relocations: 0, loads: 0 };
   private readonly refOf = (child: object): Ref => {
     const cell = handleCell(child);
@@ -170,6 +173,7 @@ export class ObjectSpace {
     if (cell.oid !== 0) return;
     cell.oid = this.allocOid();
     this.track(cell);
+    this.marker?.push(cell); // new during a collection: it survives it
   }
 
   /** A new object, loaded and empty. In the nursery unless the nursery is off (then placed, dirty). */
@@ -361,13 +365,14 @@ export class ObjectSpace {
 
   /** The write barrier: records the undo entry, marks the cell (and its line) changed. */
   changed(cell: Cell, approxDelta: number): void {
-    if (cell.dirty && this.undo === null) {
+    if (cell.dirty && this.undo === null && this.marker === null) {
       // Already dirty, so its line is too (a line is only cleaned after its objects are written back).
       cell.approxBytes += approxDelta;
       return;
     }
     if (cell.dead) throw this.stale(cell);
     if (!cell.loaded && cell.placed) this.load(cell);
+    this.snapshotForMark(cell);
     if (this.undo && !this.undo.has(cell)) this.undo.set(cell, { value: snapshot(cell), approx: cell.approxBytes });
     cell.approxBytes += approxDelta;
     if (!cell.placed) {
@@ -382,6 +387,18 @@ export class ObjectSpace {
       this.pager.slotOffset(cell.firstLine);
       this.pager.markDirty(cell.firstLine);
     }
+  }
+
+  /**
+   * Snapshot-at-the-beginning barrier of an incremental mark: before an object changes for the
+   * first time in the cycle, what it points at now is marked, so nothing reachable when the
+   * cycle began can be lost by being moved behind an already-marked object.
+   */
+  snapshotForMark(cell: Cell): void {
+    const m = this.marker;
+    if (m === null || cell.markEpoch === m.epoch || !cell.loaded) return;
+    cell.markEpoch = m.epoch;
+    for (const k of children(cell)) m.push(k);
   }
 
   /** Notes that `parent` now points at `child` (the nursery's remembered set; the error path). */
@@ -460,6 +477,7 @@ export class ObjectSpace {
     const addr = this.alloc.alloc(cap);
     this.pager.write(addr, bytes);
     this.table.set(cell.oid, { addr, len: bytes.length, cap });
+    if (!cell.placed) this.marker?.push(cell); // placed during a collection: it survives it
     cell.placed = true;
     if (cell.loaded) this.register(cell, addr);
     if (old) {
@@ -568,6 +586,7 @@ export class ObjectSpace {
     for (const [cell, before] of undo) {
       if (cell.dead) continue;
       if (!cell.loaded) this.load(cell);
+      this.snapshotForMark(cell);
       restore(cell, before.value);
       const delta = before.approx - cell.approxBytes;
       this.changed(cell, delta);

@@ -105,6 +105,7 @@ type Op =
   | { op: 'checkpoint' }
   | { op: 'reopen' }
   | { op: 'collect'; mode: 'full' | 'sparse' }
+  | { op: 'step'; lines: number }
   | { op: 'undo'; edits: Edit[]; collect: boolean }
   | { op: 'keep'; edits: Edit[] };
 
@@ -123,6 +124,8 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { arbitrary: fc.constant({ op: 'checkpoint' as const }), weight: 2 },
   { arbitrary: fc.constant({ op: 'reopen' as const }), weight: 1 },
   { arbitrary: fc.constantFrom('full' as const, 'sparse' as const).map((mode) => ({ op: 'collect' as const, mode })), weight: 2 },
+  // One step of an incremental collection: cycles span many other operations.
+  { arbitrary: fc.integer({ min: 1, max: 3 }).map((lines) => ({ op: 'step' as const, lines })), weight: 4 },
   { arbitrary: fc.record({ op: fc.constant('undo' as const), edits: fc.array(edit, { minLength: 1, maxLength: 5 }), collect: fc.boolean() }), weight: 2 },
   { arbitrary: fc.record({ op: fc.constant('keep' as const), edits: fc.array(edit, { minLength: 1, maxLength: 4 }) }), weight: 1 },
 );
@@ -203,6 +206,8 @@ interface Config {
 }
 
 interface Totals {
+  /** Incremental collections completed. */
+  cycles?: number;
   evictions: number;
   faults: number;
   promoted: number;
@@ -250,6 +255,9 @@ function run(ops: Op[], config: Config, totals: Totals): void {
           break;
         case 'collect':
           heap.collect({ compact: o.mode });
+          break;
+        case 'step':
+          if (heap.collectStep({ maxLines: o.lines }).done) totals.cycles = (totals.cycles ?? 0) + 1;
           break;
         case 'undo': {
           const sp = heap.savepoint();
@@ -299,6 +307,8 @@ describe('heap object layer against a plain-object model (property)', () => {
   it('tiny budget (6 resident lines): forced evictions and faults, same results', () => {
     const totals: Totals = { evictions: 0, faults: 0, promoted: 0, diedYoung: 0, reopens: 0, rollbacks: 0 };
     fc.assert(fc.property(ops, (o) => run(o, { budgetBytes: 8 * 1024, maxObjectBytes: 4096 }, totals)), { numRuns: 60 });
+    // Incremental collections completed with edits, checkpoints and savepoints between steps.
+    expect(totals.cycles ?? 0).toBeGreaterThan(0);
     // The budget really did force paging.
     expect(totals.evictions).toBeGreaterThan(0);
     expect(totals.faults).toBeGreaterThan(0);

@@ -178,3 +178,75 @@ describe('collections started inside app code', () => {
     }
   });
 });
+
+describe('incremental major collection', () => {
+  it('spreads a cycle over steps of one working set each, keeps what app code moves between steps, frees the garbage', () => {
+    const heap = openHeap({ store: temp.store({ profile }), app: 'steps', profile });
+    try {
+      const root = heap.root as Record<string, any>;
+      root.keep = [];
+      root.drop = [];
+      for (let i = 0; i < 1000; i++) {
+        root.keep.push({ i, pad: 'k'.repeat(200) });
+        root.drop.push({ i, pad: 'd'.repeat(200) });
+      }
+      // A deep chain laid out after everything else, so the mark reaches its end last.
+      let node: any = { leaf: { id: 'X' } };
+      for (let d = 0; d < 20; d++) node = { d, pad: 'c'.repeat(900), next: node };
+      root.chain = node;
+      heap.checkpoint();
+      const drop = root.drop;
+      root.drop = null; // 1,000 objects of garbage
+      heap.checkpoint();
+      // Read everything in keep, so the chain's lines are paged out when the cycle starts.
+      let total = 0;
+      for (const o of root.keep) total += o.pad.length;
+      expect(total).toBe(200_000);
+      const slots = heap.options.slots;
+      let steps = 0;
+      let result;
+      const rescued: any[] = [];
+      for (;;) {
+        const f0 = heap.stats().faults;
+        const r = heap.collectStep();
+        steps++;
+        // A step faults in about one working set (half the budget's lines), plus the lines of the
+        // last object it was marking.
+        expect(heap.stats().faults - f0).toBeLessThanOrEqual(Math.floor(slots / 2) + 4);
+        if (r.done) {
+          result = r.result!;
+          break;
+        }
+        // Between steps app code moves objects around: an object only reachable from a part the
+        // mark may already have passed gets a new home, new objects appear.
+        if (steps === 1) {
+          // Move the chain's leaf behind root (already marked) before the mark gets to it: only
+          // the write barrier's snapshot keeps it alive.
+          let p = root.chain;
+          while (p.next) p = p.next;
+          root.rescued = p.leaf;
+          p.leaf = null;
+        }
+        const k = root.keep;
+        const moved = k.pop();
+        root.keep.unshift(moved);
+        root[`new${steps}`] = { steps, list: [moved] };
+        rescued.push(moved.i);
+      }
+      expect(steps).toBeGreaterThan(2);
+      expect(result.swept).toBeGreaterThanOrEqual(1000);
+      expect(() => drop[0].i).toThrow(/no longer in the heap/);
+      heap.checkpoint();
+      heap.close();
+      const reopened = openHeap({ store: heap.options.store, app: 'steps', profile });
+      const r2 = reopened.root as Record<string, any>;
+      expect(r2.rescued.id).toBe('X');
+      expect(r2.keep.length).toBe(1000);
+      expect(new Set(r2.keep.map((o: any) => o.i)).size).toBe(1000);
+      for (let s = 1; s < steps; s++) expect(r2[`new${s}`].list[0].i).toBe(rescued[s - 1]);
+      reopened.close();
+    } finally {
+      heap.close();
+    }
+  });
+});
