@@ -1,10 +1,10 @@
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openHeap } from '../../agent/heap/index.js';
 import { getProfile } from '../../hw-profiles/index.js';
 import { openStore } from '../../store/index.js';
 import { HEAP_CRASH_APP, HEAP_CRASH_OPTIONS, digest } from '../helpers/heap-crash-model.mjs';
+import { runUntilKilled } from '../helpers/killed-child.js';
 import { Temp } from './graph.js';
 
 /**
@@ -29,31 +29,19 @@ interface Run {
   ready: boolean;
 }
 
-function runChild(dir: string, killAfterMs: number): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CHILD, dir], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
-    child.on('error', reject);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      if (signal !== 'SIGKILL') return reject(new Error(`child exited by itself (code ${code}): ${stderr}`));
-      const run: Run = { digests: new Map(), lastAck: 0, lastPre: 0, ready: /^READY/m.test(out) };
-      // Only complete lines count: the kill may cut the last one.
-      for (const m of out.matchAll(/^(PRE|ACK) (\d+) ([0-9a-f]{32})\n/gm)) {
-        const v = Number(m[2]);
-        const known = run.digests.get(v);
-        if (known !== undefined && known !== m[3]) return reject(new Error(`child reported two digests for version ${v}`));
-        run.digests.set(v, m[3]!);
-        if (m[1] === 'ACK') run.lastAck = Math.max(run.lastAck, v);
-        else run.lastPre = Math.max(run.lastPre, v);
-      }
-      resolve(run);
-    });
-  });
+async function runChild(dir: string, killAfterMs: number): Promise<Run> {
+  const { out } = await runUntilKilled(CHILD, [dir], killAfterMs);
+  const run: Run = { digests: new Map(), lastAck: 0, lastPre: 0, ready: /^READY/m.test(out) };
+  // Only complete lines count: the kill may cut the last one.
+  for (const m of out.matchAll(/^(PRE|ACK) (\d+) ([0-9a-f]{32})\n/gm)) {
+    const v = Number(m[2]);
+    const known = run.digests.get(v);
+    if (known !== undefined && known !== m[3]) throw new Error(`child reported two digests for version ${v}`);
+    run.digests.set(v, m[3]!);
+    if (m[1] === 'ACK') run.lastAck = Math.max(run.lastAck, v);
+    else run.lastPre = Math.max(run.lastPre, v);
+  }
+  return run;
 }
 
 describe('heap crash consistency under SIGKILL', () => {

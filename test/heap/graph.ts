@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FerryError, type ErrorCode } from '../../core/errors.js';
+import { caught } from '../helpers/ferry-error.js';
 import { fsBlockIo, openStore, type BlockIo, type Store, type StoreOptions } from '../../store/index.js';
 
 /**
@@ -142,16 +143,7 @@ export function containers(root: object): object[] {
   return out;
 }
 
-/** Runs `fn`; returns the FerryError it threw (fails on anything else, or on no throw). */
-export function caught(fn: () => unknown): FerryError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof FerryError) return e;
-    throw new Error(`expected a FerryError, got ${String(e)}`, { cause: e });
-  }
-  throw new Error('expected a FerryError, nothing was thrown');
-}
+export { caught };
 
 export function codeOf(fn: () => unknown): ErrorCode | undefined {
   try {

@@ -1,20 +1,11 @@
 // Shared by the heap crash test and its child: the deterministic workload and the digest of a
 // heap graph. Plain JavaScript so the child runs it without a TypeScript loader.
 import { createHash } from 'node:crypto';
+import { xorshift as rng } from './prng.mjs';
 
 export const HEAP_CRASH_APP = 'crashy';
 /** Heap options besides store and profile (j2me-phone): a tiny budget so lines page out into the open transaction. */
 export const HEAP_CRASH_OPTIONS = { budgetBytes: 32 * 1024, maxObjectBytes: 4096 };
-
-function rng(seed) {
-  let x = (seed * 2654435761 + 0x9e3779b9) >>> 0 || 1;
-  return () => {
-    x ^= x << 13; x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
-    return x / 2 ** 32;
-  };
-}
 
 /**
  * The changes that lead to checkpoint `version`, applied to the committed graph of the version

@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { FerryError, type ErrorCode } from '../../core/errors.js';
 import { decodeMap, encodeMap, fsBlockIo, openStore, type Store, type StoreOptions } from '../../store/index.js';
 import { rowCrc } from '../../store/map-codec.js';
+import { caught } from '../helpers/ferry-error.js';
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
@@ -20,19 +21,9 @@ const SEG = 16 * 1024;
 const MAX = 100;
 const line = (fill: number, l = 0) => new Uint8Array(LS).map((_, i) => (fill * 31 + l * 7 + i) & 0xff);
 
-/** Runs fn and returns the FerryError it throws; fails the test when it throws nothing or something else. */
-function failure(fn: () => unknown): FerryError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof FerryError) return e;
-    throw new Error(`expected a FerryError, got ${String(e)}`);
-  }
-  throw new Error('expected a FerryError, nothing was thrown');
-}
 
 function expectFailure(fn: () => unknown, code: ErrorCode, ...message: Array<string | RegExp>): FerryError {
-  const e = failure(fn);
+  const e = caught(fn);
   expect(e.code, e.message).toBe(code);
   for (const m of message) expect(e.message).toMatch(m);
   return e;

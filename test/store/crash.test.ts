@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openStore, type Durability } from '../../store/index.js';
+import { runUntilKilled } from '../helpers/killed-child.js';
 import { CRASH_APP, checkpointPlan, lineContent, stateFor } from '../helpers/store-crash-model.mjs';
 
 /**
@@ -40,23 +40,11 @@ class Model {
   }
 }
 
-function runChild(dir: string, durability: Durability, segmentBytes: number, killAfterMs: number): Promise<{ lastAck: number; ready: boolean; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CHILD, dir, durability, String(segmentBytes)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
-    child.on('error', reject);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      if (signal !== 'SIGKILL') return reject(new Error(`child exited by itself (code ${code}): ${stderr}`));
-      let lastAck = 0;
-      for (const m of out.matchAll(/^ACK (\d+)$/gm)) lastAck = Math.max(lastAck, Number(m[1]));
-      resolve({ lastAck, ready: /^READY/m.test(out), stderr });
-    });
-  });
+async function runChild(dir: string, durability: Durability, segmentBytes: number, killAfterMs: number): Promise<{ lastAck: number; ready: boolean; stderr: string }> {
+  const { out, stderr } = await runUntilKilled(CHILD, [dir, durability, String(segmentBytes)], killAfterMs);
+  let lastAck = 0;
+  for (const m of out.matchAll(/^ACK (\d+)$/gm)) lastAck = Math.max(lastAck, Number(m[1]));
+  return { lastAck, ready: /^READY/m.test(out), stderr };
 }
 
 async function crashLoop(durability: Durability, segmentBytes: number, kills: number): Promise<{ versions: number; acked: number }> {

@@ -6,6 +6,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { FerryError, type ErrorCode } from '../../core/errors.js';
 import { fsBlockIo, openStore, type BlockIo, type CommitResult, type Durability, type Store, type StoreOptions, type WriteTransaction } from '../../store/index.js';
 import { DEVICE_RESERVE_BYTES } from '../../store/segment-space.js';
+import { caught } from '../helpers/ferry-error.js';
+import { xorshift as rng } from '../helpers/prng.mjs';
 
 /**
  * I/O faults: failures injected on the write and sync path make the transaction abort cleanly
@@ -48,16 +50,6 @@ function close(s: Store): void {
 }
 
 // ---- deterministic content ----
-
-function rng(seed: number): () => number {
-  let x = (seed * 2654435761 + 0x9e3779b9) >>> 0 || 1;
-  return () => {
-    x ^= x << 13; x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
-    return x / 2 ** 32;
-  };
-}
 
 /** Distinct, non-uniform bytes per (app, tag, line): a misplaced or stale line is always detected. */
 function lineBytes(size: number, app: string, tag: number, line: number): Uint8Array {
@@ -138,19 +130,9 @@ function expectIntact(store: Store, models: readonly Model[]): void {
   expect(report.ok).toBe(true);
 }
 
-/** Runs fn, which must throw a FerryError; returns it. */
-function failure(fn: () => unknown): FerryError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof FerryError) return e;
-    throw new Error(`expected a FerryError, got ${String(e)}`);
-  }
-  throw new Error('expected a FerryError, nothing was thrown');
-}
 
 function expectFailure(fn: () => unknown, code: ErrorCode, message?: RegExp): FerryError {
-  const e = failure(fn);
+  const e = caught(fn);
   expect(e.code, e.message).toBe(code);
   if (message) expect(e.message).toMatch(message);
   return e;
