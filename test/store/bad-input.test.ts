@@ -21,7 +21,6 @@ const SEG = 16 * 1024;
 const MAX = 100;
 const line = (fill: number, l = 0) => new Uint8Array(LS).map((_, i) => (fill * 31 + l * 7 + i) & 0xff);
 
-
 function expectFailure(fn: () => unknown, code: ErrorCode, ...message: Array<string | RegExp>): FerryError {
   const e = caught(fn);
   expect(e.code, e.message).toBe(code);
