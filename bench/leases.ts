@@ -51,12 +51,19 @@ interface BrokerRun {
   grantRttP99Ms: number;
   rawEchoRttP50Ms: number;
   grantOverRawRatio: number;
+  /** The same ratio within each of the ROUNDS rounds (min, median, max): not the headline, its spread. */
+  grantOverRawByRound: { min: number; median: number; max: number };
   /** Envelope echo through two MqttBus: the floor of any Ferry request, to show what the services add. */
   busEchoRttP50Ms: number;
   grantOverBusRatio: number;
   renewalsPerSec: number;
   bytesPerLease: number;
   bulkMBps: number;
+}
+
+function spread(xs: number[]): { min: number; median: number; max: number } {
+  const s = [...xs].sort((a, b) => a - b);
+  return { min: round(s[0]!, 2), median: round(percentile(s, 50), 2), max: round(s[s.length - 1]!, 2) };
 }
 
 function heap(): number {
@@ -89,6 +96,8 @@ async function measure(url: string, dir: string, tag: string): Promise<BrokerRun
     const grantSamples: number[] = [];
     const rawSamples: number[] = [];
     const busSamples: number[] = [];
+    /** grant p50 / raw p50 within each round: the spread says how much the headline ratio moves with the machine's load. */
+    const roundRatios: number[] = [];
     try {
       raw = await openRawEchoClient(url, id);
       busEcho = await openBusEchoClient(url, id);
@@ -104,9 +113,12 @@ async function measure(url: string, dir: string, tag: string): Promise<BrokerRun
         await grantOnce();
       }
       for (let round = 0; round < ROUNDS; round++) {
+        const from = rawSamples.length;
         for (let i = 0; i < N_GRANTS / ROUNDS; i++) rawSamples.push(await raw.sample());
         for (let i = 0; i < N_GRANTS / ROUNDS; i++) busSamples.push(await busEcho.sample());
         for (let i = 0; i < N_GRANTS / ROUNDS; i++) grantSamples.push(await grantOnce());
+        const p50 = (xs: number[]) => percentile(xs.slice(from).sort((a, b) => a - b), 50);
+        roundRatios.push(p50(grantSamples) / p50(rawSamples));
       }
     } finally {
       await Promise.all([raw?.close(), busEcho?.close(), ...responders.map((p) => p.close())]);
@@ -157,6 +169,7 @@ async function measure(url: string, dir: string, tag: string): Promise<BrokerRun
       grantRttP99Ms: round(percentile(samples, 99)),
       rawEchoRttP50Ms: round(rawP50),
       grantOverRawRatio: round(percentile(samples, 50) / rawP50, 2),
+      grantOverRawByRound: spread(roundRatios),
       busEchoRttP50Ms: round(busP50),
       grantOverBusRatio: round(percentile(samples, 50) / busP50, 2),
       renewalsPerSec,
@@ -202,7 +215,7 @@ async function main(): Promise<void> {
       seconds: round((performance.now() - t0) / 1000, 1),
     };
     const line = (n: string, r: BrokerRun) =>
-      `${n.padEnd(10)} grant p50 ${r.grantRttP50Ms} ms p99 ${r.grantRttP99Ms} ms | raw echo p50 ${r.rawEchoRttP50Ms} ms | ratio ${r.grantOverRawRatio} (target ≤ 1.5) | bus echo p50 ${r.busEchoRttP50Ms} ms, grant/bus ${r.grantOverBusRatio} | ${r.renewalsPerSec} renewals/s with ${ACTIVE} leases | ${r.bytesPerLease} B/lease | bulk ${r.bulkMBps} MB/s`;
+      `${n.padEnd(10)} grant p50 ${r.grantRttP50Ms} ms p99 ${r.grantRttP99Ms} ms | raw echo p50 ${r.rawEchoRttP50Ms} ms | ratio ${r.grantOverRawRatio} (target ≤ 1.5; by round ${r.grantOverRawByRound.min}–${r.grantOverRawByRound.max}) | bus echo p50 ${r.busEchoRttP50Ms} ms, grant/bus ${r.grantOverBusRatio} | ${r.renewalsPerSec} renewals/s with ${ACTIVE} leases | ${r.bytesPerLease} B/lease | bulk ${r.bulkMBps} MB/s`;
     report(args, result, [line('aedes', aedesRun), line('mosquitto', mosqRun), `raw loopback TCP ${rawSocket} MB/s`]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
