@@ -7,5 +7,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // App modules run in node:vm module contexts (agent/runtime/sandbox.ts), as in the agent process.
+    execArgv: ['--experimental-vm-modules', '--disable-warning=ExperimentalWarning'],
   },
 });

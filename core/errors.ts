@@ -56,6 +56,17 @@ export const ERROR_CODES = {
   HEAP_BAD_IMAGE: 'lines or objects handed to install/import are malformed or do not fit this heap',
   HEAP_BUSY: 'the operation cannot run now (a checkpoint during a collection, or a savepoint already open)',
   SERVICE_BAD_REQUEST: 'a discovery, lease, space or system-service request lacks a field or has one of the wrong type or range',
+
+  // agent/runtime
+  APP_BAD_MODULE: 'an app module cannot be loaded: a syntax error, an import, a throwing top level, or no default export',
+  APP_BAD_DEFINITION: "an app's exported description lacks a field or has one of the wrong type or range; the error names the field",
+  APP_UNKNOWN: 'no app (or app instance) with that name is installed on this agent',
+  APP_NO_HANDLER: 'the app has no handler with that name',
+  APP_HANDLER_FAILED: "an app's handler (or init, timer, hook) threw; its changes to the heap were rolled back",
+  APP_TIMEOUT: "an app's handler ran past its CPU-time limit and was stopped; its changes to the heap were rolled back",
+  APP_ASYNC_HANDLER: 'a handler returned a promise; handlers are synchronous transactions, so its changes were rolled back',
+  APP_NOT_RUNNING: 'the app instance is suspended, stopped or being removed, so it cannot take the operation now',
+  APP_EXISTS: 'an app with that name is already installed (remove it first, or install a new version)',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,3 +1,4 @@
+import { isMap, isSet, isUint8Array } from 'node:util/types';
 import { FerryError } from '../../core/errors.js';
 import type { Cell } from './cell.js';
 import { CELL, handleCell, type ObjectSpace } from './object-space.js';
@@ -142,6 +143,18 @@ function needsCheck(space: ObjectSpace, x: unknown): boolean {
   }
 }
 
+/**
+ * `Object.prototype`s of other realms whose plain objects the heap takes: the runtime runs
+ * each app in a `node:vm` context of its own, and the objects an app builds there have that
+ * context's prototypes. Registered with `acceptRealm`; weakly held.
+ */
+const realmObjectPrototypes = new WeakSet<object>();
+
+/** Lets the heap take plain objects, arrays, maps, sets and bytes made in another realm (a vm context), given that realm's `Object.prototype`. */
+export function acceptRealm(objectPrototype: object): void {
+  realmObjectPrototypes.add(objectPrototype);
+}
+
 export function kindOf(o: object): Kind | undefined {
   if (Array.isArray(o)) return 'array';
   if (o instanceof Uint8Array) return 'bytes';
@@ -149,6 +162,11 @@ export function kindOf(o: object): Kind | undefined {
   if (o instanceof Set) return 'set';
   const proto = Object.getPrototypeOf(o);
   if (proto === Object.prototype || proto === null) return 'object';
+  // Another realm's built-ins fail `instanceof` above; the brand checks below do not (slower, so second).
+  if (isUint8Array(o)) return 'bytes';
+  if (isMap(o)) return 'map';
+  if (isSet(o)) return 'set';
+  if (realmObjectPrototypes.has(proto)) return 'object';
   return undefined;
 }
 

@@ -10,3 +10,14 @@ export function caught(fn: () => unknown): FerryError {
   }
   throw new Error('expected a FerryError, nothing was thrown');
 }
+
+/** `caught` for a function returning a promise, which must reject with a FerryError. */
+export async function caughtAsync(fn: () => Promise<unknown>): Promise<FerryError> {
+  try {
+    await fn();
+  } catch (e) {
+    if (e instanceof FerryError) return e;
+    throw new Error(`expected a FerryError, got ${String(e)}`, { cause: e });
+  }
+  throw new Error('expected a FerryError, nothing was thrown');
+}

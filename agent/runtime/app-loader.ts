@@ -1,0 +1,37 @@
+import { readFileSync } from 'node:fs';
+import { FerryError } from '../../core/errors.js';
+import { checkDefinition, type AppDefinition } from './app-definition.js';
+import { loadSandbox, type Sandbox } from './sandbox.js';
+
+/** Largest app module accepted, bytes: a module is code, its data lives in the heap. */
+export const MAX_MODULE_BYTES = 4 * 1024 * 1024;
+
+export interface LoadedApp {
+  definition: AppDefinition;
+  sandbox: Sandbox;
+}
+
+/**
+ * Loads an app module's source into a sandbox of its own and checks its
+ * description. `instance` names the sandbox (one per running instance: instances
+ * never share globals). Throws APP_BAD_MODULE or APP_BAD_DEFINITION.
+ */
+export async function loadApp(source: string, options: { filename: string; instance: string; timeoutMs: number }): Promise<LoadedApp> {
+  if (typeof source !== 'string') throw new FerryError('APP_BAD_MODULE', `app module ${options.filename} is not text`, { field: 'module' });
+  if (Buffer.byteLength(source) > MAX_MODULE_BYTES) {
+    throw new FerryError('APP_BAD_MODULE', `app module ${options.filename} is ${Buffer.byteLength(source)} bytes; the limit is ${MAX_MODULE_BYTES}`, { field: 'module' });
+  }
+  const sandbox = await loadSandbox(source, { app: options.instance, filename: options.filename, timeoutMs: options.timeoutMs });
+  return { definition: checkDefinition(sandbox.exported), sandbox };
+}
+
+/** `loadApp` from a file. Throws APP_BAD_MODULE if it cannot be read. */
+export async function loadAppFile(path: string, options: { instance: string; timeoutMs: number }): Promise<LoadedApp> {
+  let source: string;
+  try {
+    source = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new FerryError('APP_BAD_MODULE', `app module ${path} cannot be read: ${(e as Error).message}`, { field: 'path' }, { cause: e });
+  }
+  return loadApp(source, { filename: path, ...options });
+}

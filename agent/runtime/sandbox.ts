@@ -1,0 +1,118 @@
+import vm from 'node:vm';
+import { FerryError } from '../../core/errors.js';
+import { acceptRealm } from '../heap/index.js';
+
+/**
+ * One app's JavaScript realm: a `node:vm` context of its own (its own globals and
+ * built-ins), the app's ES module evaluated in it, and timed calls into it.
+ *
+ * - No imports: an app is one self-contained module (the linker refuses any import),
+ *   so nothing of the agent's module graph is reachable by name.
+ * - No `eval`/`new Function` from strings, no WebAssembly compilation.
+ * - `microtaskMode: 'afterEvaluate'`: promise jobs an app queues run at the end of
+ *   the call that queued them, inside its time limit and inside its transaction,
+ *   never later between other handlers.
+ * - Calls go through a script run with `timeout`: V8 stops a call that runs past it
+ *   (an infinite loop included). Calling a context function directly from the agent
+ *   would run it without any limit.
+ *
+ * Not a security boundary (Node's own documentation says so of `node:vm`): objects
+ * the agent hands in keep their own realm's prototypes. It separates apps' globals
+ * and bounds their time; apps are code the device's owner chose to install.
+ */
+export interface Sandbox {
+  readonly app: string;
+  /** The module's default export, as the app built it (a context-realm value). */
+  readonly exported: unknown;
+  /**
+   * Calls `fn(...args)` inside the context; throws APP_TIMEOUT past `timeoutMs`
+   * (wall-clock ms of the call, the app's microtasks included). Other throws pass through.
+   */
+  call(fn: Function, args: unknown[], timeoutMs: number): unknown;
+  /** Runs `source` (a function expression) in the context and returns the function: realm-side wrappers for ctx. */
+  realmFunction(source: string): Function;
+}
+
+/** True if this process can load app modules (`node --experimental-vm-modules`). */
+export function vmModulesAvailable(): boolean {
+  return typeof (vm as { SourceTextModule?: unknown }).SourceTextModule === 'function';
+}
+
+/** The Node flags the agent process needs; the `ferry` command starts the agent with them. */
+export const AGENT_NODE_FLAGS = ['--experimental-vm-modules', '--disable-warning=ExperimentalWarning'] as const;
+
+const BOOTSTRAP = `(() => {
+  let pending = null;
+  Object.defineProperty(globalThis, '__ferry', { value: Object.freeze({
+    set(f, a) { pending = [f, a]; },
+    run() { const p = pending; pending = null; if (p === null) throw new Error('nothing to run'); return p[0].apply(undefined, p[1]); },
+  }) });
+})()`;
+
+const RUN = new vm.Script('__ferry.run()', { filename: 'ferry:call' });
+
+function loadError(app: string, filename: string, e: unknown): FerryError {
+  if (e instanceof FerryError) return e;
+  const err = e as { message?: unknown; code?: unknown } | null;
+  const msg = err && typeof err.message === 'string' ? err.message : String(e);
+  if (err?.code === 'ERR_SCRIPT_EXECUTION_TIMEOUT') return new FerryError('APP_BAD_MODULE', `app module ${filename} ran past its time limit at load`, { field: 'module', app });
+  return new FerryError('APP_BAD_MODULE', `app module ${filename} cannot be loaded: ${msg}`, { field: 'module', app }, { cause: e });
+}
+
+/** Evaluates `source` (an ES module) in a fresh context and returns the sandbox. Throws APP_BAD_MODULE. */
+export async function loadSandbox(source: string, options: { app: string; filename: string; timeoutMs: number }): Promise<Sandbox> {
+  const { app, filename, timeoutMs } = options;
+  if (!vmModulesAvailable()) {
+    throw new FerryError('APP_BAD_MODULE', `app modules need Node started with ${AGENT_NODE_FLAGS[0]} (the ferry command does this)`, { field: 'module', app });
+  }
+  const context = vm.createContext({}, { name: `ferry app ${app}`, codeGeneration: { strings: false, wasm: false }, microtaskMode: 'afterEvaluate' });
+  vm.runInContext(BOOTSTRAP, context);
+  // Values the app builds in its realm are plain data to the heap (see agent/heap/values.ts).
+  acceptRealm(vm.runInContext('Object.prototype', context) as object);
+  const SourceTextModule = (vm as unknown as { SourceTextModule: new (src: string, o: object) => VmModule }).SourceTextModule;
+  let mod: VmModule;
+  try {
+    mod = new SourceTextModule(source, { context, identifier: filename });
+    await mod.link((specifier: string) => {
+      throw new FerryError('APP_BAD_MODULE', `app module ${filename} imports ${JSON.stringify(specifier)}; an app is one self-contained module without imports`, { field: 'module', app });
+    });
+    const evaluated = mod.evaluate({ timeout: timeoutMs });
+    // The module's own promise settles on the context's microtask queue, drained after each run in it.
+    vm.runInContext('0', context);
+    await evaluated;
+  } catch (e) {
+    throw loadError(app, filename, e);
+  }
+  if (mod.status === 'errored') throw loadError(app, filename, mod.error);
+  const ns = mod.namespace as { default?: unknown };
+  if (!('default' in ns) || ns.default === undefined) {
+    throw new FerryError('APP_BAD_MODULE', `app module ${filename} has no default export (export default { name, version, handlers, ... })`, { field: 'module', app });
+  }
+  const ferry = (context as { __ferry: { set(f: Function, a: unknown[]): void } }).__ferry;
+  return {
+    app,
+    exported: ns.default,
+    call(fn, args, limitMs) {
+      ferry.set(fn, args);
+      try {
+        return RUN.runInContext(context, { timeout: limitMs });
+      } catch (e) {
+        if ((e as { code?: unknown } | null)?.code === 'ERR_SCRIPT_EXECUTION_TIMEOUT') {
+          throw new FerryError('APP_TIMEOUT', `app ${app} ran past its limit of ${limitMs} ms and was stopped`, { field: 'handlerTimeoutMs', app, limitMs });
+        }
+        throw e;
+      }
+    },
+    realmFunction(src) {
+      return vm.runInContext(`(${src})`, context) as Function;
+    },
+  };
+}
+
+interface VmModule {
+  link(linker: (specifier: string) => never): Promise<void>;
+  evaluate(options: { timeout: number }): Promise<void>;
+  readonly status: string;
+  readonly error: unknown;
+  readonly namespace: object;
+}

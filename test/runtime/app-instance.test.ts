@@ -1,0 +1,238 @@
+import { readFileSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { getProfile } from '../../hw-profiles/index.js';
+import { AppInstance, loadApp, type CallOutcome } from '../../agent/runtime/index.js';
+import type { Store } from '../../store/index.js';
+import { caughtAsync } from '../helpers/ferry-error.js';
+import { Temp } from '../heap/graph.js';
+
+const temp = new Temp();
+afterEach(() => temp.cleanup());
+
+const COUNTER = readFileSync(new URL('../../apps/counter.mjs', import.meta.url), 'utf8');
+
+/** An app exercising every fault a handler can have. */
+const FAULTY = `
+let calls = 0;
+export default {
+  name: 'faulty', version: '1',
+  init(ctx) { ctx.root.n = 0; ctx.root.log = []; },
+  handlers: {
+    inc(ctx) { ctx.root.n++; ctx.root.log.push('inc'); calls++; return ctx.root.n; },
+    throws(ctx) { ctx.root.n = 1000; ctx.root.log.push('x'); throw new Error('boom'); },
+    loops(ctx) { ctx.root.n = -1; for (;;) {} },
+    writesForever(ctx) { for (let i = 0; ; i++) { ctx.root.n = i; ctx.root.log.push(i); if (ctx.root.log.length > 50) ctx.root.log.length = 0; } },
+    storesFunction(ctx) { ctx.root.n = 7; ctx.root.f = () => 1; return 'unreachable'; },
+    returnsFunction(ctx) { ctx.root.n = 8; return { f() {} }; },
+    async isAsync(ctx) { ctx.root.n = 9; await null; ctx.root.log.push('after-await'); return 1; },
+    later(ctx) { ctx.root.n = 10; Promise.resolve().then(() => { ctx.root.log.push('microtask'); }); return 'ok'; },
+    send(ctx, m) { ctx.root.n++; ctx.send('other', 'hello', { n: ctx.root.n }); if (m && m.fail) throw new Error('no'); return 'sent'; },
+    setGlobal(_ctx, m) { globalThis.mark = m; return typeof process + ',' + typeof require; },
+    getGlobal() { return globalThis.mark === undefined ? null : globalThis.mark; },
+    ctxShape(ctx) { return { keys: Object.keys(ctx).sort(), frozen: Object.isFrozen(ctx), calls }; },
+  },
+};`;
+
+async function open(store: Store, source: string, instance: string, o: { timeoutMs?: number } = {}): Promise<AppInstance> {
+  const { definition, sandbox } = await loadApp(source, { filename: `${instance}.mjs`, instance, timeoutMs: 1000 });
+  return AppInstance.open({
+    instance,
+    definition,
+    sandbox,
+    heap: { store, profile: getProfile('rpi-4b') },
+    handlerTimeoutMs: o.timeoutMs ?? 200,
+    rememberReplies: 100,
+    host: { now: () => Date.now(), log: () => undefined, leasesJson: () => '[]', app: { name: definition.name, version: definition.version, instance } },
+  });
+}
+
+const ok = (o: CallOutcome) => {
+  if (!o.ok) throw new Error(`expected success, got ${o.code}: ${o.message}`);
+  return o.body;
+};
+const err = (o: CallOutcome) => {
+  if (o.ok) throw new Error(`expected an error, got ${JSON.stringify(o.body)}`);
+  return o;
+};
+
+describe('app instance: handlers as transactions on the heap', () => {
+  it('runs init once, applies handlers, and keeps committed state across a reopen', async () => {
+    const store = temp.store();
+    const a = await open(store, COUNTER, 'counter-1');
+    expect(a.snapshot()).toEqual({ count: 0 });
+    expect(ok(a.call('increment', null).outcome)).toEqual({ count: 1 });
+    expect(ok(a.call('increment', { by: 5 }).outcome)).toEqual({ count: 6 });
+    expect(a.pending).toBe(2);
+    expect(a.commit()?.calls).toBe(2);
+    a.call('increment', null); // not committed: lost with the process
+    a.close();
+    const b = await open(store, COUNTER, 'counter-1');
+    expect(b.snapshot()).toEqual({ count: 6 });
+    expect(b.applied).toBe(2);
+    b.close();
+  });
+
+  it('a throwing handler leaves the heap as it was and the app serving', async () => {
+    const a = await open(temp.store(), FAULTY, 'f1');
+    a.call('inc', null);
+    const e = err(a.call('throws', null).outcome);
+    expect(e.code).toBe('APP_HANDLER_FAILED');
+    expect(e.message).toContain('throws threw: boom');
+    expect(e.field).toBe('handlers.throws');
+    expect(a.snapshot()).toEqual({ n: 1, log: ['inc'] });
+    expect(ok(a.call('inc', null).outcome)).toBe(2);
+    a.close();
+  });
+
+  it('an infinite loop is stopped; the heap is reopened and the uncommitted calls run again', async () => {
+    const store = temp.store();
+    const a = await open(store, FAULTY, 'f2', { timeoutMs: 100 });
+    a.call('inc', null);
+    a.commit();
+    a.call('inc', null, 'r-2'); // uncommitted when the loop is stopped
+    const e = err(a.call('loops', null).outcome);
+    expect(e.code).toBe('APP_TIMEOUT');
+    expect(a.snapshot()).toEqual({ n: 2, log: ['inc', 'inc'] });
+    // A loop stopped inside the heap's own code (it writes all the time) leaves nothing behind either.
+    expect(err(a.call('writesForever', null).outcome).code).toBe('APP_TIMEOUT');
+    expect(a.snapshot()).toEqual({ n: 2, log: ['inc', 'inc'] });
+    expect(a.call('inc', null, 'r-2').repeat).toBe(true);
+    a.commit();
+    a.close();
+    const b = await open(store, FAULTY, 'f2');
+    expect(b.snapshot()).toEqual({ n: 2, log: ['inc', 'inc'] });
+    b.close();
+  });
+
+  it('storing or returning a function is refused with HEAP_BAD_VALUE and rolled back', async () => {
+    const a = await open(temp.store(), FAULTY, 'f3');
+    const stored = err(a.call('storesFunction', null).outcome);
+    expect(stored.code).toBe('HEAP_BAD_VALUE');
+    expect(stored.message).toContain('root.f');
+    expect(err(a.call('returnsFunction', null).outcome).code).toBe('HEAP_BAD_VALUE');
+    expect(a.snapshot()).toEqual({ n: 0, log: [] });
+    a.close();
+  });
+
+  it('an async handler is refused and its changes, before and after its await, are rolled back', async () => {
+    const a = await open(temp.store(), FAULTY, 'f4');
+    const e = err(a.call('isAsync', null).outcome);
+    expect(e.code).toBe('APP_ASYNC_HANDLER');
+    expect(e.field).toBe('handlers.isAsync');
+    await new Promise((r) => setTimeout(r, 10));
+    expect(a.snapshot()).toEqual({ n: 0, log: [] });
+    a.close();
+  });
+
+  it("promise jobs a handler queues run inside its call and its transaction", async () => {
+    const a = await open(temp.store(), FAULTY, 'f5');
+    expect(ok(a.call('later', null).outcome)).toBe('ok');
+    expect(a.snapshot()).toEqual({ n: 10, log: ['microtask'] });
+    a.close();
+  });
+
+  it('unknown handlers are typed errors', async () => {
+    const a = await open(temp.store(), COUNTER, 'c2');
+    const e = err(a.call('decrement', null).outcome);
+    expect(e.code).toBe('APP_NO_HANDLER');
+    expect(e.message).toContain('increment, get, reset');
+    a.close();
+  });
+});
+
+describe('app instance: exactly once', () => {
+  it('a repeated request id gets the recorded outcome without a second run, also after a reopen', async () => {
+    const store = temp.store();
+    const a = await open(store, COUNTER, 'c3');
+    const first = a.call('increment', null, 'req-1');
+    expect(first.repeat).toBe(false);
+    const again = a.call('increment', null, 'req-1');
+    expect(again).toEqual({ outcome: first.outcome, repeat: true });
+    expect(err(a.call('nope', null, 'req-2').outcome).code).toBe('APP_NO_HANDLER');
+    a.commit();
+    a.close();
+    const b = await open(store, COUNTER, 'c3');
+    expect(b.call('increment', null, 'req-1')).toEqual({ outcome: { ok: true, body: { count: 1 } }, repeat: true });
+    expect(b.call('increment', null, 'req-2').repeat).toBe(true);
+    expect(b.snapshot()).toEqual({ count: 1 });
+    b.close();
+  });
+
+  it('a request whose checkpoint was not committed runs again after a restart', async () => {
+    const store = temp.store();
+    const a = await open(store, COUNTER, 'c4');
+    a.call('increment', null, 'req-1');
+    a.close(); // "power loss" before the group commit: the request was never answered
+    const b = await open(store, COUNTER, 'c4');
+    expect(b.call('increment', null, 'req-1').repeat).toBe(false);
+    expect(b.snapshot()).toEqual({ count: 1 });
+    b.close();
+  });
+
+  it('forgets the oldest request ids past rememberReplies', async () => {
+    const a = await open(temp.store(), COUNTER, 'c5');
+    for (let i = 0; i < 150; i++) a.call('increment', null, `r${i}`);
+    expect(a.call('increment', null, 'r149').repeat).toBe(true);
+    expect(a.call('increment', null, 'r0').repeat).toBe(false);
+    a.close();
+  });
+});
+
+describe('app instance: ctx and isolation', () => {
+  it('messages sent with ctx.send leave only with the commit, and never from a failed call', async () => {
+    const a = await open(temp.store(), FAULTY, 'f6');
+    a.call('send', null);
+    a.call('send', { fail: true });
+    const c = a.commit();
+    expect(c?.sent).toEqual([{ from: 'f6', to: 'other', handler: 'hello', body: { n: 1 } }]);
+    a.close();
+  });
+
+  it('instances of one module share no globals and see no Node globals; ctx is frozen with its documented members', async () => {
+    const store = temp.store();
+    const a = await open(store, FAULTY, 'g1');
+    const b = await open(store, FAULTY, 'g2');
+    expect(ok(a.call('setGlobal', 'a').outcome)).toBe('undefined,undefined');
+    expect(ok(b.call('getGlobal', null).outcome)).toBe(null);
+    expect(ok(a.call('getGlobal', null).outcome)).toBe('a');
+    a.call('inc', null);
+    expect(ok(b.call('ctxShape', null).outcome)).toEqual({ keys: ['app', 'leases', 'log', 'now', 'root', 'send'], frozen: true, calls: 0 });
+    a.close();
+    b.close();
+  });
+});
+
+describe('app modules: refused with typed errors naming the field', () => {
+  const cases: [string, string, string, string?][] = [
+    ['syntax error', 'export default {', 'APP_BAD_MODULE'],
+    ['an import', "import fs from 'node:fs'; export default {};", 'APP_BAD_MODULE'],
+    ['no default export', 'export const x = 1;', 'APP_BAD_MODULE'],
+    ['a throwing top level', "throw new Error('nope'); export default {};", 'APP_BAD_MODULE'],
+    ['a looping top level', 'for (;;) {} export default {};', 'APP_BAD_MODULE'],
+    ['eval from a string', "export default eval('({})');", 'APP_BAD_MODULE'],
+    ['a non-object export', 'export default 42;', 'APP_BAD_DEFINITION', 'app'],
+    ['no name', "export default { version: '1', handlers: { a() {} } };", 'APP_BAD_DEFINITION', 'app.name'],
+    ['a bad name', "export default { name: 'Bad Name', version: '1', handlers: { a() {} } };", 'APP_BAD_DEFINITION', 'app.name'],
+    ['a bad version', "export default { name: 'a', version: '1 0', handlers: { a() {} } };", 'APP_BAD_DEFINITION', 'app.version'],
+    ['no handlers', "export default { name: 'a', version: '1', handlers: {} };", 'APP_BAD_DEFINITION', 'app.handlers'],
+    ['a handler that is not a function', "export default { name: 'a', version: '1', handlers: { a: 1 } };", 'APP_BAD_DEFINITION', 'app.handlers.a'],
+    ['an unknown field', "export default { name: 'a', version: '1', handler: {}, handlers: { a() {} } };", 'APP_BAD_DEFINITION', 'app.handler'],
+    ['a bad minHeapBytes', "export default { name: 'a', version: '1', requirements: { minHeapBytes: -1 }, handlers: { a() {} } };", 'APP_BAD_DEFINITION', 'app.requirements.minHeapBytes'],
+    ['a bad service', "export default { name: 'a', version: '1', requirements: { services: [{ type: '' }] }, handlers: { a() {} } };", 'APP_BAD_DEFINITION', 'app.requirements.services[0].type'],
+    ['a timer on a missing handler', "export default { name: 'a', version: '1', timers: { t: { everyMs: 1000, handler: 'b' } }, handlers: { a() {} } };", 'APP_BAD_DEFINITION', 'app.timers.t.handler'],
+    ['a bad hook', "export default { name: 'a', version: '1', onLeaseLost: 'x', handlers: { a() {} } };", 'APP_BAD_DEFINITION', 'app.onLeaseLost'],
+  ];
+  it.each(cases)('%s', async (_what, source, code, field) => {
+    const e = await caughtAsync(() => loadApp(source, { filename: 'bad.mjs', instance: 'bad', timeoutMs: 100 }));
+    expect(e.code).toBe(code);
+    if (field) expect(e.details.field).toBe(field);
+  });
+
+  it('init that throws refuses the instance and leaves no half-made heap behind', async () => {
+    const store = temp.store();
+    const src = "export default { name: 'a', version: '1', init(ctx) { ctx.root.x = 1; throw new Error('bad init'); }, handlers: { a() {} } };";
+    const e = await caughtAsync(() => open(store, src, 'init-fails'));
+    expect(e.code).toBe('APP_HANDLER_FAILED');
+    expect(e.details.field).toBe('init');
+  });
+});
