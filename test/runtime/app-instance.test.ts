@@ -234,5 +234,9 @@ describe('app modules: refused with typed errors naming the field', () => {
     const e = await caughtAsync(() => open(store, src, 'init-fails'));
     expect(e.code).toBe('APP_HANDLER_FAILED');
     expect(e.details.field).toBe('init');
+    // The instance is still new: the next open runs init again, on a heap without the failed init's write.
+    const again = await open(store, COUNTER, 'init-fails');
+    expect(again.snapshot()).toEqual({ count: 0 });
+    again.close();
   });
 });
