@@ -1,5 +1,4 @@
-import { FerryError } from '../../core/errors.js';
-import { describe } from '../../core/options.js';
+import { OptionReader } from '../../core/options.js';
 
 /** A service an app leases while it runs (see agent/services). */
 export interface ServiceRequirement {
@@ -36,89 +35,79 @@ const NAME = /^[a-z][a-z0-9-]{0,63}$/;
 const VERSION = /^[\x21-\x7e]{1,32}$/;
 const HANDLER = /^[A-Za-z_$][A-Za-z0-9_$]{0,63}$/;
 const HOOKS = ['onLeaseLost', 'onMigrated', 'onResume'] as const;
-const KEYS = new Set(['name', 'version', 'requirements', 'init', 'handlers', 'timers', ...HOOKS]);
+const KEYS = ['name', 'version', 'requirements', 'init', 'handlers', 'timers', ...HOOKS];
+const CODE = 'APP_BAD_DEFINITION';
 
-function bad(field: string, expected: string, got: unknown): FerryError {
-  return new FerryError('APP_BAD_DEFINITION', `app.${field} must be ${expected}, got ${describe(got)}`, { field: `app.${field}` });
+/** A reader of one object of the description; fields are named `app.<path>` in errors. */
+function reader(value: unknown, path: string): OptionReader {
+  return new OptionReader(value as Record<string, unknown>, path, CODE);
 }
 
-/** True for an ordinary object of any realm (the description comes from the app's own vm context). */
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function fnOrUndefined(o: Record<string, unknown>, key: string, field: string): AppFunction | undefined {
-  const v = o[key];
+function fnOrUndefined(r: OptionReader, key: string): AppFunction | undefined {
+  const v = r.raw(key);
   if (v === undefined) return undefined;
-  if (typeof v !== 'function') throw bad(field, 'a function', v);
+  if (typeof v !== 'function') r.fail(key, 'a function', v);
   return v as AppFunction;
 }
 
 /**
  * Checks an app module's default export and returns it in checked form. Refuses
- * unknown top-level keys (a misspelt `handler` would otherwise be ignored silently).
+ * unknown fields (a misspelt `handler` would otherwise be ignored silently).
+ * The description comes from the app's own vm context: only property reads and
+ * `typeof` are used, never `instanceof`.
  */
 export function checkDefinition(value: unknown): AppDefinition {
-  if (!isRecord(value)) throw new FerryError('APP_BAD_DEFINITION', `an app module must export a description object as default, got ${describe(value)}`, { field: 'app' });
-  for (const k of Object.keys(value)) if (!KEYS.has(k)) throw bad(k, `absent (known fields: ${[...KEYS].join(', ')})`, value[k]);
-  if (typeof value.name !== 'string' || !NAME.test(value.name)) throw bad('name', 'a name of 1..64 lower-case letters, digits and -, starting with a letter', value.name);
-  if (typeof value.version !== 'string' || !VERSION.test(value.version)) throw bad('version', 'a version string of 1..32 printable characters without spaces', value.version);
+  const app = reader(value, 'app');
+  app.rejectUnknown(KEYS);
+  const name = app.string('name', undefined, NAME);
+  const version = app.string('version', undefined, VERSION);
 
-  const req = value.requirements ?? {};
-  if (!isRecord(req)) throw bad('requirements', 'an object', req);
-  for (const k of Object.keys(req)) if (k !== 'minHeapBytes' && k !== 'services') throw bad(`requirements.${k}`, 'absent (known: minHeapBytes, services)', req[k]);
-  const minHeapBytes = req.minHeapBytes ?? 0;
-  if (typeof minHeapBytes !== 'number' || !Number.isInteger(minHeapBytes) || minHeapBytes < 0 || minHeapBytes > 2 ** 40) {
-    throw bad('requirements.minHeapBytes', 'an integer number of bytes in 0..2^40', minHeapBytes);
-  }
-  const svcList = req.services ?? [];
-  if (!Array.isArray(svcList) || svcList.length > 64) throw bad('requirements.services', 'an array of at most 64 service requirements', svcList);
-  const services = svcList.map((s: unknown, i): ServiceRequirement => {
-    const f = `requirements.services[${i}]`;
-    if (!isRecord(s)) throw bad(f, 'an object { type, attributes?, optional? }', s);
-    if (typeof s.type !== 'string' || s.type.length === 0 || s.type.length > 64) throw bad(`${f}.type`, 'a string of 1..64 characters', s.type);
-    const attrs = s.attributes ?? {};
-    if (!isRecord(attrs)) throw bad(`${f}.attributes`, 'an object of strings, numbers and booleans', attrs);
+  const req = reader(app.raw('requirements') ?? {}, 'app.requirements');
+  req.rejectUnknown(['minHeapBytes', 'services']);
+  const minHeapBytes = req.number('minHeapBytes', { min: 0, max: 2 ** 40 }, 0);
+  const svcList = req.raw('services') ?? [];
+  if (!Array.isArray(svcList) || svcList.length > 64) req.fail('services', 'an array of at most 64 service requirements', svcList);
+  const services = (svcList as unknown[]).map((s, i): ServiceRequirement => {
+    const svc = reader(s, `app.requirements.services[${i}]`);
+    const type = svc.string('type');
+    if (type.length > 64) svc.fail('type', 'a string of 1..64 characters', type);
+    const attrsIn = svc.raw('attributes') ?? {};
+    const attrs = reader(attrsIn, `${svc.prefix}.attributes`);
     const attributes: Record<string, string | number | boolean> = {};
-    for (const [k, v] of Object.entries(attrs)) {
-      if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') throw bad(`${f}.attributes.${k}`, 'a string, number or boolean', v);
+    for (const [k, v] of Object.entries(attrsIn as object)) {
+      if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') attrs.fail(k, 'a string, number or boolean', v);
       attributes[k] = v;
     }
-    const optional = s.optional ?? false;
-    if (typeof optional !== 'boolean') throw bad(`${f}.optional`, 'a boolean', optional);
-    return { type: s.type, attributes, optional };
+    return { type, attributes, optional: svc.boolean('optional', false) };
   });
 
-  if (!isRecord(value.handlers)) throw bad('handlers', 'an object of named handler functions', value.handlers);
+  const handlersIn = app.raw('handlers');
+  const hs = reader(handlersIn, 'app.handlers');
   const handlers = new Map<string, AppFunction>();
-  for (const [k, v] of Object.entries(value.handlers)) {
-    if (!HANDLER.test(k)) throw bad(`handlers.${k}`, 'named with 1..64 letters, digits, _ or $ (not starting with a digit)', k);
-    if (typeof v !== 'function') throw bad(`handlers.${k}`, 'a function (ctx, message) => result', v);
+  for (const [k, v] of Object.entries(handlersIn as object)) {
+    if (!HANDLER.test(k)) hs.fail(k, 'named with 1..64 letters, digits, _ or $ (not starting with a digit)', k);
+    if (typeof v !== 'function') hs.fail(k, 'a function (ctx, message) => result', v);
     handlers.set(k, v as AppFunction);
   }
-  if (handlers.size === 0) throw bad('handlers', 'an object with at least one handler', value.handlers);
+  if (handlers.size === 0) app.fail('handlers', 'an object with at least one handler', handlersIn);
 
-  const timersIn = value.timers ?? {};
-  if (!isRecord(timersIn)) throw bad('timers', 'an object of { everyMs, handler }', timersIn);
+  const timersIn = app.raw('timers') ?? {};
+  reader(timersIn, 'app.timers');
   const timers = new Map<string, { everyMs: number; handler: string }>();
-  for (const [k, t] of Object.entries(timersIn)) {
-    if (!isRecord(t)) throw bad(`timers.${k}`, 'an object { everyMs, handler }', t);
-    if (typeof t.everyMs !== 'number' || !Number.isInteger(t.everyMs) || t.everyMs < 10 || t.everyMs > 86_400_000) throw bad(`timers.${k}.everyMs`, 'an integer number of ms in 10..86400000', t.everyMs);
-    if (typeof t.handler !== 'string' || !handlers.has(t.handler)) throw bad(`timers.${k}.handler`, `the name of one of the handlers (${[...handlers.keys()].join(', ')})`, t.handler);
-    timers.set(k, { everyMs: t.everyMs, handler: t.handler });
+  for (const [k, t] of Object.entries(timersIn as object)) {
+    const timer = reader(t, `app.timers.${k}`);
+    const everyMs = timer.number('everyMs', { min: 10, max: 86_400_000 });
+    const handler = timer.oneOf('handler', [...handlers.keys()]);
+    timers.set(k, { everyMs, handler });
   }
 
   return {
-    name: value.name,
-    version: value.version,
+    name,
+    version,
     requirements: { minHeapBytes, services },
-    init: fnOrUndefined(value, 'init', 'init'),
+    init: fnOrUndefined(app, 'init'),
     handlers,
     timers,
-    hooks: {
-      onLeaseLost: fnOrUndefined(value, 'onLeaseLost', 'onLeaseLost'),
-      onMigrated: fnOrUndefined(value, 'onMigrated', 'onMigrated'),
-      onResume: fnOrUndefined(value, 'onResume', 'onResume'),
-    },
+    hooks: { onLeaseLost: fnOrUndefined(app, 'onLeaseLost'), onMigrated: fnOrUndefined(app, 'onMigrated'), onResume: fnOrUndefined(app, 'onResume') },
   };
 }

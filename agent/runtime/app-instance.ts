@@ -1,5 +1,6 @@
 import { FerryError, isFerryError } from '../../core/errors.js';
 import { openHeap, type Heap, type HeapOptions } from '../heap/index.js';
+import { errorAnswerBody } from '../../transports/pending-requests.js';
 import type { AppDefinition, AppFunction } from './app-definition.js';
 import { buildContext, type AppHost } from './app-context.js';
 import type { Sandbox } from './sandbox.js';
@@ -81,7 +82,6 @@ export class AppInstance {
   private closed = false;
   /** Messages sent by the call running now. */
   private sending: OutgoingMessage[] | undefined;
-  private lastSent: OutgoingMessage[] = [];
 
   private constructor(private readonly o: AppInstanceOptions) {
     this.instance = o.instance;
@@ -95,7 +95,7 @@ export class AppInstance {
     if (!a.record.initialized) {
       const init = a.definition.init;
       if (init) {
-        const r = a.run('init', init, undefined, undefined, false);
+        const r = a.run('init', init, undefined, undefined, false).outcome;
         if (!r.ok) {
           a.heap.close();
           throw new FerryError('APP_HANDLER_FAILED', `app ${a.instance}: init failed (${r.code}: ${r.message})`, { field: 'init', app: a.instance, cause: r.code });
@@ -106,11 +106,6 @@ export class AppInstance {
       a.heap.checkpoint({ reason: 'init' });
     }
     return a;
-  }
-
-  /** The heap's committed version. */
-  get version(): number {
-    return this.heap.version;
   }
 
   /** Calls run since the last commit (their answers wait for it). */
@@ -130,12 +125,12 @@ export class AppInstance {
       if (seen !== undefined) return { outcome: this.heap.toPlain(seen) as CallOutcome, repeat: true };
     }
     const fn = this.definition.handlers.get(name);
-    const outcome: CallOutcome = fn
+    const { outcome, sent } = fn
       ? this.run(name, fn, message, requestId, true)
-      : { ok: false, code: 'APP_NO_HANDLER', message: `app ${this.instance} has no handler ${JSON.stringify(name)} (it has ${[...this.definition.handlers.keys()].join(', ')})`, field: 'handler' };
+      : { outcome: { ok: false, code: 'APP_NO_HANDLER', message: `app ${this.instance} has no handler ${JSON.stringify(name)} (it has ${[...this.definition.handlers.keys()].join(', ')})`, field: 'handler' } as CallOutcome, sent: [] };
     // Successes were recorded inside their transaction (run); failures are recorded after the rollback.
     if (!outcome.ok) this.remember(requestId, outcome);
-    this.uncommitted.push({ handler: name, message, requestId, sent: outcome.ok ? this.lastSent : [] });
+    this.uncommitted.push({ handler: name, message, requestId, sent });
     return { outcome, repeat: false };
   }
 
@@ -171,10 +166,6 @@ export class AppInstance {
     return this.heap.toPlain(this.heap.root);
   }
 
-  stats() {
-    return this.heap.stats();
-  }
-
   private checkOpen(): void {
     if (this.closed) throw new FerryError('APP_NOT_RUNNING', `app ${this.instance} is not running`, { field: 'app', app: this.instance });
   }
@@ -204,12 +195,14 @@ export class AppInstance {
     });
   }
 
-  /** One transaction: the handler's changes stay only if it returns a value the heap can keep. */
-  private run(name: string, fn: AppFunction, message: unknown, requestId: string | undefined, counts: boolean): CallOutcome {
+  /**
+   * One transaction: the handler's changes stay only if it returns a value the heap can keep.
+   * `sent` is what it sent with ctx.send (empty unless it succeeded).
+   */
+  private run(name: string, fn: AppFunction, message: unknown, requestId: string | undefined, counts: boolean): { outcome: CallOutcome; sent: OutgoingMessage[] } {
     const sp = this.heap.savepoint();
-    let outcome: CallOutcome;
-    this.sending = [];
-    this.lastSent = [];
+    const sending: OutgoingMessage[] = [];
+    this.sending = sending;
     try {
       const result = this.o.sandbox.call(fn, [this.ctx, message], this.o.handlerTimeoutMs);
       if (result !== null && typeof result === 'object' && typeof (result as { then?: unknown }).then === 'function') {
@@ -221,20 +214,18 @@ export class AppInstance {
       const kept = this.record.last;
       this.remember(requestId, kept);
       if (counts) this.record.applied++;
-      outcome = this.heap.toPlain(kept) as CallOutcome;
       sp.release();
-      this.lastSent = this.sending;
-      return outcome;
+      return { outcome: this.heap.toPlain(kept) as CallOutcome, sent: sending };
     } catch (e) {
       if (isFerryError(e, 'APP_TIMEOUT')) {
         // Stopped anywhere, the heap's own code included: reopen from the checkpoint, run the rest again.
         sp.release();
         this.reload();
-        return { ok: false, code: e.code, message: e.message, field: `handlers.${name}` };
+        return { outcome: { ok: false, code: e.code, message: e.message, field: `handlers.${name}` }, sent: [] };
       }
       sp.rollback();
       sp.release();
-      return failure(this.instance, name, e);
+      return { outcome: failure(this.instance, name, e), sent: [] };
     } finally {
       this.sending = undefined;
     }
@@ -264,10 +255,8 @@ export class AppInstance {
 }
 
 function failure(app: string, name: string, e: unknown): CallOutcome {
-  if (isFerryError(e)) {
-    const field = e.details.field;
-    return { ok: false, code: e.code, message: e.message, ...(field !== undefined ? { field } : {}) };
-  }
+  // A FerryError (HEAP_BAD_VALUE, APP_ASYNC_HANDLER, ...) keeps its code and field, as on the wire.
+  if (isFerryError(e)) return { ok: false, ...errorAnswerBody(e) };
   const msg = e !== null && typeof e === 'object' && typeof (e as { message?: unknown }).message === 'string' ? (e as { message: string }).message : String(e);
   return { ok: false, code: 'APP_HANDLER_FAILED', message: `app ${app}: ${name} threw: ${msg}`, field: `handlers.${name}` };
 }

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { FerryError } from '../../core/errors.js';
 import { checkDefinition, type AppDefinition } from './app-definition.js';
 import { loadSandbox, type Sandbox } from './sandbox.js';
@@ -23,15 +22,4 @@ export async function loadApp(source: string, options: { filename: string; insta
   }
   const sandbox = await loadSandbox(source, { app: options.instance, filename: options.filename, timeoutMs: options.timeoutMs });
   return { definition: checkDefinition(sandbox.exported), sandbox };
-}
-
-/** `loadApp` from a file. Throws APP_BAD_MODULE if it cannot be read. */
-export async function loadAppFile(path: string, options: { instance: string; timeoutMs: number }): Promise<LoadedApp> {
-  let source: string;
-  try {
-    source = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new FerryError('APP_BAD_MODULE', `app module ${path} cannot be read: ${(e as Error).message}`, { field: 'path' }, { cause: e });
-  }
-  return loadApp(source, { filename: path, ...options });
 }

@@ -1,14 +1,21 @@
 import { FerryError } from '../../core/errors.js';
 
+/** What `caught` and `caughtAsync` do with what was thrown: a FerryError is returned, anything else fails the test. */
+function asFerryError(e: unknown): FerryError {
+  if (e instanceof FerryError) return e;
+  throw new Error(`expected a FerryError, got ${String(e)}`, { cause: e });
+}
+
+const NOTHING = 'expected a FerryError, nothing was thrown';
+
 /** Runs fn, which must throw a FerryError, and returns it; fails the test when it throws nothing or something else. */
 export function caught(fn: () => unknown): FerryError {
   try {
     fn();
   } catch (e) {
-    if (e instanceof FerryError) return e;
-    throw new Error(`expected a FerryError, got ${String(e)}`, { cause: e });
+    return asFerryError(e);
   }
-  throw new Error('expected a FerryError, nothing was thrown');
+  throw new Error(NOTHING);
 }
 
 /** `caught` for a function returning a promise, which must reject with a FerryError. */
@@ -16,8 +23,7 @@ export async function caughtAsync(fn: () => Promise<unknown>): Promise<FerryErro
   try {
     await fn();
   } catch (e) {
-    if (e instanceof FerryError) return e;
-    throw new Error(`expected a FerryError, got ${String(e)}`, { cause: e });
+    return asFerryError(e);
   }
-  throw new Error('expected a FerryError, nothing was thrown');
+  throw new Error(NOTHING);
 }
