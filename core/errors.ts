@@ -66,7 +66,13 @@ export const ERROR_CODES = {
   APP_TIMEOUT: "an app's handler ran past its CPU-time limit and was stopped; its changes to the heap were rolled back",
   APP_ASYNC_HANDLER: 'a handler returned a promise; handlers are synchronous transactions, so its changes were rolled back',
   APP_NOT_RUNNING: 'the app instance is suspended, stopped or being removed, so it cannot take the operation now',
-  APP_EXISTS: 'an app with that name is already installed (remove it first, or install a new version)',
+  APP_EXISTS: 'an app instance with that name is already running, or an app of that name is being installed twice',
+  APP_BAD_REQUEST: "a request in an app's mailbox is not an app.call envelope with a handler name; it was acknowledged and answered with this error",
+  AGENT_UNREACHABLE: 'no agent answers on the data directory\'s control socket (not started, or started with another --data)',
+  AGENT_RUNNING: 'another agent already runs on that data directory',
+  AGENT_BAD_REQUEST: 'a control-channel request is malformed or names an unknown command; the error names the field',
+  CONFIG_INVALID: 'ferry.config.json cannot be read, is not JSON, or has an unknown or out-of-range field',
+  CLI_USAGE: 'the ferry command was given an unknown command, a missing argument, or a bad flag',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

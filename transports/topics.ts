@@ -29,6 +29,11 @@ export function bulkAckTopic(senderId: string, transferId: string): string {
   return `${TOPIC_ROOT}/bulk/${senderId}/ack/${transferId}`;
 }
 
+/** An app instance's mailbox: requests to the instance, wherever it runs (PROTOCOL.md, "App mailbox"). */
+export function appMailboxTopic(instance: string): string {
+  return `${TOPIC_ROOT}/app/${instance}/req`;
+}
+
 /** MQTT topic matching: `+` one level, `#` the rest; wildcards at the first level never match `$` topics. */
 export function topicMatches(filter: string, topic: string): boolean {
   if (filter === topic) return true;

@@ -9,6 +9,8 @@ export interface AppHost {
   log(level: 'debug' | 'info' | 'warn' | 'error', message: string, data: unknown): void;
   /** Queues a message to another app instance's handler; it leaves after this call's checkpoint. */
   send(instance: string, handler: string, body: unknown): void;
+  /** Queues a call of a leased service (`type`, operation `op`); its result comes back to handler `reply` as `{ ok, body }` or `{ ok: false, code, message }`. */
+  request(type: string, op: string, args: unknown, reply: string): void;
   /** The app's leases, as JSON text (parsed inside the app's realm). */
   leasesJson(): string;
   app: { name: string; version: string; instance: string };
@@ -29,6 +31,7 @@ const CTX_SOURCE = `(host) => {
     now: () => host.now(),
     log: Object.freeze(log),
     send: (instance, handler, body) => { host.send(String(instance), String(handler), body === undefined ? null : body); },
+    request: (type, op, args, reply) => { host.request(String(type), String(op), args === undefined ? {} : args, String(reply)); },
     leases: () => JSON.parse(host.leasesJson()),
     app: Object.freeze({ name: host.app.name, version: host.app.version, instance: host.app.instance }),
   });

@@ -1,6 +1,7 @@
 import { FerryError, isFerryError } from '../../core/errors.js';
-import { openHeap, type Heap, type HeapOptions } from '../heap/index.js';
+import { openHeap, type Heap, type HeapOptions, type HeapStats } from '../heap/index.js';
 import { errorAnswerBody } from '../../transports/pending-requests.js';
+import { randomId128 } from '../../transports/random-id.js';
 import type { AppDefinition, AppFunction } from './app-definition.js';
 import { buildContext, type AppHost } from './app-context.js';
 import type { Sandbox } from './sandbox.js';
@@ -26,7 +27,7 @@ export interface AppInstanceOptions {
   /** Request ids remembered for exactly-once (oldest forgotten first). */
   rememberReplies: number;
   /** Services for ctx (leases, logging, clock). Sending is collected here and handed out by `commit`. */
-  host: Omit<AppHost, 'root' | 'send'>;
+  host: Omit<AppHost, 'root' | 'send' | 'request'>;
 }
 
 /** Marks the runtime's own record among the heap's pinned objects. */
@@ -41,23 +42,27 @@ interface RuntimeRecord {
   applied: number;
   /** The latest successful outcome: every result passes through the heap, which refuses what it cannot hold. */
   last: CallOutcome | null;
+  /** Messages and service requests made by committed calls and not yet delivered (the outbox). */
+  outbox: Map<string, OutboxEntry>;
+  /** Sequence of outbox ids. */
+  nextOut: number;
 }
 
 interface Uncommitted {
   handler: string;
   message: unknown;
   requestId: string | undefined;
-  /** What the call sent to other apps (ctx.send): it leaves after the commit, and only if the call succeeded. */
-  sent: OutgoingMessage[];
 }
 
-/** A message an app sent with ctx.send. */
-export interface OutgoingMessage {
-  from: string;
-  to: string;
-  handler: string;
-  body: unknown;
-}
+/**
+ * What a call asked of the world, kept in the heap with the call's effects and
+ * handed out after the commit: a message to another app (`ctx.send`) or a call of
+ * a leased service (`ctx.request`), whose result comes back to handler `reply`.
+ * The id is stable across restarts, so a receiver drops a repeat.
+ */
+export type OutboxEntry =
+  | { id: string; kind: 'send'; from: string; to: string; handler: string; body: unknown }
+  | { id: string; kind: 'service'; from: string; type: string; op: string; args: unknown; reply: string };
 
 /**
  * One running app: its sandbox, its heap, and handlers run as transactions.
@@ -80,8 +85,12 @@ export class AppInstance {
   private ctx!: unknown;
   private uncommitted: Uncommitted[] = [];
   private closed = false;
-  /** Messages sent by the call running now. */
-  private sending: OutgoingMessage[] | undefined;
+  /** True while a handler runs: ctx.send and ctx.request work only then. */
+  private running = false;
+  /** Outbox ids handed out by takeOutbox and not yet delivered. */
+  private readonly handedOut = new Set<string>();
+  /** Makes this opening's outbox ids unique even after a restore to an older version. */
+  private salt = '';
 
   private constructor(private readonly o: AppInstanceOptions) {
     this.instance = o.instance;
@@ -95,7 +104,7 @@ export class AppInstance {
     if (!a.record.initialized) {
       const init = a.definition.init;
       if (init) {
-        const r = a.run('init', init, undefined, undefined, false).outcome;
+        const r = a.run('init', init, undefined, undefined, false);
         if (!r.ok) {
           a.heap.close();
           throw new FerryError('APP_HANDLER_FAILED', `app ${a.instance}: init failed (${r.code}: ${r.message})`, { field: 'init', app: a.instance, cause: r.code });
@@ -125,23 +134,61 @@ export class AppInstance {
       if (seen !== undefined) return { outcome: this.heap.toPlain(seen) as CallOutcome, repeat: true };
     }
     const fn = this.definition.handlers.get(name);
-    const { outcome, sent } = fn
+    const outcome: CallOutcome = fn
       ? this.run(name, fn, message, requestId, true)
-      : { outcome: { ok: false, code: 'APP_NO_HANDLER', message: `app ${this.instance} has no handler ${JSON.stringify(name)} (it has ${[...this.definition.handlers.keys()].join(', ')})`, field: 'handler' } as CallOutcome, sent: [] };
+      : { ok: false, code: 'APP_NO_HANDLER', message: `app ${this.instance} has no handler ${JSON.stringify(name)} (it has ${[...this.definition.handlers.keys()].join(', ')})`, field: 'handler' };
     // Successes were recorded inside their transaction (run); failures are recorded after the rollback.
     if (!outcome.ok) this.remember(requestId, outcome);
-    this.uncommitted.push({ handler: name, message, requestId, sent });
+    this.uncommitted.push({ handler: name, message, requestId });
     return { outcome, repeat: false };
   }
 
+  /** Runs a hook (onResume, onLeaseLost, ...) as a call without a request id; an absent hook is a success. */
+  hook(name: keyof AppDefinition['hooks'], message: unknown): CallOutcome {
+    this.checkOpen();
+    const fn = this.definition.hooks[name];
+    if (!fn) return { ok: true, body: null };
+    const outcome = this.run(name, fn, message, undefined, false);
+    this.uncommitted.push({ handler: name, message, requestId: undefined });
+    return outcome;
+  }
+
   /** Commits every call since the last commit as one checkpoint (group commit). Returns the version, or undefined if there was nothing to commit. */
-  commit(): { version: number; calls: number; sent: OutgoingMessage[] } | undefined {
+  commit(): { version: number; calls: number } | undefined {
     this.checkOpen();
     if (this.uncommitted.length === 0) return undefined;
     const r = this.heap.checkpoint({ reason: 'group' });
-    const done = this.uncommitted;
+    const done = this.uncommitted.length;
     this.uncommitted = [];
-    return { version: r.version, calls: done.length, sent: done.flatMap((c) => c.sent) };
+    return { version: r.version, calls: done };
+  }
+
+  /**
+   * The committed outbox entries not handed out yet (plain copies). Call it after
+   * `commit`: entries of uncommitted calls are not handed out.
+   */
+  takeOutbox(): OutboxEntry[] {
+    this.checkOpen();
+    if (this.uncommitted.length > 0) return [];
+    const out: OutboxEntry[] = [];
+    for (const [id, e] of this.record.outbox) {
+      if (this.handedOut.has(id)) continue;
+      this.handedOut.add(id);
+      out.push(structuredClone(this.heap.toPlain(e)) as OutboxEntry);
+    }
+    return out;
+  }
+
+  /** An outbox entry was delivered: it leaves the outbox with the next checkpoint (a repeat after a crash is dropped by its id). */
+  delivered(id: string): void {
+    if (this.closed) return;
+    this.record.outbox.delete(id);
+    this.handedOut.delete(id);
+  }
+
+  /** Entries waiting in the outbox. */
+  get outboxSize(): number {
+    return this.record.outbox.size;
   }
 
   /** Checkpoints and frees the in-memory heap. */
@@ -158,6 +205,12 @@ export class AppInstance {
     if (this.closed) return;
     this.closed = true;
     this.heap.close();
+  }
+
+  /** The heap's figures and its newest committed version (status, `ferry apps`). */
+  heapStats(): HeapStats & { version: number } {
+    this.checkOpen();
+    return { ...this.heap.stats(), version: this.heap.version };
   }
 
   /** A plain copy of the app's root, for status and tests. */
@@ -177,32 +230,43 @@ export class AppInstance {
       // A heap object that is not under root: made through root, then detached and pinned.
       const root = this.heap.root;
       const key = '\u0000ferry.runtime';
-      root[key] = { tag: RECORD_TAG, initialized: false, replies: new Map(), applied: 0, last: null };
+      root[key] = { tag: RECORD_TAG, initialized: false, replies: new Map(), applied: 0, last: null, outbox: new Map(), nextOut: 0 };
       rec = root[key] as RuntimeRecord;
       delete root[key];
       this.heap.pin(rec);
       this.heap.checkpoint({ reason: 'create' });
     }
     this.record = rec;
+    this.salt = randomId128().slice(0, 8);
+    this.handedOut.clear();
     this.ctx = buildContext(this.o.sandbox, {
       ...this.o.host,
       root: () => this.heap.root,
-      send: (to, handler, body) => {
-        if (!this.sending) throw new FerryError('APP_NOT_RUNNING', `app ${this.instance}: ctx.send works only inside a handler`, { field: 'ctx.send' });
-        // Copied now: the message must not change with the sender's heap after the call.
-        this.sending.push({ from: this.instance, to, handler, body: structuredClone(this.heap.toPlain(body)) });
+      send: (to, handler, body) => this.enqueue('ctx.send', { kind: 'send', from: this.instance, to, handler, body }),
+      request: (type, op, args, reply) => {
+        if (!this.definition.handlers.has(reply)) {
+          throw new FerryError('APP_NO_HANDLER', `app ${this.instance}: ctx.request names reply handler ${JSON.stringify(reply)}, which it does not have`, { field: 'ctx.request.reply' });
+        }
+        this.enqueue('ctx.request', { kind: 'service', from: this.instance, type, op, args, reply });
       },
     });
   }
 
+  /** Puts an entry into the outbox, inside the running call's transaction. */
+  private enqueue(what: string, entry: DistributiveOmit<OutboxEntry, 'id'>): void {
+    if (!this.running) throw new FerryError('APP_NOT_RUNNING', `app ${this.instance}: ${what} works only inside a handler`, { field: what });
+    const id = `${this.instance}.${this.salt}.${this.record.nextOut++}`;
+    // The heap copies the body in: it must not change with the sender's state after the call.
+    this.record.outbox.set(id, { id, ...entry } as OutboxEntry);
+  }
+
   /**
-   * One transaction: the handler's changes stay only if it returns a value the heap can keep.
-   * `sent` is what it sent with ctx.send (empty unless it succeeded).
+   * One transaction: the handler's changes (its outbox entries included) stay only if it
+   * returns a value the heap can keep.
    */
-  private run(name: string, fn: AppFunction, message: unknown, requestId: string | undefined, counts: boolean): { outcome: CallOutcome; sent: OutgoingMessage[] } {
+  private run(name: string, fn: AppFunction, message: unknown, requestId: string | undefined, counts: boolean): CallOutcome {
     const sp = this.heap.savepoint();
-    const sending: OutgoingMessage[] = [];
-    this.sending = sending;
+    this.running = true;
     try {
       const result = this.o.sandbox.call(fn, [this.ctx, message], this.o.handlerTimeoutMs);
       if (result !== null && typeof result === 'object' && typeof (result as { then?: unknown }).then === 'function') {
@@ -215,19 +279,19 @@ export class AppInstance {
       this.remember(requestId, kept);
       if (counts) this.record.applied++;
       sp.release();
-      return { outcome: this.heap.toPlain(kept) as CallOutcome, sent: sending };
+      return this.heap.toPlain(kept) as CallOutcome;
     } catch (e) {
       if (isFerryError(e, 'APP_TIMEOUT')) {
         // Stopped anywhere, the heap's own code included: reopen from the checkpoint, run the rest again.
         sp.release();
         this.reload();
-        return { outcome: { ok: false, code: e.code, message: e.message, field: `handlers.${name}` }, sent: [] };
+        return { ok: false, code: e.code, message: e.message, field: `handlers.${name}` };
       }
       sp.rollback();
       sp.release();
-      return { outcome: failure(this.instance, name, e), sent: [] };
+      return failure(this.instance, name, e);
     } finally {
-      this.sending = undefined;
+      this.running = false;
     }
   }
 
@@ -260,3 +324,5 @@ function failure(app: string, name: string, e: unknown): CallOutcome {
   const msg = e !== null && typeof e === 'object' && typeof (e as { message?: unknown }).message === 'string' ? (e as { message: string }).message : String(e);
   return { ok: false, code: 'APP_HANDLER_FAILED', message: `app ${app}: ${name} threw: ${msg}`, field: `handlers.${name}` };
 }
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;

@@ -176,6 +176,11 @@ export class Discovery extends EventEmitter {
     });
   }
 
+  /** Every live service known, sorted by id (the `ferry services` listing). */
+  all(): ServiceDescription[] {
+    return [...this.known.values()].filter((d) => this.isLive(d.id)).sort((a, b) => a.id.localeCompare(b.id));
+  }
+
   isLive(id: string): boolean {
     const d = this.known.get(id);
     return d !== undefined && isLive(d, this.deaths.get(d.provider));

@@ -26,6 +26,7 @@ export default {
     returnsFunction(ctx) { ctx.root.n = 8; return { f() {} }; },
     async isAsync(ctx) { ctx.root.n = 9; await null; ctx.root.log.push('after-await'); return 1; },
     later(ctx) { ctx.root.n = 10; Promise.resolve().then(() => { ctx.root.log.push('microtask'); }); return 'ok'; },
+    badRequest(ctx) { ctx.request('sensor', 'read', {}, 'nope'); },
     send(ctx, m) { ctx.root.n++; ctx.send('other', 'hello', { n: ctx.root.n }); if (m && m.fail) throw new Error('no'); return 'sent'; },
     setGlobal(_ctx, m) { globalThis.mark = m; return typeof process + ',' + typeof require; },
     getGlobal() { return globalThis.mark === undefined ? null : globalThis.mark; },
@@ -183,8 +184,35 @@ describe('app instance: ctx and isolation', () => {
     const a = await open(temp.store(), FAULTY, 'f6');
     a.call('send', null);
     a.call('send', { fail: true });
-    const c = a.commit();
-    expect(c?.sent).toEqual([{ from: 'f6', to: 'other', handler: 'hello', body: { n: 1 } }]);
+    expect(a.takeOutbox()).toEqual([]); // not before the commit
+    a.commit();
+    const out = a.takeOutbox();
+    expect(out).toEqual([{ id: expect.stringMatching(/^f6\./), kind: 'send', from: 'f6', to: 'other', handler: 'hello', body: { n: 1 } }]);
+    expect(a.takeOutbox()).toEqual([]); // handed out once
+    a.close();
+  });
+
+  it('an undelivered outbox entry is handed out again, with the same id, after a crash; a delivered one is gone', async () => {
+    const store = temp.store();
+    const a = await open(store, FAULTY, 'f7');
+    a.call('send', null);
+    a.call('send', null);
+    a.commit();
+    const [first, second] = a.takeOutbox();
+    a.delivered(first!.id);
+    a.call('inc', null);
+    a.commit();
+    a.close(); // a crash: nothing more committed
+    const b = await open(store, FAULTY, 'f7');
+    expect(b.takeOutbox().map((e) => e.id)).toEqual([second!.id]);
+    b.close();
+  });
+
+  it('ctx.send outside a handler and ctx.request naming a missing reply handler are refused', async () => {
+    const a = await open(temp.store(), FAULTY, 'f8');
+    const r = a.call('badRequest', null).outcome;
+    expect(r).toMatchObject({ ok: false, code: 'APP_NO_HANDLER', field: 'ctx.request.reply' });
+    expect(a.outboxSize).toBe(0);
     a.close();
   });
 
@@ -196,7 +224,7 @@ describe('app instance: ctx and isolation', () => {
     expect(ok(b.call('getGlobal', null).outcome)).toBe(null);
     expect(ok(a.call('getGlobal', null).outcome)).toBe('a');
     a.call('inc', null);
-    expect(ok(b.call('ctxShape', null).outcome)).toEqual({ keys: ['app', 'leases', 'log', 'now', 'root', 'send'], frozen: true, calls: 0 });
+    expect(ok(b.call('ctxShape', null).outcome)).toEqual({ keys: ['app', 'leases', 'log', 'now', 'request', 'root', 'send'], frozen: true, calls: 0 });
     a.close();
     b.close();
   });

@@ -1,0 +1,226 @@
+import { resolve } from 'node:path';
+import { FerryError } from '../../core/errors.js';
+import { getProfile, profileNames } from '../../hw-profiles/index.js';
+import { Flags, type ParsedArgs } from './args.js';
+import { readConfig, type FerryConfig } from './config.js';
+import { controlRequest } from './control-client.js';
+
+/** What a command produced: a result to print, or an exit code (start). */
+export type CommandResult = { result: unknown } | { exitCode: number };
+
+export interface CommandContext {
+  parsed: ParsedArgs;
+  /** Writes a human line to stderr (start's banner). */
+  say(text: string): void;
+}
+
+interface Command {
+  usage: string;
+  summary: string;
+  flags: string[];
+  run(ctx: CommandContext, words: string[], f: Flags, config: FerryConfig, dataDir: string): Promise<CommandResult>;
+}
+
+const agent = (dataDir: string, cmd: string, args: Record<string, unknown> = {}) => controlRequest(dataDir, cmd, args).then((result) => ({ result }));
+
+function need(words: string[], i: number, what: string, usage: string): string {
+  const w = words[i];
+  if (w === undefined || w === '') throw new FerryError('CLI_USAGE', `missing <${what}>; usage: ferry ${usage}`, { field: what });
+  return w;
+}
+
+function noMore(words: string[], n: number, usage: string): void {
+  if (words.length > n) throw new FerryError('CLI_USAGE', `unexpected ${JSON.stringify(words[n])}; usage: ferry ${usage}`, { field: 'arguments' });
+}
+
+function version(v: string, usage: string): number {
+  if (!/^\d+$/.test(v) || Number(v) < 1) throw new FerryError('CLI_USAGE', `<version> must be a positive integer, got ${JSON.stringify(v)}; usage: ferry ${usage}`, { field: 'version' });
+  return Number(v);
+}
+
+/** Every `ferry` command. The agent's own commands go over the control socket. */
+export const COMMANDS: Record<string, Command> = {
+  start: {
+    usage: 'start [--profile <name>] [--data <dir>] [--broker <url>] [--port <n>] [--config <file>] [--samples]',
+    summary: 'run the agent in the foreground (embedded broker without --broker)',
+    flags: ['profile', 'broker', 'port', 'samples', 'log-level', 'device-id'],
+    async run(ctx, words, f, config, dataDir) {
+      noMore(words, 0, this.usage);
+      const { runAgent } = await import('./start.js');
+      const broker = f.str('broker') ?? config.broker;
+      const port = f.int('port', 0, 65_535) ?? config.brokerPort;
+      const deviceId = f.str('device-id') ?? config.deviceId;
+      const logLevel = f.str('log-level') ?? config.logLevel;
+      const exitCode = await runAgent(
+        {
+          dataDir,
+          profile: f.str('profile') ?? config.profile ?? 'rpi-4b',
+          ...(broker !== undefined ? { brokerUrl: broker } : {}),
+          ...(port !== undefined ? { brokerPort: port } : {}),
+          ...(deviceId !== undefined ? { deviceId } : {}),
+          ...(logLevel !== undefined ? { logLevel: logLevel as 'info' } : {}),
+          ...(config.handlerTimeoutMs !== undefined ? { handlerTimeoutMs: config.handlerTimeoutMs } : {}),
+          ...(config.maxBatch !== undefined ? { maxBatch: config.maxBatch } : {}),
+          ...(config.durability !== undefined ? { durability: config.durability as 'full' } : {}),
+        },
+        f.bool('samples'),
+        ctx.say,
+      );
+      return { exitCode };
+    },
+  },
+  status: { usage: 'status', summary: "the agent's device, profile, broker and memory", flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'status'), agent(d, 'status')) },
+  profiles: {
+    usage: 'profiles',
+    summary: 'the built-in hardware profiles (no agent needed)',
+    flags: [],
+    async run(_c, w) {
+      noMore(w, 0, this.usage);
+      return {
+        result: profileNames().map((n) => {
+          const p = getProfile(n);
+          return { name: p.name, class: p.deviceClass, wordBits: p.wordBits, heapBudgetBytes: p.heapBudgetBytes, lineBytes: p.cacheLineBytes, services: p.services.join(',') };
+        }),
+      };
+    },
+  },
+  apps: { usage: 'apps', summary: 'installed apps and their instances', flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'apps'), agent(d, 'apps')) },
+  install: {
+    usage: 'install <path>',
+    summary: 'check and install an app module (.mjs, .js, or .ts compiled here)',
+    flags: [],
+    async run(_c, w, _f, _cfg, d) {
+      const path = need(w, 0, 'path', this.usage);
+      noMore(w, 1, this.usage);
+      return agent(d, 'install', { path: resolve(path) });
+    },
+  },
+  run: {
+    usage: 'run <app> [--instance <id>]',
+    summary: 'start an instance of an installed app (default id: the app name)',
+    flags: ['instance'],
+    async run(_c, w, f, _cfg, d) {
+      const app = need(w, 0, 'app', this.usage);
+      noMore(w, 1, this.usage);
+      const instance = f.str('instance');
+      return agent(d, 'run', { app, ...(instance !== undefined ? { instance } : {}) });
+    },
+  },
+  call: {
+    usage: 'call <instance> <handler> [json]',
+    summary: 'run a handler; prints its result once committed',
+    flags: [],
+    async run(_c, w, _f, _cfg, d) {
+      const instance = need(w, 0, 'instance', this.usage);
+      const handler = need(w, 1, 'handler', this.usage);
+      noMore(w, 3, this.usage);
+      let message: unknown = null;
+      if (w[2] !== undefined) {
+        try {
+          message = JSON.parse(w[2]);
+        } catch (e) {
+          throw new FerryError('CLI_USAGE', `[json] is not JSON (${(e as Error).message}); quote it, e.g. '{"by":2}'`, { field: 'json' });
+        }
+      }
+      return agent(d, 'call', { instance, handler, message });
+    },
+  },
+  suspend: instanceCommand('suspend', 'checkpoint an instance and free its memory; requests queue at the broker'),
+  stop: instanceCommand('stop', 'like suspend, and it stays stopped across agent restarts'),
+  resume: {
+    usage: 'resume <instance> [--version <n>]',
+    summary: 'resume from the newest checkpoint, or from version n',
+    flags: ['version'],
+    async run(_c, w, f, _cfg, d) {
+      const instance = need(w, 0, 'instance', this.usage);
+      noMore(w, 1, this.usage);
+      const v = f.int('version', 1, Number.MAX_SAFE_INTEGER);
+      return agent(d, 'resume', { instance, ...(v !== undefined ? { version: v } : {}) });
+    },
+  },
+  remove: {
+    usage: 'remove <app>',
+    summary: 'remove an app with its instances, heaps and checkpoints',
+    flags: [],
+    async run(_c, w, _f, _cfg, d) {
+      const app = need(w, 0, 'app', this.usage);
+      noMore(w, 1, this.usage);
+      return agent(d, 'remove', { app });
+    },
+  },
+  checkpoints: {
+    usage: 'checkpoints [instance]',
+    summary: 'browse the store: checkpoint versions, sizes, times',
+    flags: [],
+    async run(_c, w, _f, _cfg, d) {
+      noMore(w, 1, this.usage);
+      const r = (await controlRequest(d, 'checkpoints', w[0] !== undefined ? { instance: w[0] } : {})) as Array<Record<string, unknown>>;
+      return { result: r.map((c) => ({ ...c, createdAt: new Date(c.createdAt as number).toISOString() })) };
+    },
+  },
+  restore: {
+    usage: 'restore <instance> --version <n>',
+    summary: 'make checkpoint n the newest (and resume there if running)',
+    flags: ['version'],
+    async run(_c, w, f, _cfg, d) {
+      const instance = need(w, 0, 'instance', this.usage);
+      noMore(w, 1, this.usage);
+      const v = f.int('version', 1, Number.MAX_SAFE_INTEGER);
+      if (v === undefined) throw new FerryError('CLI_USAGE', `missing --version <n>; usage: ferry ${this.usage}`, { field: '--version' });
+      return agent(d, 'restore', { instance, version: v });
+    },
+  },
+  checkpoint: {
+    usage: 'checkpoint rm <instance> <version>',
+    summary: 'delete one checkpoint version (not the newest)',
+    flags: [],
+    async run(_c, w, _f, _cfg, d) {
+      if (w[0] !== 'rm') throw new FerryError('CLI_USAGE', `unknown subcommand ${JSON.stringify(w[0] ?? '')}; usage: ferry ${this.usage}`, { field: 'subcommand' });
+      const instance = need(w, 1, 'instance', this.usage);
+      const v = version(need(w, 2, 'version', this.usage), this.usage);
+      noMore(w, 3, this.usage);
+      return agent(d, 'checkpoint-rm', { instance, version: v });
+    },
+  },
+  services: { usage: 'services', summary: 'services discovered on the broker', flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'services'), agent(d, 'services')) },
+  leases: { usage: 'leases', summary: "leases held by this agent's apps", flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'leases'), agent(d, 'leases')) },
+  shutdown: { usage: 'shutdown', summary: 'stop the agent (apps are checkpointed and resume at the next start)', flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'shutdown'), agent(d, 'shutdown')) },
+};
+
+function instanceCommand(name: string, summary: string): Command {
+  const usage = `${name} <instance>`;
+  return {
+    usage,
+    summary,
+    flags: [],
+    async run(_c, w, _f, _cfg, d) {
+      const instance = need(w, 0, 'instance', usage);
+      noMore(w, 1, usage);
+      return agent(d, name, { instance });
+    },
+  };
+}
+
+export function helpText(): string {
+  const width = Math.max(...Object.values(COMMANDS).map((c) => c.usage.length));
+  return [
+    'usage: ferry <command> [arguments] [--data <dir>] [--config <file>] [--json]',
+    '',
+    ...Object.values(COMMANDS).map((c) => `  ${c.usage.padEnd(width)}  ${c.summary}`),
+    '',
+    'The data directory is --data, else $FERRY_DATA, else "data" in ferry.config.json, else ./ferry-data.',
+  ].join('\n');
+}
+
+/** Runs one command line. */
+export async function runCommand(parsed: ParsedArgs, say: (t: string) => void): Promise<CommandResult> {
+  const [name, ...words] = parsed.positionals;
+  if (name === undefined || name === 'help' || parsed.flags.has('help')) return { result: helpText() };
+  const cmd = Object.prototype.hasOwnProperty.call(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!cmd) throw new FerryError('CLI_USAGE', `unknown command ${JSON.stringify(name)} (ferry help lists them)`, { field: 'command' });
+  const f = new Flags(parsed, name);
+  f.allow(cmd.flags);
+  const config = readConfig(f.str('config'));
+  const dataDir = resolve(f.str('data') ?? process.env.FERRY_DATA ?? config.data ?? 'ferry-data');
+  return cmd.run({ parsed, say }, words, f, config, dataDir);
+}

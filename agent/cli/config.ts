@@ -1,0 +1,43 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { FerryError } from '../../core/errors.js';
+import { OptionReader } from '../../core/options.js';
+
+/** `ferry.config.json`: the settings of `ferry start` (flags override them). Every field optional. */
+export interface FerryConfig {
+  /** Data directory (relative to the config file). */
+  data?: string;
+  /** Hardware profile name or profile JSON file. */
+  profile?: string;
+  /** Broker URL; absent: the embedded broker. */
+  broker?: string;
+  /** Embedded broker port. */
+  brokerPort?: number;
+  deviceId?: string;
+  handlerTimeoutMs?: number;
+  maxBatch?: number;
+  durability?: string;
+  logLevel?: string;
+}
+
+const KEYS = ['data', 'profile', 'broker', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'maxBatch', 'durability', 'logLevel'];
+
+/** Reads `path`, or `./ferry.config.json` if it exists; none: `{}`. Bad files are CONFIG_INVALID naming the field. */
+export function readConfig(path: string | undefined): FerryConfig {
+  const file = path ?? (existsSync('ferry.config.json') ? 'ferry.config.json' : undefined);
+  if (file === undefined) return {};
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new FerryError('CONFIG_INVALID', `${file} cannot be read as JSON: ${(e as Error).message}`, { field: 'config' });
+  }
+  const r = new OptionReader(json as Record<string, unknown>, file, 'CONFIG_INVALID');
+  r.rejectUnknown(KEYS);
+  const c: FerryConfig = {};
+  // Type checks here; ranges are checked where the agent reads its options (same field names).
+  for (const k of ['data', 'profile', 'broker', 'deviceId', 'durability', 'logLevel'] as const) if (r.has(k)) c[k] = r.string(k);
+  for (const k of ['brokerPort', 'handlerTimeoutMs', 'maxBatch'] as const) if (r.has(k)) c[k] = r.number(k, { min: 0, max: Number.MAX_SAFE_INTEGER });
+  if (c.data !== undefined) c.data = resolve(dirname(resolve(file)), c.data);
+  return c;
+}

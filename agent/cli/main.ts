@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+import { isFerryError } from '../../core/errors.js';
+import { parseArgs } from './args.js';
+import { runCommand } from './commands.js';
+import { formatHuman } from './format.js';
+
+/**
+ * The `ferry` command. Output: a human form, or with `--json` one JSON value on
+ * stdout. Errors: one line (`ferry: message [CODE]`), or with `--json`
+ * `{"error":{"code","message","field"}}` on stdout; exit status 1. Never a stack trace.
+ */
+async function main(argv: string[]): Promise<number> {
+  const json = argv.includes('--json');
+  try {
+    const parsed = parseArgs(argv);
+    const out = await runCommand(parsed, (t) => process.stderr.write(`${t}\n`));
+    if ('exitCode' in out) return out.exitCode;
+    process.stdout.write(`${json ? JSON.stringify(out.result ?? null) : formatHuman(out.result)}\n`);
+    return 0;
+  } catch (e) {
+    if (json) {
+      const err = isFerryError(e) ? { code: e.code, message: e.message, ...(e.details.field !== undefined ? { field: e.details.field } : {}) } : { code: 'REMOTE_ERROR', message: String(e) };
+      process.stdout.write(`${JSON.stringify({ error: err })}\n`);
+    } else {
+      process.stderr.write(`ferry: ${isFerryError(e) ? `${e.message} [${e.code}]` : String((e as Error)?.message ?? e)}\n`);
+    }
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  () => {
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,93 @@
+import { createHash } from 'node:crypto';
+import { resolve } from 'node:path';
+import { OptionReader } from '../../core/options.js';
+import { DURABILITY_MODES, type Durability } from '../../store/index.js';
+import { DEVICE_ID_PATTERN } from '../../transports/options.js';
+
+/** One structured log line (written as JSON, one per line). */
+export interface LogLine {
+  ts: string;
+  level: LogLevel;
+  event: string;
+  [key: string]: unknown;
+}
+
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** Options of `Agent.start` (and the fields of `ferry.config.json`). Validated on entry; errors name the field. */
+export interface AgentOptions {
+  /** Data directory: the store, the registry, installed app modules and the control socket. Created if missing. Required. */
+  dataDir: string;
+  /** Hardware profile: a built-in name (`ferry profiles`) or a JSON profile file. Default `rpi-4b`. */
+  profile?: string;
+  /** Broker URL (`mqtt://host:port`). Default: none, and the agent starts the embedded broker. */
+  brokerUrl?: string;
+  /** Embedded broker's loopback port, used only without brokerUrl. 0 = any free port. Default 1883. Limits 0..65,535. */
+  brokerPort?: number;
+  /** This device's id on the bus. Default `<profile>-<6 hex of the data directory's path>`. */
+  deviceId?: string;
+  /** Wall-clock limit of one handler run, ms. Default 1,000. Limits 10..60,000. */
+  handlerTimeoutMs?: number;
+  /** Request ids (and their answers) remembered per instance for exactly-once. Default 10,000. Limits 16..1,000,000. */
+  rememberReplies?: number;
+  /** Most calls in one group commit. Default 256. Limits 1..10,000. */
+  maxBatch?: number;
+  /** Store durability (`full`: every checkpoint synced before anything is answered). Default `full`. */
+  durability?: Durability;
+  /** How long `run` waits for a required service to be found and leased, ms. Default 3,000. Limits 0..600,000. */
+  leaseWaitMs?: number;
+  /** Least level written to the log. Default `info`. */
+  logLevel?: LogLevel;
+  /** Where log lines go. Default: one JSON line each on stdout. */
+  log?: (line: LogLine) => void;
+  /** Listen on the control socket (`<dataDir>/ferry.sock`). Default true. */
+  control?: boolean;
+}
+
+export interface ResolvedAgentOptions {
+  dataDir: string;
+  profile: string;
+  brokerUrl: string | undefined;
+  brokerPort: number;
+  deviceId: string;
+  handlerTimeoutMs: number;
+  rememberReplies: number;
+  maxBatch: number;
+  durability: Durability;
+  leaseWaitMs: number;
+  logLevel: LogLevel;
+  log: (line: LogLine) => void;
+  control: boolean;
+}
+
+export const AGENT_OPTION_KEYS = [
+  'dataDir', 'profile', 'brokerUrl', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'rememberReplies', 'maxBatch',
+  'durability', 'leaseWaitMs', 'logLevel', 'log', 'control',
+] as const;
+
+export function readAgentOptions(options: AgentOptions, prefix = 'options', code: 'BAD_OPTION' | 'CONFIG_INVALID' = 'BAD_OPTION'): ResolvedAgentOptions {
+  const r = new OptionReader(options as unknown as Record<string, unknown>, prefix, code);
+  r.rejectUnknown(AGENT_OPTION_KEYS);
+  const dataDir = resolve(r.string('dataDir'));
+  const profile = r.string('profile', 'rpi-4b');
+  const log = r.raw('log');
+  if (log !== undefined && typeof log !== 'function') r.fail('log', 'a function', log);
+  const tag = createHash('sha256').update(dataDir).digest('hex').slice(0, 6);
+  const fallbackId = `${profile.replace(/[^A-Za-z0-9._:-]/g, '-').slice(0, 50)}-${tag}`;
+  return {
+    dataDir,
+    profile,
+    brokerUrl: r.has('brokerUrl') ? r.string('brokerUrl', undefined, /^mqtts?:\/\/[^/\s]+:\d{1,5}\/?$/) : undefined,
+    brokerPort: r.number('brokerPort', { min: 0, max: 65_535 }, 1883),
+    deviceId: r.string('deviceId', fallbackId, DEVICE_ID_PATTERN),
+    handlerTimeoutMs: r.number('handlerTimeoutMs', { min: 10, max: 60_000 }, 1000),
+    rememberReplies: r.number('rememberReplies', { min: 16, max: 1_000_000 }, 10_000),
+    maxBatch: r.number('maxBatch', { min: 1, max: 10_000 }, 256),
+    durability: r.oneOf('durability', DURABILITY_MODES, 'full'),
+    leaseWaitMs: r.number('leaseWaitMs', { min: 0, max: 600_000 }, 3000),
+    logLevel: r.oneOf('logLevel', LOG_LEVELS, 'info'),
+    log: (log as ((l: LogLine) => void) | undefined) ?? ((line) => process.stdout.write(`${JSON.stringify(line)}\n`)),
+    control: r.boolean('control', true),
+  };
+}

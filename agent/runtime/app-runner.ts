@@ -1,0 +1,168 @@
+import { FerryError } from '../../core/errors.js';
+import { decodeEnvelope, isExpired } from '../../transports/envelope.js';
+import type { SessionMessage } from '../../transports/durable-session.js';
+import type { AppInstance, CallOutcome, OutboxEntry } from './app-instance.js';
+
+/** Called once the call's effects are committed (or, for a repeat, once its record is). */
+export type CallDone = (outcome: CallOutcome, repeat: boolean) => void;
+
+/** What a runner needs from the agent around it. */
+export interface RunnerHost {
+  /** Publishes the answer to a mailbox request (after the commit). */
+  answer(replyTo: string, corr: string, outcome: CallOutcome): void;
+  /** Delivers committed outbox entries; the agent calls `runner.delivered(id)` as each is done. */
+  deliver(entries: OutboxEntry[]): void;
+  /** Reports a commit failure or a dropped message. */
+  warn(event: string, data: Record<string, unknown>): void;
+  now(): number;
+  /** Clock difference tolerated when checking a request's ttl, ms. */
+  maxClockSkewMs: number;
+}
+
+/** Group-commit figures. */
+export interface RunnerStats {
+  calls: number;
+  commits: number;
+  /** Calls in the largest group commit. */
+  maxBatch: number;
+  /** Mailbox messages dropped as malformed or expired (acknowledged, never run). */
+  dropped: number;
+}
+
+/**
+ * Runs one instance's calls and group-commits them.
+ *
+ * Every call, whatever its source (the mailbox, the control channel, a timer, a
+ * service result), runs at once as a transaction and its completion waits in the
+ * batch; the batch is committed as one checkpoint when the event loop has no more
+ * input queued for now (setImmediate), or as soon as it holds `maxBatch` calls.
+ * Only then are answers published, mailbox messages acknowledged (in that order:
+ * a crash between the two redelivers the request, which gets its recorded
+ * answer) and outbox entries handed to the agent.
+ */
+export class AppRunner {
+  readonly stats: RunnerStats = { calls: 0, commits: 0, maxBatch: 0, dropped: 0 };
+  private batch: Array<() => void> = [];
+  private scheduled: NodeJS.Immediate | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private stopped = false;
+
+  constructor(
+    readonly instance: AppInstance,
+    private readonly host: RunnerHost,
+    private readonly maxBatch: number,
+  ) {}
+
+  /** Runs `handler` now; `done` is called after the commit holding it. */
+  call(handler: string, message: unknown, requestId: string | undefined, done: CallDone): void {
+    if (this.stopped) throw new FerryError('APP_NOT_RUNNING', `app ${this.instance.instance} is not running`, { field: 'app', app: this.instance.instance });
+    const r = this.instance.call(handler, message, requestId);
+    this.stats.calls++;
+    this.batch.push(() => done(r.outcome, r.repeat));
+    this.schedule();
+  }
+
+  /** A promise form of `call` (the control channel, tests). */
+  callAsync(handler: string, message: unknown, requestId?: string): Promise<{ outcome: CallOutcome; repeat: boolean }> {
+    return new Promise((resolve, reject) => {
+      try {
+        this.call(handler, message, requestId, (outcome, repeat) => resolve({ outcome, repeat }));
+      } catch (e) {
+        reject(e);
+      }
+    });
+  }
+
+  /** One mailbox message: an `app.call` envelope `{ handler, message }`; its id is the request id. */
+  onMailbox(m: SessionMessage): void {
+    if (this.stopped) return; // left unacknowledged: the broker redelivers it to the next runner
+    let env;
+    try {
+      env = decodeEnvelope(m.payload);
+    } catch (e) {
+      this.drop(m, 'malformed', { error: (e as FerryError).message });
+      return;
+    }
+    if (isExpired(env, this.host.now(), this.host.maxClockSkewMs)) {
+      this.drop(m, 'expired', { id: env.id });
+      return;
+    }
+    const body = env.body as { handler?: unknown; message?: unknown } | null;
+    const replyTo = env.replyTo;
+    if (env.type !== 'app.call' || body === null || typeof body !== 'object' || typeof body.handler !== 'string') {
+      const why = env.type !== 'app.call' ? `type must be app.call, got ${JSON.stringify(env.type)}` : 'body.handler must be a handler name';
+      const bad: CallOutcome = { ok: false, code: 'APP_BAD_REQUEST', message: `request ${env.id} to app ${this.instance.instance}: ${why}`, field: env.type !== 'app.call' ? 'envelope.type' : 'body.handler' };
+      if (replyTo) this.host.answer(replyTo, env.id, bad);
+      this.drop(m, 'bad-request', { id: env.id, why });
+      return;
+    }
+    this.call(body.handler, body.message === undefined ? null : body.message, env.id, (outcome) => {
+      if (replyTo) this.host.answer(replyTo, env.id, outcome);
+      m.ack();
+    });
+    if (this.batch.length >= this.maxBatch) this.flush();
+  }
+
+  private drop(m: SessionMessage, why: string, data: Record<string, unknown>): void {
+    this.stats.dropped++;
+    this.host.warn('mailbox.dropped', { app: this.instance.instance, why, ...data });
+    m.ack();
+  }
+
+  /** Starts the app's timers: each tick is a call of its handler with `{ timer }`. */
+  startTimers(): void {
+    for (const [name, t] of this.instance.definition.timers) {
+      const h = setInterval(() => {
+        if (!this.stopped) this.call(t.handler, { timer: name }, undefined, () => undefined);
+      }, t.everyMs);
+      h.unref();
+      this.timers.push(h);
+    }
+  }
+
+  private schedule(): void {
+    this.scheduled ??= setImmediate(() => {
+      this.scheduled = undefined;
+      this.flush();
+    });
+  }
+
+  /** Commits the batch and releases its answers, acks and outbox entries. */
+  flush(): void {
+    if (this.scheduled) {
+      clearImmediate(this.scheduled);
+      this.scheduled = undefined;
+    }
+    if (this.batch.length === 0 || this.stopped) return;
+    const batch = this.batch;
+    this.batch = [];
+    try {
+      const c = this.instance.commit();
+      if (c) {
+        this.stats.commits++;
+        this.stats.maxBatch = Math.max(this.stats.maxBatch, c.calls);
+      }
+    } catch (e) {
+      // Nothing is answered or acknowledged: the requests are redelivered and run again after a restart.
+      this.host.warn('commit.failed', { app: this.instance.instance, error: String(e) });
+      this.stopped = true;
+      return;
+    }
+    for (const done of batch) done();
+    const out = this.instance.takeOutbox();
+    if (out.length > 0) this.host.deliver(out);
+  }
+
+  /** The agent finished delivering an outbox entry. */
+  delivered(id: string): void {
+    this.instance.delivered(id);
+  }
+
+  /** Stops timers and commits what is pending; no call runs after. */
+  stop(): void {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    this.flush();
+    this.stopped = true;
+  }
+}

@@ -1,0 +1,169 @@
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { FerryError, isFerryError } from '../../core/errors.js';
+import type { Agent } from './agent.js';
+
+/** The control socket of a data directory. */
+export function controlSocketPath(dataDir: string): string {
+  return join(dataDir, 'ferry.sock');
+}
+
+/** Longest control request line accepted, bytes. */
+export const MAX_CONTROL_LINE = 1024 * 1024;
+
+/** A control request: one JSON line. */
+export interface ControlRequest {
+  id: number;
+  cmd: string;
+  args: Record<string, unknown>;
+}
+
+/** A control answer: one JSON line. */
+export type ControlAnswer = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: { code: string; message: string; field?: string } };
+
+type Handler = (agent: Agent, a: ArgReader) => unknown;
+
+/** Reads a request's arguments; a missing or wrong one is AGENT_BAD_REQUEST naming it. */
+class ArgReader {
+  constructor(private readonly args: Record<string, unknown>) {}
+  str(name: string): string {
+    const v = this.args[name];
+    if (typeof v !== 'string' || v.length === 0) throw new FerryError('AGENT_BAD_REQUEST', `args.${name} must be a non-empty string`, { field: `args.${name}` });
+    return v;
+  }
+  optStr(name: string): string | undefined {
+    return this.args[name] === undefined ? undefined : this.str(name);
+  }
+  int(name: string): number {
+    const v = this.args[name];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new FerryError('AGENT_BAD_REQUEST', `args.${name} must be a positive integer`, { field: `args.${name}` });
+    return v;
+  }
+  optInt(name: string): number | undefined {
+    return this.args[name] === undefined ? undefined : this.int(name);
+  }
+  raw(name: string): unknown {
+    return this.args[name];
+  }
+}
+
+/** Every command of the control channel (PROTOCOL.md, "Control channel"). */
+const COMMANDS: Record<string, Handler> = {
+  status: (ag) => ag.status(),
+  apps: (ag) => ag.apps(),
+  install: (ag, a) => ag.install(a.str('path')),
+  run: (ag, a) => ag.run(a.str('app'), a.optStr('instance')),
+  call: (ag, a) => ag.call(a.str('instance'), a.str('handler'), a.raw('message')),
+  suspend: (ag, a) => ag.suspend(a.str('instance')),
+  resume: (ag, a) => ag.resume(a.str('instance'), a.optInt('version')),
+  stop: (ag, a) => ag.stop(a.str('instance')),
+  remove: (ag, a) => ag.remove(a.str('app')),
+  checkpoints: (ag, a) => ag.checkpoints(a.optStr('instance')),
+  restore: (ag, a) => ag.restore(a.str('instance'), a.int('version')),
+  'checkpoint-rm': (ag, a) => ag.removeCheckpoint(a.str('instance'), a.int('version')),
+  services: (ag) => ag.serviceList(),
+  leases: (ag) => ag.leases(),
+};
+
+export const CONTROL_COMMANDS = Object.keys(COMMANDS);
+
+/**
+ * The agent's local control channel: a Unix socket in the data directory (only
+ * the data directory's owner can reach it), one JSON request per line, one JSON
+ * answer per line, in order. A bad line gets an AGENT_BAD_REQUEST answer and the
+ * connection stays usable; nothing a client sends can stop the agent.
+ */
+export class ControlServer {
+  private constructor(
+    private readonly server: Server,
+    readonly path: string,
+  ) {}
+
+  /** Throws AGENT_RUNNING if an agent answers on the data directory's socket. */
+  static async checkFree(dataDir: string): Promise<void> {
+    if (await answers(controlSocketPath(dataDir))) throw new FerryError('AGENT_RUNNING', `an agent already runs on ${dataDir} (its control socket answers)`, { field: 'dataDir' });
+  }
+
+  static async listen(agent: Agent, dataDir: string, onShutdown: () => void): Promise<ControlServer> {
+    await ControlServer.checkFree(dataDir);
+    const path = controlSocketPath(dataDir);
+    rmSync(path, { force: true }); // a stale socket of an agent that died
+    const server = createServer((sock) => serve(agent, sock, onShutdown));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => resolve());
+    });
+    return new ControlServer(server, path);
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    rmSync(this.path, { force: true });
+  }
+}
+
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+function serve(agent: Agent, sock: Socket, onShutdown: () => void): void {
+  let buf = '';
+  let chain = Promise.resolve();
+  sock.setEncoding('utf8');
+  sock.on('error', () => undefined);
+  sock.on('data', (chunk: string) => {
+    buf += chunk;
+    if (buf.length > MAX_CONTROL_LINE && !buf.includes('\n')) {
+      write(sock, { id: 0, ok: false, error: { code: 'AGENT_BAD_REQUEST', message: `a control request is longer than ${MAX_CONTROL_LINE} bytes`, field: 'request' } });
+      sock.end();
+      return;
+    }
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (line.trim() === '') continue;
+      // Requests of one connection are answered in order.
+      chain = chain.then(() => handle(agent, line, onShutdown).then((a) => write(sock, a)));
+    }
+  });
+}
+
+async function handle(agent: Agent, line: string, onShutdown: () => void): Promise<ControlAnswer> {
+  let req: Partial<ControlRequest>;
+  try {
+    req = JSON.parse(line) as Partial<ControlRequest>;
+  } catch (e) {
+    return { id: 0, ok: false, error: { code: 'AGENT_BAD_REQUEST', message: `a control request is not JSON: ${(e as Error).message}`, field: 'request' } };
+  }
+  const id = typeof req?.id === 'number' ? req.id : 0;
+  try {
+    if (req === null || typeof req !== 'object') throw new FerryError('AGENT_BAD_REQUEST', 'a control request must be a JSON object', { field: 'request' });
+    if (req.cmd === 'shutdown') {
+      setImmediate(onShutdown);
+      return { id, ok: true, result: { stopping: true } };
+    }
+    const h = typeof req.cmd === 'string' && Object.prototype.hasOwnProperty.call(COMMANDS, req.cmd) ? COMMANDS[req.cmd] : undefined;
+    if (!h) throw new FerryError('AGENT_BAD_REQUEST', `cmd must be one of ${[...CONTROL_COMMANDS, 'shutdown'].join(', ')}, got ${JSON.stringify(req.cmd)}`, { field: 'cmd' });
+    const args = req.args ?? {};
+    if (args === null || typeof args !== 'object' || Array.isArray(args)) throw new FerryError('AGENT_BAD_REQUEST', 'args must be a JSON object', { field: 'args' });
+    const result = await h(agent, new ArgReader(args));
+    return { id, ok: true, result: result === undefined ? null : result };
+  } catch (e) {
+    if (isFerryError(e)) return { id, ok: false, error: { code: e.code, message: e.message, ...(e.details.field !== undefined ? { field: e.details.field } : {}) } };
+    agent.log.error('control.failed', { cmd: req?.cmd, error: String(e), stack: (e as Error)?.stack });
+    return { id, ok: false, error: { code: 'REMOTE_ERROR', message: `the agent failed on ${String(req?.cmd)}: ${(e as Error)?.message ?? String(e)}` } };
+  }
+}
+
+function write(sock: Socket, a: ControlAnswer): void {
+  if (!sock.destroyed) sock.write(`${JSON.stringify(a)}\n`);
+}

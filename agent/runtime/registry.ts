@@ -1,0 +1,111 @@
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { FerryError } from '../../core/errors.js';
+
+/** An installed app: its module is kept in the data directory under `file`. */
+export interface InstalledApp {
+  name: string;
+  version: string;
+  /** Module file name inside `<data>/apps/`. */
+  file: string;
+  installedAt: number;
+}
+
+export type InstanceState = 'running' | 'suspended' | 'stopped';
+
+export interface InstanceRecord {
+  instance: string;
+  app: string;
+  /** What the instance should be after an agent restart: `running` ones are resumed. */
+  state: InstanceState;
+  since: number;
+}
+
+interface RegistryFile {
+  format: 'ferry.registry/1';
+  apps: Record<string, InstalledApp>;
+  instances: Record<string, InstanceRecord>;
+}
+
+/**
+ * The agent's list of installed apps and instances (`<data>/registry.json`).
+ * The heaps are in the store; this file says which app module each instance runs
+ * and whether it was running, so a restart resumes the right ones. Every change is
+ * written to a temporary file, synced, renamed over the old one and the directory
+ * synced: after a power loss the file is the old or the new version, whole.
+ */
+export class Registry {
+  private data: RegistryFile;
+
+  private constructor(
+    readonly path: string,
+    data: RegistryFile,
+  ) {
+    this.data = data;
+  }
+
+  static open(dir: string): Registry {
+    const path = join(dir, 'registry.json');
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return new Registry(path, { format: 'ferry.registry/1', apps: {}, instances: {} });
+      throw new FerryError('STORE_IO', `cannot read ${path}: ${(e as Error).message}`, { field: 'registry' }, { cause: e });
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (e) {
+      throw new FerryError('STORE_CORRUPT', `${path} is not valid JSON (${(e as Error).message}); it was written atomically, so something else changed it`, { field: 'registry' });
+    }
+    const f = parsed as Partial<RegistryFile> | null;
+    if (!f || f.format !== 'ferry.registry/1' || typeof f.apps !== 'object' || typeof f.instances !== 'object' || f.apps === null || f.instances === null) {
+      throw new FerryError('STORE_CORRUPT', `${path} is not a Ferry registry (format ferry.registry/1)`, { field: 'registry.format' });
+    }
+    return new Registry(path, f as RegistryFile);
+  }
+
+  apps(): InstalledApp[] {
+    return Object.values(this.data.apps);
+  }
+
+  app(name: string): InstalledApp | undefined {
+    return Object.prototype.hasOwnProperty.call(this.data.apps, name) ? this.data.apps[name] : undefined;
+  }
+
+  instances(): InstanceRecord[] {
+    return Object.values(this.data.instances);
+  }
+
+  instance(id: string): InstanceRecord | undefined {
+    return Object.prototype.hasOwnProperty.call(this.data.instances, id) ? this.data.instances[id] : undefined;
+  }
+
+  /** Applies `change` to a copy and writes it; the in-memory copy changes only if the write succeeded. */
+  update(change: (d: RegistryFile) => void): void {
+    const next = structuredClone(this.data);
+    change(next);
+    writeAtomically(this.path, `${JSON.stringify(next, null, 2)}\n`);
+    this.data = next;
+  }
+}
+
+/** Writes `text` to `path` so a power loss leaves the old or the new file, never a mix. */
+export function writeAtomically(path: string, text: string): void {
+  const tmp = `${path}.tmp`;
+  const fd = openSync(tmp, 'w');
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  const dfd = openSync(dirname(path), 'r');
+  try {
+    fsyncSync(dfd);
+  } finally {
+    closeSync(dfd);
+  }
+}

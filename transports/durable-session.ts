@@ -1,0 +1,206 @@
+import { MqttClient } from 'mqtt';
+import { FerryError } from '../core/errors.js';
+import { OptionReader } from '../core/options.js';
+import type { BusSessionOptions } from './contract.js';
+import { deferred, openSocket, settledOrNew, sleep, type Deferred } from './connection.js';
+import { isValidFilter } from './topics.js';
+
+/** Options of `DurableSession.connect`. Every field is validated on entry. */
+export interface DurableSessionOptions extends Omit<BusSessionOptions, 'will'> {
+  /** Broker URL, `mqtt://host:port` or `mqtts://host:port`. Required. */
+  url: string;
+  /** MQTT client id: the session's name at the broker, the same on every connection. 1..128 characters. Required. */
+  clientId: string;
+  /** The one filter this session subscribes to (QoS 1). Required. */
+  filter: string;
+  /** MQTT keepalive, seconds. Default 30. Limits 0..65,535. */
+  keepaliveSeconds?: number;
+  /** Time allowed for TCP connect + CONNACK, ms. Default 10,000. Limits 100..600,000. */
+  connectTimeoutMs?: number;
+  /** Delay before reconnecting after a lost connection, ms. Default 200. Limits 10..60,000. */
+  reconnectMs?: number;
+}
+
+/** A QoS 1 message of the session and its acknowledgement, to send once the receiver made it durable. */
+export type SessionMessage = { topic: string; payload: Buffer; redelivered: boolean; ack: () => void };
+
+/**
+ * A persistent MQTT session (clean session off, fixed client id) whose QoS 1
+ * messages are acknowledged when the receiver says so, not when they arrive.
+ *
+ * The broker keeps the subscription and queues messages while no connection is
+ * up, and redelivers every message not yet acknowledged when the session
+ * reconnects. Holding the PUBACK until the receiver has committed what the message
+ * did is what makes a power loss unable to lose an acknowledged message.
+ *
+ * mqtt.js sends the PUBACK itself when its message callback returns, and holding
+ * that callback would stall its packet pipeline. So the session calls back at
+ * once and filters the PUBACKs out of mqtt.js's own sends; `ack()` writes the
+ * PUBACK later, and only on the connection the message came on (after a
+ * reconnect the broker redelivers it, and the receiver's exactly-once records
+ * answer the repeat).
+ */
+export class DurableSession {
+  /** Counters: messages received, acknowledged, acks dropped because their connection had ended. */
+  readonly stats = { received: 0, acked: 0, staleAcks: 0, connects: 0 };
+  private readonly client: MqttClient;
+  private generation = 0;
+  private closed = false;
+  private ready: Deferred = deferred();
+
+  private constructor(
+    readonly options: Readonly<Required<Pick<DurableSessionOptions, 'url' | 'clientId' | 'filter'>>>,
+    client: (self: DurableSession) => MqttClient,
+    private readonly onMessage: (m: SessionMessage) => void,
+  ) {
+    this.client = client(this);
+  }
+
+  /** Connects (resuming the session if the broker has it) and subscribes; resolves when SUBACK'd. */
+  static async connect(options: DurableSessionOptions, onMessage: (m: SessionMessage) => void): Promise<DurableSession> {
+    const r = new OptionReader(options as unknown as Record<string, unknown>, 'options');
+    r.rejectUnknown(['url', 'clientId', 'filter', 'keepaliveSeconds', 'connectTimeoutMs', 'reconnectMs', 'username', 'password', 'tls']);
+    const url = r.string('url', undefined, /^mqtts?:\/\/[^/\s]+:\d{1,5}\/?$/);
+    const clientId = r.string('clientId', undefined, /^[^\u0000]{1,128}$/);
+    const filter = r.string('filter');
+    if (!isValidFilter(filter)) r.fail('filter', 'a valid MQTT topic filter', filter);
+    const keepalive = r.number('keepaliveSeconds', { min: 0, max: 65_535 }, 30);
+    const connectTimeoutMs = r.number('connectTimeoutMs', { min: 100, max: 600_000 }, 10_000);
+    const reconnectMs = r.number('reconnectMs', { min: 10, max: 60_000 }, 200);
+    const username = r.has('username') ? r.string('username') : undefined;
+    const pw = r.raw('password');
+    if (pw !== undefined && typeof pw !== 'string' && !(pw instanceof Uint8Array)) r.fail('password', 'a string or bytes', pw);
+    const password = pw === undefined ? undefined : typeof pw === 'string' ? pw : Buffer.from(pw as Uint8Array);
+    const tls = options.tls;
+
+    const session = new DurableSession(
+      { url, clientId, filter },
+      (self) =>
+        new MqttClient(() => openSocket(url, tls), {
+          protocolId: 'MQTT',
+          protocolVersion: 4,
+          clientId,
+          clean: false,
+          keepalive,
+          connectTimeoutMs,
+          reconnectPeriod: reconnectMs,
+          resubscribe: false,
+          log: () => undefined,
+          ...(username !== undefined ? { username } : {}),
+          ...(password !== undefined ? { password } : {}),
+        } as ConstructorParameters<typeof MqttClient>[1]).on('connect', () => self.onConnect()),
+      onMessage,
+    );
+    session.hook();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        session.ready.promise,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new FerryError('BUS_OFFLINE', `cannot open the session ${clientId} at ${url} within ${connectTimeoutMs} ms (options.connectTimeoutMs)`, { field: 'options.url' })), connectTimeoutMs);
+        }),
+      ]);
+    } catch (e) {
+      await session.close();
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+    return session;
+  }
+
+  get connected(): boolean {
+    return this.client.connected && !this.closed;
+  }
+
+  /** Resolves once connected and subscribed (again). */
+  whenReady(): Promise<void> {
+    return this.ready.promise;
+  }
+
+  private hook(): void {
+    const client = this.client as unknown as {
+      _sendPacket(packet: { cmd: string }, cb?: (e?: Error) => void, cbStorePut?: unknown, noStore?: boolean): void;
+      _writePacket(packet: object, cb?: () => void): void;
+    };
+    const send = client._sendPacket.bind(client);
+    client._sendPacket = (packet, cb, cbStorePut, noStore) => {
+      // mqtt.js's own PUBACK for a message just handed over: not yet; ack() sends it.
+      if (packet.cmd === 'puback') {
+        cb?.();
+        return;
+      }
+      send(packet, cb, cbStorePut, noStore);
+    };
+    this.client.on('message', (topic, payload, packet) => {
+      this.stats.received++;
+      const generation = this.generation;
+      const messageId = packet.messageId;
+      let acked = packet.qos === 0;
+      const ack = () => {
+        if (acked) return;
+        acked = true;
+        if (this.closed || generation !== this.generation || !this.client.connected || messageId === undefined) {
+          this.stats.staleAcks++;
+          return;
+        }
+        this.stats.acked++;
+        client._writePacket({ cmd: 'puback', messageId });
+      };
+      try {
+        this.onMessage({ topic, payload, redelivered: packet.dup === true, ack });
+      } catch {
+        // The receiver's fault must not reach mqtt.js's parser; the message stays unacknowledged.
+      }
+    });
+    this.client.on('close', () => {
+      this.generation++;
+      if (!this.closed) this.ready = settledOrNew(this.ready);
+    });
+    this.client.on('error', () => undefined);
+  }
+
+  private onConnect(): void {
+    this.stats.connects++;
+    this.client.subscribe(this.options.filter, { qos: 1 }, (err, granted) => {
+      if (this.closed || !this.client.connected) return;
+      if (err || granted?.some((g) => g.qos === 128)) {
+        if (!this.ready.settled) this.ready.reject(new FerryError('BAD_OPTION', `the broker refused the subscription to ${this.options.filter}`, { field: 'filter' }));
+        return;
+      }
+      this.ready.resolve();
+    });
+  }
+
+  /**
+   * Ends the connection without ending the session: the broker keeps queueing
+   * (a suspended app's requests wait for it). Unacknowledged messages are redelivered later.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.generation++;
+    if (!this.ready.settled) this.ready.reject(new FerryError('BUS_CLOSED', `the session ${this.options.clientId} is closed`, { field: 'session' }));
+    await Promise.race([this.client.endAsync(!this.client.connected).catch(() => undefined), sleep(1000)]);
+    if (!this.client.disconnected) await this.client.endAsync(true).catch(() => undefined);
+  }
+
+  /** Ends the session at the broker too (its queue and subscription): a removed app's mailbox. */
+  static async discard(options: DurableSessionOptions): Promise<void> {
+    const r = new OptionReader(options as unknown as Record<string, unknown>, 'options');
+    const url = r.string('url');
+    const client = new MqttClient(() => openSocket(url, options.tls), {
+      protocolId: 'MQTT',
+      protocolVersion: 4,
+      clientId: r.string('clientId'),
+      clean: true,
+      reconnectPeriod: 0,
+      log: () => undefined,
+      ...(options.username !== undefined ? { username: options.username } : {}),
+      ...(typeof options.password === 'string' ? { password: options.password } : options.password instanceof Uint8Array ? { password: Buffer.from(options.password) } : {}),
+    } as ConstructorParameters<typeof MqttClient>[1]);
+    client.on('error', () => undefined);
+    await Promise.race([new Promise<void>((res) => client.once('connect', () => res())), sleep(options.connectTimeoutMs ?? 10_000)]);
+    await client.endAsync().catch(() => undefined);
+  }
+}
