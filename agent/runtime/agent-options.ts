@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { OptionReader } from '../../core/options.js';
 import { DURABILITY_MODES, type Durability } from '../../store/index.js';
 import { DEVICE_ID_PATTERN } from '../../transports/options.js';
@@ -35,6 +35,8 @@ export interface AgentOptions {
   maxBatch?: number;
   /** Store durability (`full`: every checkpoint synced before anything is answered). Default `full`. */
   durability?: Durability;
+  /** Checkpoint versions kept per instance for `ferry checkpoints` / `restore` (older ones are reclaimed; versions share unchanged lines). Default 16. Limits 1..1,000. */
+  keepVersions?: number;
   /** How long `run` waits for a required service to be found and leased, ms. Default 3,000. Limits 0..600,000. */
   leaseWaitMs?: number;
   /** Least level written to the log. Default `info`. */
@@ -55,6 +57,7 @@ export interface ResolvedAgentOptions {
   rememberReplies: number;
   maxBatch: number;
   durability: Durability;
+  keepVersions: number;
   leaseWaitMs: number;
   logLevel: LogLevel;
   log: (line: LogLine) => void;
@@ -63,7 +66,7 @@ export interface ResolvedAgentOptions {
 
 export const AGENT_OPTION_KEYS = [
   'dataDir', 'profile', 'brokerUrl', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'rememberReplies', 'maxBatch',
-  'durability', 'leaseWaitMs', 'logLevel', 'log', 'control',
+  'durability', 'keepVersions', 'leaseWaitMs', 'logLevel', 'log', 'control',
 ] as const;
 
 export function readAgentOptions(options: AgentOptions, prefix = 'options', code: 'BAD_OPTION' | 'CONFIG_INVALID' = 'BAD_OPTION'): ResolvedAgentOptions {
@@ -74,7 +77,9 @@ export function readAgentOptions(options: AgentOptions, prefix = 'options', code
   const log = r.raw('log');
   if (log !== undefined && typeof log !== 'function') r.fail('log', 'a function', log);
   const tag = createHash('sha256').update(dataDir).digest('hex').slice(0, 6);
-  const fallbackId = `${profile.replace(/[^A-Za-z0-9._:-]/g, '-').slice(0, 50)}-${tag}`;
+  // A profile file's name without `.json`; anything a topic level cannot hold becomes `-`.
+  const stem = basename(profile).replace(/\.json$/, '').replace(/[^A-Za-z0-9._:-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 50) || 'ferry';
+  const fallbackId = `${stem}-${tag}`;
   return {
     dataDir,
     profile,
@@ -85,6 +90,7 @@ export function readAgentOptions(options: AgentOptions, prefix = 'options', code
     rememberReplies: r.number('rememberReplies', { min: 16, max: 1_000_000 }, 10_000),
     maxBatch: r.number('maxBatch', { min: 1, max: 10_000 }, 256),
     durability: r.oneOf('durability', DURABILITY_MODES, 'full'),
+    keepVersions: r.number('keepVersions', { min: 1, max: 1000 }, 16),
     leaseWaitMs: r.number('leaseWaitMs', { min: 0, max: 600_000 }, 3000),
     logLevel: r.oneOf('logLevel', LOG_LEVELS, 'info'),
     log: (log as ((l: LogLine) => void) | undefined) ?? ((line) => process.stdout.write(`${JSON.stringify(line)}\n`)),

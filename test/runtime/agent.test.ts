@@ -1,0 +1,252 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Agent } from '../../agent/runtime/agent.js';
+import type { AgentOptions } from '../../agent/runtime/agent-options.js';
+import { getProfile } from '../../hw-profiles/index.js';
+import { appMailboxTopic, connectBus, ENVELOPE_VERSION, inboxTopic, type Envelope, type MqttBus } from '../../transports/index.js';
+import { BROKERS, startAedes, type TestBroker } from '../helpers/brokers.js';
+import { caughtAsync } from '../helpers/ferry-error.js';
+import { Temp } from '../heap/graph.js';
+import { until } from '../services/helpers.js';
+
+const temp = new Temp();
+const agents: Agent[] = [];
+afterEach(async () => {
+  for (const a of agents.splice(0)) await a.close();
+  temp.cleanup();
+});
+
+const LEDGER = new URL('./fixtures/ledger.mjs', import.meta.url).pathname;
+const SAMPLE = (name: string) => new URL(`../../apps/${name}.mjs`, import.meta.url).pathname;
+
+async function agent(broker: TestBroker, o: Partial<AgentOptions> = {}): Promise<Agent> {
+  const a = await Agent.start({ dataDir: o.dataDir ?? temp.dir('agent'), brokerUrl: broker.url, log: () => undefined, handlerTimeoutMs: 200, leaseWaitMs: 2000, ...o });
+  agents.push(a);
+  return a;
+}
+
+async function closeAgent(a: Agent): Promise<void> {
+  agents.splice(agents.indexOf(a), 1);
+  await a.close();
+}
+
+describe.each(BROKERS)('agent (%s)', (_name, start) => {
+  let broker: TestBroker;
+  let client: MqttBus;
+  const answers = new Map<string, Envelope[]>();
+  beforeAll(async () => {
+    broker = await start();
+    client = await connectBus({ url: broker.url, deviceId: 'test-client', maxInFlight: 64 });
+    await client.subscribe(inboxTopic('test-client'), (env) => {
+      if (env.corr) answers.set(env.corr, [...(answers.get(env.corr) ?? []), env]);
+    });
+  });
+  afterAll(async () => {
+    await client.close();
+    await broker.stop();
+  });
+
+  /** Publishes an app.call with a chosen id (a client retrying sends the same id). */
+  const send = (instance: string, id: string, handler: string, message: unknown) =>
+    client.publishEnvelope(appMailboxTopic(instance), { v: ENVELOPE_VERSION, type: 'app.call', id, from: 'test-client', replyTo: inboxTopic('test-client'), ts: Date.now(), body: { handler, message } });
+
+  it('answers mailbox requests after the commit, applies a repeated id once, and queues while suspended', async () => {
+    const a = await agent(broker);
+    await a.install(LEDGER);
+    await a.run('ledger');
+    const tag = `q${Date.now()}`;
+    for (let i = 0; i < 20; i++) await send('ledger', `${tag}-${i}`, 'apply', { n: i });
+    await until(() => answers.get(`${tag}-19`) !== undefined, 5000, 'answers');
+    // The same id again: the recorded answer, not a second run.
+    await send('ledger', `${tag}-5`, 'apply', { n: 5 });
+    await until(() => (answers.get(`${tag}-5`) ?? []).length === 2, 5000, 'repeat answer');
+    expect(answers.get(`${tag}-5`)!.map((e) => e.body)).toEqual([{ n: 5, length: 6 }, { n: 5, length: 6 }]);
+    expect(await a.call('ledger', 'list', null)).toEqual([...Array(20).keys()]);
+
+    await a.suspend('ledger');
+    for (let i = 20; i < 25; i++) await send('ledger', `${tag}-${i}`, 'apply', { n: i });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(answers.get(`${tag}-20`)).toBeUndefined();
+    const e = await caughtAsync(() => a.call('ledger', 'list', null));
+    expect(e.code).toBe('APP_NOT_RUNNING');
+    await a.resume('ledger');
+    await until(() => answers.get(`${tag}-24`) !== undefined, 5000, 'queued answers');
+    expect(await a.call('ledger', 'list', null)).toEqual([...Array(25).keys()]);
+    expect(a.view('ledger').mailbox!.commits).toBeGreaterThan(0);
+  });
+
+  it('a malformed mailbox request is answered with APP_BAD_REQUEST and the app keeps serving', async () => {
+    const a = await agent(broker);
+    await a.install(LEDGER);
+    await a.run('ledger', 'ledger-b');
+    const tag = `b${Date.now()}`;
+    await client.publishEnvelope(appMailboxTopic('ledger-b'), { v: ENVELOPE_VERSION, type: 'app.poke', id: `${tag}-1`, from: 'test-client', replyTo: inboxTopic('test-client'), ts: Date.now(), body: {} });
+    await client.publishEnvelope(appMailboxTopic('ledger-b'), { v: ENVELOPE_VERSION, type: 'app.call', id: `${tag}-2`, from: 'test-client', replyTo: inboxTopic('test-client'), ts: Date.now(), body: { handler: 7 } });
+    await client.publishRaw(appMailboxTopic('ledger-b'), Buffer.from('not cbor at all'));
+    await send('ledger-b', `${tag}-3`, 'apply', { n: 1 });
+    await until(() => answers.has(`${tag}-3`), 5000, 'the good request');
+    expect(answers.get(`${tag}-1`)![0]!.body).toMatchObject({ code: 'APP_BAD_REQUEST', field: 'envelope.type' });
+    expect(answers.get(`${tag}-2`)![0]!.body).toMatchObject({ code: 'APP_BAD_REQUEST', field: 'body.handler' });
+    expect(a.runner('ledger-b').stats.dropped).toBe(3);
+    expect(await a.call('ledger-b', 'list', null)).toEqual([1]);
+  });
+
+  it('a handler that throws, loops or stores a function leaves the heap unchanged with a typed error; other apps keep serving', async () => {
+    const a = await agent(broker);
+    await a.install(LEDGER);
+    await a.install(SAMPLE('counter'));
+    await a.run('ledger', 'ledger-f');
+    await a.run('counter');
+    await a.call('ledger-f', 'apply', { n: 1 });
+    const tag = `f${Date.now()}`;
+    for (const [i, h] of ['throws', 'loops', 'storesFunction'].entries()) await send('ledger-f', `${tag}-${i}`, h, null);
+    await until(() => answers.has(`${tag}-2`), 5000, 'error answers');
+    expect([0, 1, 2].map((i) => (answers.get(`${tag}-${i}`)![0]!.body as { code: string }).code)).toEqual(['APP_HANDLER_FAILED', 'APP_TIMEOUT', 'HEAP_BAD_VALUE']);
+    expect(answers.get(`${tag}-0`)![0]!.type).toBe('error');
+    expect(await a.call('ledger-f', 'list', null)).toEqual([1]);
+    expect(await a.call('counter', 'increment', { by: 2 })).toEqual({ count: 2 });
+    for (const h of ['throws', 'loops', 'storesFunction', 'missing']) {
+      const e = await caughtAsync(() => a.call('ledger-f', h, null));
+      expect(e.code).toMatch(/^(APP_HANDLER_FAILED|APP_TIMEOUT|HEAP_BAD_VALUE|APP_NO_HANDLER)$/);
+    }
+    expect(await a.call('ledger-f', 'list', null)).toEqual([1]);
+  });
+
+  it('ctx.send reaches the other instance once, through its mailbox, after the sender committed', async () => {
+    const a = await agent(broker);
+    await a.install(LEDGER);
+    await a.run('ledger', 'alice');
+    await a.run('ledger', 'bob');
+    await a.call('alice', 'tell', { to: 'bob', n: 1 });
+    await a.call('alice', 'tell', { to: 'bob', n: 2 });
+    await until(() => a.view('bob').applied === 2, 5000, 'delivery');
+    expect(await a.call('bob', 'inbox', null)).toEqual([{ from: 'alice', n: 1 }, { from: 'alice', n: 2 }]);
+  });
+
+  it('restarting the agent resumes running instances from their checkpoints; stopped ones stay stopped', async () => {
+    const dataDir = temp.dir('agent');
+    const a = await agent(broker, { dataDir });
+    await a.install(LEDGER);
+    await a.run('ledger', 'keep');
+    await a.run('ledger', 'halt');
+    await a.call('keep', 'apply', { n: 7 });
+    await a.stop('halt');
+    await closeAgent(a);
+    const b = await agent(broker, { dataDir });
+    expect(b.view('keep').state).toBe('running');
+    expect(b.view('halt').state).toBe('stopped');
+    expect(await b.call('keep', 'list', null)).toEqual([7]);
+    await b.resume('halt');
+    expect(b.view('halt').state).toBe('running');
+  });
+});
+
+describe('agent: apps, checkpoints and bad input', () => {
+  let broker: TestBroker;
+  beforeAll(async () => {
+    broker = await startAedes();
+  });
+  afterAll(() => broker.stop());
+
+  it('browses, restores and removes checkpoints; resume --version goes back in time', async () => {
+    const a = await agent(broker);
+    await a.install(SAMPLE('counter'));
+    await a.run('counter');
+    for (let i = 0; i < 3; i++) await a.call('counter', 'increment', null);
+    const list = a.checkpoints('counter');
+    expect(list.length).toBeGreaterThanOrEqual(3);
+    expect(list.filter((c) => c.current)).toHaveLength(1);
+    const head = list.find((c) => c.current)!.version;
+    await a.restore('counter', head - 2);
+    expect(await a.call('counter', 'get', null)).toEqual({ count: 1 });
+    const back = a.checkpoints('counter').find((c) => c.current)!.version;
+    await a.call('counter', 'increment', { by: 10 });
+    expect(await a.call('counter', 'get', null)).toEqual({ count: 11 });
+    await a.resume('counter', back);
+    expect(await a.call('counter', 'get', null)).toEqual({ count: 1 });
+    await a.resume('counter', head);
+    expect(await a.call('counter', 'get', null)).toEqual({ count: 3 });
+    const old = a.checkpoints('counter').find((c) => !c.current)!.version;
+    a.removeCheckpoint('counter', old);
+    expect(a.checkpoints('counter').some((c) => c.version === old)).toBe(false);
+    expect((await caughtAsync(async () => a.removeCheckpoint('counter', a.checkpoints('counter').find((c) => c.current)!.version))).code).toBe('BAD_OPTION');
+    expect((await caughtAsync(() => a.restore('counter', 99_999))).code).toBe('STORE_UNKNOWN_VERSION');
+    await a.remove('counter');
+    expect(a.apps()).toEqual({ apps: [], instances: [] });
+    expect(a.store.hasApp('counter')).toBe(false);
+  });
+
+  it('compiles a TypeScript app at install', async () => {
+    const a = await agent(broker);
+    expect(await a.install(new URL('./fixtures/typed.ts', import.meta.url).pathname)).toEqual({ name: 'typed', version: '0.1.0', replaced: false });
+    await a.run('typed');
+    expect(await a.call('typed', 'add', { by: 4 })).toBe(4);
+  });
+
+  it.each([
+    ['syntax.mjs', 'export default {', 'APP_BAD_MODULE', 'module'],
+    ['imports.mjs', "import fs from 'node:fs'; export default {}", 'APP_BAD_MODULE', 'module'],
+    ['nodefault.mjs', 'export const x = 1;', 'APP_BAD_MODULE', 'module'],
+    ['noname.mjs', 'export default { version: "1", handlers: { a() {} } }', 'APP_BAD_DEFINITION', 'app.name'],
+    ['badtimer.mjs', 'export default { name: "t", version: "1", handlers: { a() {} }, timers: { x: { everyMs: 1, handler: "a" } } }', 'APP_BAD_DEFINITION', 'app.timers.x.everyMs'],
+    ['readme.txt', 'hello', 'APP_BAD_MODULE', 'path'],
+    ['broken.ts', 'export default { name: "b", version: "1", handlers: { a( {} } }', 'APP_BAD_MODULE', 'path'],
+  ])('refuses %s at install (%s, %s) and stores nothing', async (file, text, code, field) => {
+    const a = await agent(broker);
+    const path = join(temp.dir('mod'), file);
+    writeFileSync(path, text);
+    const e = await caughtAsync(() => a.install(path));
+    expect([e.code, e.details.field]).toEqual([code, field]);
+    expect(a.apps().apps).toEqual([]);
+  });
+
+  it('refuses unknown apps, bad instance ids, a second run, and an app needing more heap than the profile gives', async () => {
+    const a = await agent(broker, { profile: 'palm-pda' });
+    expect((await caughtAsync(() => a.run('nope'))).code).toBe('APP_UNKNOWN');
+    await a.install(LEDGER);
+    expect((await caughtAsync(() => a.run('ledger', 'Bad Id'))).details.field).toBe('instance');
+    await a.run('ledger');
+    expect((await caughtAsync(() => a.run('ledger'))).code).toBe('APP_EXISTS');
+    const big = join(temp.dir('mod'), 'big.mjs');
+    writeFileSync(big, 'export default { name: "big", version: "1", requirements: { minHeapBytes: 1048576 }, handlers: { a() {} } }');
+    await a.install(big);
+    const e = await caughtAsync(() => a.run('big'));
+    expect([e.code, e.details.field]).toEqual(['HEAP_NO_MEMORY', 'requirements.minHeapBytes']);
+  });
+
+  it.each([
+    [{ dataDir: '' }, 'options.dataDir'],
+    [{ handlerTimeoutMs: 5 }, 'options.handlerTimeoutMs'],
+    [{ brokerUrl: 'http://x' }, 'options.brokerUrl'],
+    [{ durability: 'sometimes' }, 'options.durability'],
+    [{ colour: 'blue' }, 'options.colour'],
+  ])('refuses agent options %j naming %s', async (o, field) => {
+    const e = await caughtAsync(() => Agent.start({ dataDir: temp.dir('agent'), log: () => undefined, ...(o as object) } as AgentOptions));
+    expect([e.code, e.details.field]).toEqual(['BAD_OPTION', field]);
+  });
+
+  it('sensor-log leases the device sensor, records readings through ctx.request, and its history outgrows the in-memory budget', async () => {
+    const dir = temp.dir('profile');
+    const profile = { ...getProfile('rpi-zero-2w'), name: 'tiny-sensor', heapBudgetBytes: 64 * 1024 };
+    writeFileSync(join(dir, 'tiny.json'), JSON.stringify(profile));
+    const a = await agent(broker, { profile: join(dir, 'tiny.json') });
+    await a.install(SAMPLE('sensor-log'));
+    await a.run('sensor-log');
+    expect(a.leases()).toMatchObject([{ instance: 'sensor-log', type: 'sensor' }]);
+    for (let i = 0; i < 3; i++) await a.call('sensor-log', 'sample', null);
+    await until(() => (a.view('sensor-log').applied ?? 0) >= 6, 5000, 'readings');
+    const s = (await a.call('sensor-log', 'summary', null)) as { count: number; min: number; max: number; failures: number };
+    expect(s.count).toBe(3);
+    expect(s.failures).toBe(0);
+    expect(s.min).toBeGreaterThanOrEqual(15);
+    expect(s.max).toBeLessThanOrEqual(25);
+    for (let i = 0; i < 3000; i++) await a.call('sensor-log', 'add', { celsius: i % 50, at: i });
+    const v = a.view('sensor-log');
+    expect(v.heap!.virtualBytes).toBeGreaterThan(64 * 1024);
+    expect(v.heap!.residentBytes).toBeLessThanOrEqual(64 * 1024);
+    expect(await a.call('sensor-log', 'mean', { from: 0, to: 100 })).toEqual({ count: 100, mean: 24.5 });
+    await a.suspend('sensor-log');
+    expect(a.leases()).toEqual([]);
+  });
+});
