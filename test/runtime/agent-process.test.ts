@@ -1,0 +1,142 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { getProfile } from '../../hw-profiles/index.js';
+import { appMailboxTopic, connectBus, ENVELOPE_VERSION, inboxTopic, type MqttBus } from '../../transports/index.js';
+import { BROKERS, startMosquitto, type TestBroker } from '../helpers/brokers.js';
+import { startAgentProcess, type AgentProcess } from '../helpers/agent-process.js';
+import { Temp } from '../heap/graph.js';
+import { until } from '../services/helpers.js';
+
+const temp = new Temp();
+const running: AgentProcess[] = [];
+afterEach(async () => {
+  for (const a of running.splice(0)) await a.kill();
+  temp.cleanup();
+});
+
+const LEDGER = new URL('./fixtures/ledger.mjs', import.meta.url).pathname;
+const SAMPLE = (name: string) => new URL(`../../apps/${name}.mjs`, import.meta.url).pathname;
+
+async function agentProcess(dataDir: string, args: string[]): Promise<AgentProcess> {
+  const a = startAgentProcess(dataDir, args);
+  running.push(a);
+  await a.ready;
+  return a;
+}
+
+interface View {
+  instance: string;
+  heap: { residentBytes: number; budgetBytes: number; virtualBytes: number };
+}
+
+describe('emulated devices: agent processes on three profiles against one Mosquitto', () => {
+  let broker: TestBroker;
+  beforeAll(async () => {
+    broker = await startMosquitto();
+  });
+  afterAll(() => broker.stop());
+
+  it('each runs apps inside its own budget; the PDA leases the Pi’s sensor; any client reaches an instance by its id', async () => {
+    const devices = await Promise.all(
+      ['rpi-4b', 'android-phone', 'palm-pda'].map((p) => agentProcess(temp.dir(p), ['--profile', p, '--broker', broker.url, '--device-id', `dev-${p}`])),
+    );
+    const [pi, phone, pda] = devices as [AgentProcess, AgentProcess, AgentProcess];
+    for (const [i, d] of devices.entries()) {
+      await d.control('install', { path: SAMPLE('notes') });
+      await d.control('run', { app: 'notes', instance: `notes-${i}` });
+    }
+    // The PDA has no sensor of its own: sensor-log leases one found by discovery (the Pi's or the phone's).
+    await pda.control('install', { path: SAMPLE('sensor-log') });
+    await pda.control('run', { app: 'sensor-log' });
+    const leases = (await pda.control('leases')) as Array<{ type: string; provider: string }>;
+    expect(leases).toHaveLength(1);
+    expect(['dev-rpi-4b', 'dev-android-phone']).toContain(leases[0]!.provider);
+    await pda.control('call', { instance: 'sensor-log', handler: 'sample', message: null });
+    await until(() => pda.logs.length > 0, 100);
+    let summary: { count: number } = { count: 0 };
+    for (let t = 0; t < 100 && summary.count < 1; t++) {
+      summary = (await pda.control('call', { instance: 'sensor-log', handler: 'summary', message: null })) as { count: number };
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(summary.count).toBe(1);
+
+    // Fill the PDA's notes past its 256 KiB budget: the heap pages, the budget holds.
+    const page = 'x'.repeat(8000);
+    for (let i = 0; i < 60; i++) await pda.control('call', { instance: 'notes-2', handler: 'add', message: { text: `${i}\n${page}` } });
+    for (const [i, d] of devices.entries()) {
+      const p = getProfile(['rpi-4b', 'android-phone', 'palm-pda'][i]!);
+      const { instances } = (await d.control('apps')) as { instances: View[] };
+      const notes = instances.find((v) => v.instance === `notes-${i}`)!;
+      expect(notes.heap.budgetBytes).toBe(p.heapBudgetBytes);
+      expect(notes.heap.residentBytes).toBeLessThanOrEqual(p.heapBudgetBytes);
+    }
+    const pdaNotes = ((await pda.control('apps')) as { instances: View[] }).instances.find((v) => v.instance === 'notes-2')!;
+    expect(pdaNotes.heap.virtualBytes).toBeGreaterThan(getProfile('palm-pda').heapBudgetBytes);
+    expect(await pda.control('call', { instance: 'notes-2', handler: 'read', message: { page: 3 } })).toMatchObject({ page: 3, text: `3\n${page}` });
+
+    // A client that knows only the instance id reaches the phone's notes through the broker.
+    const client = await connectBus({ url: broker.url, deviceId: 'dev-client' });
+    try {
+      const answer = await client.request(appMailboxTopic('notes-1'), 'app.call', { handler: 'add', message: { text: 'from afar' } }, { timeoutMs: 5000 });
+      expect(answer.type).toBe('app.call.ok');
+      expect(answer.body).toEqual({ page: 0, pages: 1 });
+    } finally {
+      await client.close();
+    }
+    expect(await phone.control('call', { instance: 'notes-1', handler: 'outline', message: null })).toMatchObject({ pages: [{ page: 0, first: 'from afar' }] });
+    expect(pi.proc.exitCode).toBeNull();
+  });
+});
+
+describe.each(BROKERS)('SIGKILL while a client streams numbered requests (%s)', (_name, start) => {
+  let broker: TestBroker;
+  beforeAll(async () => {
+    broker = await start();
+  });
+  afterAll(() => broker.stop());
+
+  it('every request is applied exactly once, in order, and none is lost', async () => {
+    const dataDir = temp.dir('kill');
+    let agent = await agentProcess(dataDir, ['--broker', broker.url, '--log-level', 'warn']);
+    await agent.control('install', { path: LEDGER });
+    await agent.control('run', { app: 'ledger' });
+
+    const N = 400;
+    const WINDOW = 16;
+    const answers = new Map<number, { n: number; length: number }>();
+    const client: MqttBus = await connectBus({ url: broker.url, deviceId: `kill-client-${process.pid}`, maxInFlight: 64 });
+    const tag = `k${Date.now()}`;
+    await client.subscribe(inboxTopic(client.deviceId), (env) => {
+      if (env.type !== 'app.call.ok' || !env.corr?.startsWith(tag)) return;
+      const i = Number(env.corr.slice(tag.length + 1));
+      answers.set(i, env.body as { n: number; length: number });
+    });
+    const send = (i: number) =>
+      client.publishEnvelope(appMailboxTopic('ledger'), { v: ENVELOPE_VERSION, type: 'app.call', id: `${tag}-${i}`, from: client.deviceId, replyTo: inboxTopic(client.deviceId), ts: Date.now(), body: { handler: 'apply', message: { n: i } } });
+
+    try {
+      // Stream with a window of unanswered requests; kill the agent mid-stream, twice.
+      let next = 0;
+      const kills = [Math.floor(N / 4), Math.floor((2 * N) / 3)];
+      let restarted = 0;
+      while (answers.size < N) {
+        while (next < N && next - answers.size < WINDOW) await send(next++);
+        if (restarted < kills.length && answers.size >= kills[restarted]!) {
+          await agent.kill('SIGKILL');
+          // Requests keep coming while the agent is down: they queue in its session.
+          for (let k = 0; k < WINDOW && next < N; k++) await send(next++);
+          agent = await agentProcess(dataDir, ['--broker', broker.url, '--log-level', 'warn']);
+          restarted++;
+          // A client that timed out would retry with the same ids: do so for every unanswered one.
+          for (let i = 0; i < next; i++) if (!answers.has(i)) await send(i);
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      expect(restarted).toBe(2);
+      const seen = (await agent.control('call', { instance: 'ledger', handler: 'list', message: null })) as number[];
+      expect(seen).toEqual([...Array(N).keys()]);
+      for (let i = 0; i < N; i++) expect(answers.get(i)).toEqual({ n: i, length: i + 1 });
+    } finally {
+      await client.close();
+    }
+  });
+});

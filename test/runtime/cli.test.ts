@@ -1,0 +1,177 @@
+import { execFile, spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FERRY_MAIN, startAgentProcess, type AgentProcess } from '../helpers/agent-process.js';
+import { Temp } from '../heap/graph.js';
+
+const temp = new Temp();
+
+interface Ran {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built `ferry` command as a user would (no extra Node flags). */
+function ferry(args: string[], cwd?: string): Promise<Ran> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [FERRY_MAIN, ...args], { cwd, timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+const json = async (args: string[]) => {
+  const r = await ferry([...args, '--json']);
+  return { ...r, value: JSON.parse(r.stdout) as unknown };
+};
+
+describe('the ferry command, end to end against a real agent', () => {
+  let agent: AgentProcess;
+  let data: string;
+  const d = () => ['--data', data];
+  beforeAll(async () => {
+    data = temp.dir('cli');
+    agent = startAgentProcess(data, ['--port', '0', '--samples']);
+    await agent.ready;
+  });
+  afterAll(async () => {
+    await agent.kill('SIGTERM');
+    temp.cleanup();
+  });
+
+  it('calls a handler and prints its result; --json prints JSON', async () => {
+    const r = await ferry(['call', 'counter', 'increment', ...d()]);
+    expect(r).toMatchObject({ code: 0, stdout: 'count: 1\n' });
+    const j = await json(['call', 'counter', 'increment', '{"by":5}', ...d()]);
+    expect(j.value).toEqual({ count: 6 });
+  });
+
+  it('lists apps, status, services, leases and profiles', async () => {
+    const apps = (await json(['apps', ...d()])).value as { apps: Array<{ name: string }>; instances: Array<{ instance: string; state: string }> };
+    expect(apps.apps.map((a) => a.name).sort()).toEqual(['counter', 'notes', 'sensor-log']);
+    expect(apps.instances.every((i) => i.state === 'running')).toBe(true);
+    expect((await ferry(['apps', ...d()])).stdout).toMatch(/instance\s+app\s+appVersion\s+state/);
+    expect((await json(['status', ...d()])).value).toMatchObject({ profile: 'rpi-4b', embeddedBroker: true, running: 3 });
+    const services = (await json(['services', ...d()])).value as Array<{ type: string }>;
+    expect(services.map((s) => s.type)).toContain('sensor');
+    expect((await json(['leases', ...d()])).value).toMatchObject([{ instance: 'sensor-log', type: 'sensor' }]);
+    const profiles = (await json(['profiles'])).value as Array<{ name: string }>;
+    expect(profiles.map((p) => p.name)).toEqual(expect.arrayContaining(['rpi-4b', 'android-phone', 'palm-pda']));
+  });
+
+  it('suspends, resumes, browses checkpoints, restores one and removes one', async () => {
+    await ferry(['call', 'notes', 'add', '{"text":"first"}', ...d()]);
+    await ferry(['call', 'notes', 'add', '{"text":"second"}', ...d()]);
+    expect((await json(['suspend', 'notes', ...d()])).value).toMatchObject({ state: 'suspended' });
+    const off = await json(['call', 'notes', 'outline', ...d()]);
+    expect(off.code).toBe(1);
+    expect(off.value).toMatchObject({ error: { code: 'APP_NOT_RUNNING' } });
+    expect((await json(['resume', 'notes', ...d()])).value).toMatchObject({ state: 'running' });
+    const cps = (await json(['checkpoints', 'notes', ...d()])).value as Array<{ version: number; current: boolean; bytes: number; createdAt: string }>;
+    expect(cps.length).toBeGreaterThan(2);
+    expect(cps[0]!.createdAt).toMatch(/^\d{4}-\d\d-\d\dT/);
+    // Back to the checkpoint holding one page.
+    let back: number | undefined;
+    for (const c of cps) {
+      await ferry(['restore', 'notes', '--version', String(c.version), ...d()]);
+      const o = (await json(['call', 'notes', 'outline', ...d()])).value as { pages: unknown[] };
+      if (o.pages.length === 1) {
+        back = c.version;
+        break;
+      }
+    }
+    expect(back).toBeDefined();
+    const now = (await json(['checkpoints', 'notes', ...d()])).value as Array<{ version: number; current: boolean }>;
+    const old = now.find((c) => !c.current)!.version;
+    expect((await json(['checkpoint', 'rm', 'notes', String(old), ...d()])).value).toEqual({ instance: 'notes', version: old });
+    expect(((await json(['checkpoints', 'notes', ...d()])).value as Array<{ version: number }>).some((c) => c.version === old)).toBe(false);
+  });
+
+  it('installs, runs, stops and removes an app', async () => {
+    const r = await json(['install', join(import.meta.dirname, 'fixtures', 'ledger.mjs'), ...d()]);
+    expect(r.value).toEqual({ name: 'ledger', version: '1.0.0', replaced: false });
+    expect((await json(['run', 'ledger', '--instance', 'book', ...d()])).value).toMatchObject({ instance: 'book', state: 'running' });
+    expect((await json(['call', 'book', 'apply', '{"n":3}', ...d()])).value).toEqual({ n: 3, length: 1 });
+    expect((await json(['stop', 'book', ...d()])).value).toMatchObject({ state: 'stopped' });
+    expect((await json(['remove', 'ledger', ...d()])).value).toEqual({ removed: ['book'] });
+    expect((await json(['call', 'book', 'list', ...d()])).value).toMatchObject({ error: { code: 'APP_UNKNOWN' } });
+  });
+
+  it.each([
+    [['frobnicate'], 'CLI_USAGE', 'command'],
+    [['call', 'counter'], 'CLI_USAGE', 'handler'],
+    [['call', 'counter', 'increment', '{by:2}'], 'CLI_USAGE', 'json'],
+    [['call', 'counter', 'increment', '1', 'extra'], 'CLI_USAGE', 'arguments'],
+    [['resume', 'counter', '--version', 'abc'], 'CLI_USAGE', '--version'],
+    [['restore', 'counter'], 'CLI_USAGE', '--version'],
+    [['checkpoint', 'drop', 'counter', '1'], 'CLI_USAGE', 'subcommand'],
+    [['apps', '--colour', 'blue'], 'CLI_USAGE', '--colour'],
+    [['run', 'nope'], 'APP_UNKNOWN', 'app'],
+    [['call', 'counter', 'nope'], 'APP_NO_HANDLER', 'handler'],
+    [['install', 'missing.mjs'], 'APP_BAD_MODULE', 'path'],
+    [['restore', 'counter', '--version', '999999'], 'STORE_UNKNOWN_VERSION', 'version'],
+  ])('%j fails with one line: %s naming %s', async (args, code, field) => {
+    const r = await ferry([...args, ...d()]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(new RegExp(`^ferry: .+ \\[${code}\\]\\n$`));
+    const j = await json([...args, ...d()]);
+    expect(j.value).toMatchObject({ error: { code, field } });
+  });
+
+  it('a second agent on the same data directory is refused', async () => {
+    const r = await ferry(['start', '--port', '0', ...d()]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/\[AGENT_RUNNING\]/);
+  });
+});
+
+describe('the ferry command without an agent', () => {
+  it('says no agent runs there, in one line', async () => {
+    const r = await ferry(['status', '--data', temp.dir('none')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^ferry: no agent runs on .+ \[AGENT_UNREACHABLE\]\n$/);
+  });
+
+  it('reads ferry.config.json and names a bad field', async () => {
+    const dir = temp.dir('cfg');
+    writeFileSync(join(dir, 'ferry.config.json'), JSON.stringify({ profile: 'rpi-4b', colour: 'blue' }));
+    const r = await ferry(['status'], dir);
+    expect(r.stderr).toMatch(/ferry\.config\.json\.colour is not a known option.*\[CONFIG_INVALID\]/);
+    writeFileSync(join(dir, 'ferry.config.json'), JSON.stringify({ data: 'here' }));
+    const r2 = await ferry(['status'], dir);
+    expect(r2.stderr).toContain(join(dir, 'here'));
+  });
+
+  it('start with a bad profile fails in one line before doing anything', async () => {
+    const dir = temp.dir('bad');
+    const r = await ferry(['start', '--profile', 'toaster', '--port', '0', '--data', dir]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^ferry: profile "toaster" is not built in .+ \[PROFILE_UNKNOWN\]\n$/);
+  });
+
+  it('start re-runs itself with the flags app modules need, and SIGTERM checkpoints and stops it', async () => {
+    const dir = temp.dir('plain');
+    const child = spawn(process.execPath, [FERRY_MAIN, 'start', '--port', '0', '--samples', '--data', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    const deadline = Date.now() + 20_000;
+    while (!err.includes('ferry call counter increment') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(err).toContain('apps running: counter, notes, sensor-log');
+    expect((await ferry(['call', 'counter', 'increment', '--data', dir])).stdout).toBe('count: 1\n');
+    const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    child.kill('SIGTERM');
+    expect(await exit).toBe(0);
+    // Stopped cleanly: the next start resumes the apps where they were.
+    const again = startAgentProcess(dir, ['--port', '0']);
+    try {
+      await again.ready;
+      expect((await ferry(['call', 'counter', 'get', '--data', dir])).stdout).toBe('count: 1\n');
+    } finally {
+      await again.kill('SIGTERM');
+    }
+  });
+});
