@@ -41,7 +41,7 @@ function version(v: string, usage: string): number {
 /** Every `ferry` command. The agent's own commands go over the control socket. */
 export const COMMANDS: Record<string, Command> = {
   start: {
-    usage: 'start [--profile <name>] [--data <dir>] [--broker <url>] [--port <n>] [--config <file>] [--samples]',
+    usage: 'start [--profile <name>] [--broker <url>] [--port <n>] [--device-id <id>] [--log-level <l>] [--samples]',
     summary: 'run the agent in the foreground (embedded broker without --broker)',
     flags: ['profile', 'broker', 'port', 'samples', 'log-level', 'device-id'],
     async run(ctx, words, f, config, dataDir) {
@@ -125,8 +125,8 @@ export const COMMANDS: Record<string, Command> = {
       return agent(d, 'call', { instance, handler, message });
     },
   },
-  suspend: instanceCommand('suspend', 'checkpoint an instance and free its memory; requests queue at the broker'),
-  stop: instanceCommand('stop', 'like suspend, and it stays stopped across agent restarts'),
+  suspend: instanceCommand('suspend', 'checkpoint an instance and free its memory; requests queue until resume'),
+  stop: instanceCommand('stop', 'checkpoint and stop an instance you are done with for now (resume or run starts it)'),
   resume: {
     usage: 'resume <instance> [--version <n>]',
     summary: 'resume from the newest checkpoint, or from version n',

@@ -2,7 +2,6 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { isFerryError } from '../../core/errors.js';
 import { Agent } from '../runtime/agent.js';
 import type { AgentOptions } from '../runtime/agent-options.js';
 import { ControlServer } from '../runtime/control-server.js';
@@ -74,8 +73,4 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
     ].join('\n'),
   );
   return new Promise<number>(() => undefined); // runs until a signal or `ferry shutdown`
-}
-
-export function describeStartError(e: unknown): string {
-  return isFerryError(e) ? `${e.code}: ${e.message}` : String(e);
 }

@@ -77,7 +77,7 @@ export class Agent {
     const o = readAgentOptions(options);
     const profile = o.profile.endsWith('.json') ? loadProfileFile(o.profile) : getProfile(o.profile);
     mkdirSync(join(o.dataDir, 'apps'), { recursive: true });
-    const store = openStore({ dir: join(o.dataDir, 'store'), profile, durability: o.durability });
+    const store = openStore({ dir: join(o.dataDir, 'store'), profile, durability: o.durability, keepVersions: o.keepVersions });
     let agent: Agent;
     try {
       agent = new Agent(o, store, Registry.open(o.dataDir), profile);
@@ -123,8 +123,7 @@ export class Agent {
         const type = r.leases?.lost(old);
         if (type === undefined) continue;
         this.log.warn('lease.lost', { instance: r.record.instance, type, error: String(e) });
-        r.instance.hook('onLeaseLost', { type, leaseId: old.leaseId, reason: isFerryError(e) ? e.code : String(e) });
-        r.runner.flush();
+        r.runner.hook('onLeaseLost', { type, leaseId: old.leaseId, reason: isFerryError(e) ? e.code : String(e) });
       }
     });
     this.log.info('agent.connected', { deviceId: o.deviceId, broker: this.brokerUrl, embedded: o.brokerUrl === undefined });
@@ -230,10 +229,9 @@ export class Agent {
     await leases.acquire(this.options.leaseWaitMs, strict, (type, e) => this.log.warn('lease.missing', { instance: r.record.instance, type, error: String(e) }));
     r.session = await DurableSession.connect(this.sessionOptions(r.record.instance), (m) => r.runner.onMailbox(m));
     r.runner.startTimers();
-    r.instance.hook('onResume', { checkpoint: r.instance.heapStats().version });
+    // The hook's commit also hands out the outbox left from before a restart.
+    r.runner.hook('onResume', { checkpoint: r.instance.heapStats().version });
     r.runner.flush();
-    const left = r.instance.takeOutbox();
-    for (const e of left) void this.deliver(r, e);
   }
 
   private sessionOptions(instance: string): DurableSessionOptions {
@@ -276,8 +274,12 @@ export class Agent {
     } catch (err) {
       result = isFerryError(err) ? { ok: false, code: err.code, message: err.message } : { ok: false, code: 'REMOTE_ERROR', message: String(err) };
     }
-    if (!this.running.has(r.record.instance) || this.running.get(r.record.instance) !== r) return; // suspended meanwhile: redelivered at resume
-    r.runner.call(e.reply, result, `${e.id}/reply`, () => r.runner.delivered(e.id));
+    if (this.running.get(r.record.instance) !== r) return; // suspended meanwhile: redelivered at resume
+    try {
+      r.runner.call(e.reply, result, `${e.id}/reply`, () => r.runner.delivered(e.id));
+    } catch (err) {
+      this.log.warn('service.reply-failed', { instance: e.from, error: String(err) });
+    }
   }
 
   /** Runs a handler (`ferry call`) and returns its result after the commit; an app error is thrown as a FerryError. */
@@ -310,12 +312,34 @@ export class Agent {
     this.checkOpen();
     const rec = this.registry.instance(instance);
     if (!rec) throw this.unknownApp(instance);
-    if (this.running.has(instance)) {
+    const r = this.running.get(instance);
+    if (r) {
       if (version === undefined) throw new FerryError('APP_EXISTS', `instance ${instance} is already running`, { field: 'instance' });
-      await this.shut(this.running.get(instance)!, 'suspend');
+      return this.reopenAt(r, version);
     }
     if (version !== undefined) this.checkVersion(instance, version);
     return this.start(rec, version);
+  }
+
+  /**
+   * Moves a running instance to checkpoint `version`. Its pending calls are committed
+   * first, without the extra checkpoint a suspend writes (which could push the oldest
+   * kept version out); if `version` is not there, the instance goes on at its newest.
+   */
+  private async reopenAt(r: Running, version: number): Promise<InstanceView> {
+    r.runner.stop();
+    let missing: unknown;
+    try {
+      this.checkVersion(r.record.instance, version);
+    } catch (e) {
+      missing = e;
+    }
+    await this.shut(r, 'close');
+    if (missing !== undefined) {
+      await this.start(r.record, undefined);
+      throw missing;
+    }
+    return this.start(r.record, version);
   }
 
   /** Removes an app: its instances (heaps, checkpoints, mailbox sessions) and its module. */
@@ -348,12 +372,9 @@ export class Agent {
   /** Makes `version` the newest checkpoint and resumes the instance there if it was running. */
   async restore(instance: string, version: number): Promise<InstanceView> {
     this.known(instance);
-    this.checkVersion(instance, version);
     const r = this.running.get(instance);
-    if (r) {
-      await this.shut(r, 'suspend');
-      return this.start(r.record, version);
-    }
+    if (r) return this.reopenAt(r, version);
+    this.checkVersion(instance, version);
     this.store.restore(instance, version);
     return this.view(instance);
   }

@@ -33,11 +33,20 @@ export interface AppInstanceOptions {
 /** Marks the runtime's own record among the heap's pinned objects. */
 const RECORD_TAG = 'ferry.runtime/1';
 
+/**
+ * Request ids per map of remembered replies. One map of every id would reach the heap's
+ * object size limit (64 KiB: about 2,000 ids) and then refuse every call; a small map is
+ * also all a commit rewrites of them.
+ */
+const REPLY_BUCKET = 256;
+
 interface RuntimeRecord {
   tag: string;
   initialized: boolean;
-  /** Request id → outcome, insertion-ordered (the oldest is forgotten first). */
+  /** Request id → outcome of the newest calls, insertion-ordered (the oldest is forgotten first). */
   replies: Map<string, CallOutcome>;
+  /** Earlier `replies` maps, oldest first (see REPLY_BUCKET); absent in heaps made before them. */
+  olderReplies?: Array<Map<string, CallOutcome>>;
   /** Calls applied so far (every handler run that committed, repeats excluded). */
   applied: number;
   /** The latest successful outcome: every result passes through the heap, which refuses what it cannot hold. */
@@ -130,7 +139,7 @@ export class AppInstance {
   call(name: string, message: unknown, requestId?: string): CallResult {
     this.checkOpen();
     if (requestId !== undefined) {
-      const seen = this.record.replies.get(requestId);
+      const seen = this.recalled(requestId);
       if (seen !== undefined) return { outcome: this.heap.toPlain(seen) as CallOutcome, repeat: true };
     }
     const fn = this.definition.handlers.get(name);
@@ -207,6 +216,15 @@ export class AppInstance {
     this.heap.close();
   }
 
+  /**
+   * At a bookmark (every call committed): lets the heap run a due collection, precise
+   * here because no handler holds heap objects in its locals, or a due checkpoint.
+   */
+  maintain(): void {
+    if (this.closed || this.uncommitted.length > 0) return;
+    this.heap.runDue({ bookmark: true });
+  }
+
   /** The heap's figures and its newest committed version (status, `ferry apps`). */
   heapStats(): HeapStats & { version: number } {
     this.checkOpen();
@@ -255,9 +273,18 @@ export class AppInstance {
   /** Puts an entry into the outbox, inside the running call's transaction. */
   private enqueue(what: string, entry: DistributiveOmit<OutboxEntry, 'id'>): void {
     if (!this.running) throw new FerryError('APP_NOT_RUNNING', `app ${this.instance}: ${what} works only inside a handler`, { field: what });
+    // A copy: a heap object would be stored by reference and change with the sender's state.
+    const copy = { ...entry } as Record<string, unknown>;
+    for (const k of ['body', 'args'] as const) {
+      if (!(k in copy)) continue;
+      try {
+        copy[k] = structuredClone(this.heap.toPlain(copy[k]));
+      } catch (e) {
+        throw new FerryError('HEAP_BAD_VALUE', `app ${this.instance}: ${what} ${k} must be plain data (no functions): ${(e as Error).message}`, { field: `${what}.${k}` });
+      }
+    }
     const id = `${this.instance}.${this.salt}.${this.record.nextOut++}`;
-    // The heap copies the body in: it must not change with the sender's state after the call.
-    this.record.outbox.set(id, { id, ...entry } as OutboxEntry);
+    this.record.outbox.set(id, { id, ...copy } as OutboxEntry);
   }
 
   /**
@@ -295,15 +322,47 @@ export class AppInstance {
     }
   }
 
+  /** The recorded outcome of `requestId`, if remembered. */
+  private recalled(requestId: string): CallOutcome | undefined {
+    const hit = this.record.replies.get(requestId);
+    const older = this.record.olderReplies;
+    if (hit !== undefined || older === undefined) return hit;
+    for (let i = older.length - 1; i >= 0; i--) {
+      const h = older[i]!.get(requestId);
+      if (h !== undefined) return h;
+    }
+    return undefined;
+  }
+
   private remember(requestId: string | undefined, outcome: CallOutcome): void {
     if (requestId === undefined) return;
+    if (this.record.replies.size >= REPLY_BUCKET && this.o.rememberReplies > REPLY_BUCKET) this.newReplyBucket();
+    try {
+      this.record.replies.set(requestId, outcome);
+    } catch (e) {
+      // Full by the heap's object size limit before REPLY_BUCKET ids (a small profile, long ids).
+      if (!isFerryError(e, 'HEAP_VALUE_TOO_LARGE') || this.record.replies.size === 0) throw e;
+      this.newReplyBucket();
+      this.record.replies.set(requestId, outcome);
+    }
     const replies = this.record.replies;
-    replies.set(requestId, outcome);
     while (replies.size > this.o.rememberReplies) {
       const oldest = replies.keys().next().value;
       if (oldest === undefined) break;
       replies.delete(oldest);
     }
+  }
+
+  /** Starts a new `replies` map; the oldest maps go while the others still hold rememberReplies ids. */
+  private newReplyBucket(): void {
+    const rec = this.record;
+    rec.olderReplies ??= [];
+    const older = rec.olderReplies;
+    older.push(rec.replies);
+    rec.replies = new Map();
+    let kept = 0;
+    for (const b of older) kept += b.size;
+    while (older.length > 0 && kept - older[0]!.size >= this.o.rememberReplies) kept -= older.shift()!.size;
   }
 
   private reload(): void {
@@ -312,7 +371,7 @@ export class AppInstance {
     this.heap.close();
     this.openHeap();
     for (const c of redo) {
-      if (c.requestId !== undefined && this.record.replies.has(c.requestId)) continue;
+      if (c.requestId !== undefined && this.recalled(c.requestId) !== undefined) continue;
       this.call(c.handler, c.message, c.requestId);
     }
   }

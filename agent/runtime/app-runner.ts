@@ -42,7 +42,8 @@ export interface RunnerStats {
  */
 export class AppRunner {
   readonly stats: RunnerStats = { calls: 0, commits: 0, maxBatch: 0, dropped: 0 };
-  private batch: Array<() => void> = [];
+  /** Completions of the calls since the last commit; `fail` is told if the commit fails. */
+  private batch: Array<{ done: () => void; fail?: (e: unknown) => void }> = [];
   private scheduled: NodeJS.Immediate | undefined;
   private timers: NodeJS.Timeout[] = [];
   private stopped = false;
@@ -54,11 +55,20 @@ export class AppRunner {
   ) {}
 
   /** Runs `handler` now; `done` is called after the commit holding it. */
-  call(handler: string, message: unknown, requestId: string | undefined, done: CallDone): void {
+  call(handler: string, message: unknown, requestId: string | undefined, done: CallDone, fail?: (e: unknown) => void): void {
     if (this.stopped) throw new FerryError('APP_NOT_RUNNING', `app ${this.instance.instance} is not running`, { field: 'app', app: this.instance.instance });
     const r = this.instance.call(handler, message, requestId);
     this.stats.calls++;
-    this.batch.push(() => done(r.outcome, r.repeat));
+    this.batch.push({ done: () => done(r.outcome, r.repeat), fail });
+    this.schedule();
+  }
+
+  /** Runs a hook (onResume, onLeaseLost, ...) as a call of the next commit. */
+  hook(name: 'onResume' | 'onLeaseLost', message: unknown): void {
+    if (this.stopped) return;
+    const outcome = this.instance.hook(name, message);
+    if (!outcome.ok) this.host.warn('hook.failed', { app: this.instance.instance, hook: name, code: outcome.code, error: outcome.message });
+    this.batch.push({ done: () => undefined });
     this.schedule();
   }
 
@@ -66,7 +76,7 @@ export class AppRunner {
   callAsync(handler: string, message: unknown, requestId?: string): Promise<{ outcome: CallOutcome; repeat: boolean }> {
     return new Promise((resolve, reject) => {
       try {
-        this.call(handler, message, requestId, (outcome, repeat) => resolve({ outcome, repeat }));
+        this.call(handler, message, requestId, (outcome, repeat) => resolve({ outcome, repeat }), reject);
       } catch (e) {
         reject(e);
       }
@@ -93,7 +103,7 @@ export class AppRunner {
       const why = env.type !== 'app.call' ? `type must be app.call, got ${JSON.stringify(env.type)}` : 'body.handler must be a handler name';
       const bad: CallOutcome = { ok: false, code: 'APP_BAD_REQUEST', message: `request ${env.id} to app ${this.instance.instance}: ${why}`, field: env.type !== 'app.call' ? 'envelope.type' : 'body.handler' };
       if (replyTo) this.host.answer(replyTo, env.id, bad);
-      this.drop(m, 'bad-request', { id: env.id, why });
+      this.drop(m, 'bad-request', { id: env.id, detail: why });
       return;
     }
     this.call(body.handler, body.message === undefined ? null : body.message, env.id, (outcome) => {
@@ -143,14 +153,18 @@ export class AppRunner {
         this.stats.maxBatch = Math.max(this.stats.maxBatch, c.calls);
       }
     } catch (e) {
-      // Nothing is answered or acknowledged: the requests are redelivered and run again after a restart.
+      // Nothing is answered or acknowledged: mailbox requests are redelivered and run again after a
+      // restart; local callers are told now.
       this.host.warn('commit.failed', { app: this.instance.instance, error: String(e) });
       this.stopped = true;
+      for (const b of batch) b.fail?.(e);
       return;
     }
-    for (const done of batch) done();
+    for (const b of batch) b.done();
     const out = this.instance.takeOutbox();
     if (out.length > 0) this.host.deliver(out);
+    // A bookmark: the heap may collect (precisely) or checkpoint what is due.
+    this.instance.maintain();
   }
 
   /** The agent finished delivering an outbox entry. */

@@ -59,10 +59,28 @@ describe('emulated devices: agent processes on three profiles against one Mosqui
     }
     expect(summary.count).toBe(1);
 
+    // The provider dies (SIGKILL: its will announces it): the lease moves to the other sensor.
+    const provider = leases[0]!.provider === 'dev-rpi-4b' ? pi : phone;
+    const other = provider === pi ? 'dev-android-phone' : 'dev-rpi-4b';
+    await provider.kill('SIGKILL');
+    let moved: Array<{ provider: string }> = [];
+    for (let t = 0; t < 200 && moved[0]?.provider !== other; t++) {
+      moved = (await pda.control('leases')) as Array<{ provider: string }>;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(moved).toMatchObject([{ type: 'sensor', provider: other }]);
+    await pda.control('call', { instance: 'sensor-log', handler: 'sample', message: null });
+    for (let t = 0; t < 100 && summary.count < 2; t++) {
+      summary = (await pda.control('call', { instance: 'sensor-log', handler: 'summary', message: null })) as { count: number };
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(summary).toMatchObject({ count: 2, failures: 0 });
+
     // Fill the PDA's notes past its 256 KiB budget: the heap pages, the budget holds.
     const page = 'x'.repeat(8000);
     for (let i = 0; i < 60; i++) await pda.control('call', { instance: 'notes-2', handler: 'add', message: { text: `${i}\n${page}` } });
     for (const [i, d] of devices.entries()) {
+      if (d.proc.exitCode !== null || d.proc.signalCode !== null) continue;
       const p = getProfile(['rpi-4b', 'android-phone', 'palm-pda'][i]!);
       const { instances } = (await d.control('apps')) as { instances: View[] };
       const notes = instances.find((v) => v.instance === `notes-${i}`)!;
@@ -73,17 +91,19 @@ describe('emulated devices: agent processes on three profiles against one Mosqui
     expect(pdaNotes.heap.virtualBytes).toBeGreaterThan(getProfile('palm-pda').heapBudgetBytes);
     expect(await pda.control('call', { instance: 'notes-2', handler: 'read', message: { page: 3 } })).toMatchObject({ page: 3, text: `3\n${page}` });
 
-    // A client that knows only the instance id reaches the phone's notes through the broker.
+    // A client that knows only the instance id reaches the surviving device's notes through the broker.
+    const alive = provider === pi ? phone : pi;
+    const far = `notes-${alive === pi ? 0 : 1}`;
     const client = await connectBus({ url: broker.url, deviceId: 'dev-client' });
     try {
-      const answer = await client.request(appMailboxTopic('notes-1'), 'app.call', { handler: 'add', message: { text: 'from afar' } }, { timeoutMs: 5000 });
+      const answer = await client.request(appMailboxTopic(far), 'app.call', { handler: 'add', message: { text: 'from afar' } }, { timeoutMs: 5000 });
       expect(answer.type).toBe('app.call.ok');
       expect(answer.body).toEqual({ page: 0, pages: 1 });
     } finally {
       await client.close();
     }
-    expect(await phone.control('call', { instance: 'notes-1', handler: 'outline', message: null })).toMatchObject({ pages: [{ page: 0, first: 'from afar' }] });
-    expect(pi.proc.exitCode).toBeNull();
+    expect(await alive.control('call', { instance: far, handler: 'outline', message: null })).toMatchObject({ pages: [{ page: 0, first: 'from afar' }] });
+    expect(alive.proc.exitCode).toBeNull();
   });
 });
 

@@ -1,7 +1,9 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { connect } from 'node:net';
 import { Agent } from '../../agent/runtime/agent.js';
+import { ControlServer, controlSocketPath } from '../../agent/runtime/control-server.js';
 import type { AgentOptions } from '../../agent/runtime/agent-options.js';
 import { getProfile } from '../../hw-profiles/index.js';
 import { appMailboxTopic, connectBus, ENVELOPE_VERSION, inboxTopic, type Envelope, type MqttBus } from '../../transports/index.js';
@@ -177,6 +179,23 @@ describe('agent: apps, checkpoints and bad input', () => {
     expect(a.store.hasApp('counter')).toBe(false);
   });
 
+  it('restores a running instance to its oldest kept checkpoint; a version not kept leaves it running at its newest', async () => {
+    const a = await agent(broker, { keepVersions: 4 });
+    await a.install(SAMPLE('counter'));
+    await a.run('counter');
+    for (let i = 0; i < 6; i++) await a.call('counter', 'increment', null);
+    const kept = a.checkpoints('counter');
+    expect(kept).toHaveLength(4);
+    const oldest = kept[0]!.version;
+    const count = 6 - (kept.at(-1)!.version - oldest);
+    await a.restore('counter', oldest);
+    expect(await a.call('counter', 'get', null)).toEqual({ count });
+    const e = await caughtAsync(() => a.resume('counter', 1));
+    expect(e.code).toBe('STORE_UNKNOWN_VERSION');
+    expect(a.view('counter').state).toBe('running');
+    expect(await a.call('counter', 'get', null)).toEqual({ count });
+  });
+
   it('compiles a TypeScript app at install', async () => {
     const a = await agent(broker);
     expect(await a.install(new URL('./fixtures/typed.ts', import.meta.url).pathname)).toEqual({ name: 'typed', version: '0.1.0', replaced: false });
@@ -224,6 +243,63 @@ describe('agent: apps, checkpoints and bad input', () => {
   ])('refuses agent options %j naming %s', async (o, field) => {
     const e = await caughtAsync(() => Agent.start({ dataDir: temp.dir('agent'), log: () => undefined, ...(o as object) } as AgentOptions));
     expect([e.code, e.details.field]).toEqual(['BAD_OPTION', field]);
+  });
+
+  it('runs timers as calls and the onResume hook at each resume', async () => {
+    const a = await agent(broker);
+    await a.install(new URL('./fixtures/ticker.mjs', import.meta.url).pathname);
+    await a.run('ticker');
+    await until(() => (a.view('ticker').applied ?? 0) >= 3, 5000, 'ticks');
+    const g = (await a.call('ticker', 'get', null)) as { ticks: number; lastTimer: string; resumes: number };
+    expect(g.ticks).toBeGreaterThanOrEqual(3);
+    expect(g.lastTimer).toBe('beat');
+    expect(g.resumes).toBe(1);
+    await a.suspend('ticker');
+    await a.resume('ticker');
+    expect(((await a.call('ticker', 'get', null)) as { resumes: number }).resumes).toBe(2);
+  });
+
+  it('refuses to start on a registry that is not one, naming it, and changes nothing', async () => {
+    const dataDir = temp.dir('agent');
+    writeFileSync(join(dataDir, 'registry.json'), '{"format": "something else"');
+    const e = await caughtAsync(() => agent(broker, { dataDir }));
+    expect([e.code, e.details.field]).toEqual(['STORE_CORRUPT', 'registry']);
+    writeFileSync(join(dataDir, 'registry.json'), '{"format": "something else"}');
+    const e2 = await caughtAsync(() => agent(broker, { dataDir }));
+    expect([e2.code, e2.details.field]).toEqual(['STORE_CORRUPT', 'registry.format']);
+  });
+
+  it('the control channel answers bad lines with AGENT_BAD_REQUEST naming the field, and keeps serving', async () => {
+    const a = await agent(broker);
+    const server = await ControlServer.listen(a, a.options.dataDir, () => undefined);
+    try {
+      const lines = ['garbage', '{"id":2,"cmd":"nope"}', '{"id":3,"cmd":"call","args":{"instance":5}}', '{"id":4,"cmd":"status","args":[1]}', '{"id":5,"cmd":"resume","args":{"instance":"x","version":1.5}}', '{"id":6,"cmd":"status"}'];
+      const answers = await new Promise<Array<Record<string, unknown>>>((resolve, reject) => {
+        const sock = connect(controlSocketPath(a.options.dataDir));
+        let buf = '';
+        sock.on('error', reject);
+        sock.on('connect', () => sock.write(lines.map((l) => `${l}\n`).join('')));
+        sock.on('data', (d) => {
+          buf += d.toString();
+          const got = buf.split('\n').filter(Boolean);
+          if (got.length === lines.length) {
+            sock.destroy();
+            resolve(got.map((l) => JSON.parse(l) as Record<string, unknown>));
+          }
+        });
+      });
+      expect(answers.slice(0, 5).map((x) => [x.ok, (x.error as { code: string }).code, (x.error as { field: string }).field])).toEqual([
+        [false, 'AGENT_BAD_REQUEST', 'request'],
+        [false, 'AGENT_BAD_REQUEST', 'cmd'],
+        [false, 'AGENT_BAD_REQUEST', 'args.instance'],
+        [false, 'AGENT_BAD_REQUEST', 'args'],
+        [false, 'AGENT_BAD_REQUEST', 'args.version'],
+      ]);
+      expect(answers[5]).toMatchObject({ id: 6, ok: true, result: { deviceId: a.options.deviceId } });
+      expect((await caughtAsync(() => ControlServer.listen(a, a.options.dataDir, () => undefined))).code).toBe('AGENT_RUNNING');
+    } finally {
+      await server.close();
+    }
   });
 
   it('sensor-log leases the device sensor, records readings through ctx.request, and its history outgrows the in-memory budget', async () => {

@@ -26,6 +26,9 @@ export default {
     returnsFunction(ctx) { ctx.root.n = 8; return { f() {} }; },
     async isAsync(ctx) { ctx.root.n = 9; await null; ctx.root.log.push('after-await'); return 1; },
     later(ctx) { ctx.root.n = 10; Promise.resolve().then(() => { ctx.root.log.push('microtask'); }); return 'ok'; },
+    sendObj(ctx) { ctx.root.o = ctx.root.o || { v: 1 }; ctx.send('other', 'h', ctx.root.o); },
+    mutate(ctx) { ctx.root.o.v = 2; },
+    sendFn(ctx) { ctx.send('other', 'h', { f() {} }); },
     badRequest(ctx) { ctx.request('sensor', 'read', {}, 'nope'); },
     send(ctx, m) { ctx.root.n++; ctx.send('other', 'hello', { n: ctx.root.n }); if (m && m.fail) throw new Error('no'); return 'sent'; },
     setGlobal(_ctx, m) { globalThis.mark = m; return typeof process + ',' + typeof require; },
@@ -206,6 +209,16 @@ describe('app instance: ctx and isolation', () => {
     const b = await open(store, FAULTY, 'f7');
     expect(b.takeOutbox().map((e) => e.id)).toEqual([second!.id]);
     b.close();
+  });
+
+  it('ctx.send keeps a copy of the body (a later change does not alter it) and refuses a function in it', async () => {
+    const a = await open(temp.store(), FAULTY, 'f9');
+    a.call('sendObj', null);
+    a.call('mutate', null);
+    expect(a.call('sendFn', null).outcome).toMatchObject({ ok: false, code: 'HEAP_BAD_VALUE', field: 'ctx.send.body' });
+    a.commit();
+    expect(a.takeOutbox().map((e) => (e as { body: unknown }).body)).toEqual([{ v: 1 }]);
+    a.close();
   });
 
   it('ctx.send outside a handler and ctx.request naming a missing reply handler are refused', async () => {
