@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { FerryError } from '../../core/errors.js';
+import { FerryError, isFerryError } from '../../core/errors.js';
 import { getProfile, profileNames } from '../../hw-profiles/index.js';
 import { Flags, type ParsedArgs } from './args.js';
 import { readConfig, type FerryConfig } from './config.js';
@@ -65,7 +65,13 @@ export const COMMANDS: Record<string, Command> = {
         },
         f.bool('samples'),
         ctx.say,
-      );
+      ).catch((e: unknown) => {
+        // The usual cause: a broker (Mosquitto as a service, another agent) already holds 1883.
+        if (isFerryError(e) && e.details.field === 'options.port' && broker === undefined) {
+          throw new FerryError('BAD_OPTION', `${e.message}; is a broker already running there? Use it with --broker mqtt://127.0.0.1:${port ?? 1883}, or give the embedded broker another port (--port 0: any free one)`, { field: '--port' });
+        }
+        throw e;
+      });
       return { exitCode };
     },
   },
