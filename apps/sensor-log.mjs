@@ -59,7 +59,7 @@ export default {
     },
   },
   onLeaseLost(ctx, info) {
-    ctx.log.warn('sensor lease lost; readings pause until another sensor is leased', info);
+    ctx.log.warn('sensor lease lost; readings fail until the agent leases another sensor', info);
   },
 };
 

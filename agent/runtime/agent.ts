@@ -42,6 +42,9 @@ export interface InstanceView {
 
 const INSTANCE_ID = /^[a-z][a-z0-9-]{0,63}$/;
 
+/** How often a running instance looks again for a required service it lost or never found, ms. */
+const LEASE_RETRY_MS = 500;
+
 /**
  * The agent: several app instances on their heaps in one store, each with its
  * mailbox session, leases and timers; crash recovery at start. See DESIGN.md
@@ -124,6 +127,7 @@ export class Agent {
         if (type === undefined) continue;
         this.log.warn('lease.lost', { instance: r.record.instance, type, error: String(e) });
         r.runner.hook('onLeaseLost', { type, leaseId: old.leaseId, reason: isFerryError(e) ? e.code : String(e) });
+        this.lookAgain(r, type);
       }
     });
     this.log.info('agent.connected', { deviceId: o.deviceId, broker: this.brokerUrl, embedded: o.brokerUrl === undefined });
@@ -226,12 +230,20 @@ export class Agent {
   private async connect(r: Running, strict: boolean): Promise<void> {
     const services = this.services!;
     const leases = (r.leases ??= new AppLeases(services, r.instance.definition));
-    await leases.acquire(this.options.leaseWaitMs, strict, (type, e) => this.log.warn('lease.missing', { instance: r.record.instance, type, error: String(e) }));
+    await leases.acquire(this.options.leaseWaitMs, strict, (type, e) => {
+      this.log.warn('lease.missing', { instance: r.record.instance, type, error: String(e) });
+      this.lookAgain(r, type);
+    });
     r.session = await DurableSession.connect(this.sessionOptions(r.record.instance), (m) => r.runner.onMailbox(m));
     r.runner.startTimers();
     // The hook's commit also hands out the outbox left from before a restart.
     r.runner.hook('onResume', { checkpoint: r.instance.heapStats().version });
     r.runner.flush();
+  }
+
+  /** Keeps looking for a lost or missing service while the instance runs. */
+  private lookAgain(r: Running, type: string): void {
+    r.leases?.retry(type, LEASE_RETRY_MS, (lease) => this.log.info('lease.found', { instance: r.record.instance, type, leaseId: lease.leaseId, provider: lease.description?.provider }));
   }
 
   private sessionOptions(instance: string): DurableSessionOptions {

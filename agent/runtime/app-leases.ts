@@ -18,6 +18,9 @@ export interface LeaseView {
  */
 export class AppLeases {
   readonly held = new Map<string, HeldLease>();
+  /** Services missing now and looked for again from time to time (type → timer). */
+  private readonly retries = new Map<string, NodeJS.Timeout>();
+  private released = false;
 
   constructor(
     private readonly services: Services,
@@ -44,6 +47,39 @@ export class AppLeases {
         missing(req.type, e);
       }
     }
+  }
+
+  /**
+   * Looks for a service of `type` again every `everyMs` until one is leased (then
+   * `found` is told) or the leases are released: a lost or missing service comes back
+   * when a device offering it appears.
+   */
+  retry(type: string, everyMs: number, found: (lease: HeldLease) => void): void {
+    const req = this.definition.requirements.services.find((r) => r.type === type);
+    if (!req || this.retries.has(type) || this.released) return;
+    const query = { type, attrs: req.attributes };
+    const t = setInterval(() => {
+      if (this.services.discovery.lookup(query).length === 0) return;
+      clearInterval(t);
+      this.services.alternates.acquire(query).then(
+        (lease) => {
+          this.retries.delete(type);
+          if (this.released) {
+            void this.services.client.cancel(lease).catch(() => undefined);
+            return;
+          }
+          this.held.set(type, lease);
+          found(lease);
+        },
+        () => {
+          // Busy or gone again: keep looking.
+          this.retries.delete(type);
+          this.retry(type, everyMs, found);
+        },
+      );
+    }, everyMs);
+    t.unref();
+    this.retries.set(type, t);
   }
 
   /** Follows a lease moved to another provider; returns true if it was one of these. */
@@ -85,6 +121,9 @@ export class AppLeases {
 
   /** Cancels every lease (best effort: an unreachable grantor lets it expire). */
   async release(): Promise<void> {
+    this.released = true;
+    for (const t of this.retries.values()) clearInterval(t);
+    this.retries.clear();
     const leases = [...this.held.values()];
     this.held.clear();
     for (const l of leases) {

@@ -1,7 +1,9 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { getProfile } from '../../hw-profiles/index.js';
 import { appMailboxTopic, connectBus, ENVELOPE_VERSION, inboxTopic, type MqttBus } from '../../transports/index.js';
-import { BROKERS, startMosquitto, type TestBroker } from '../helpers/brokers.js';
+import { Agent } from '../../agent/runtime/agent.js';
+import type { LogLine } from '../../agent/runtime/agent-options.js';
+import { BROKERS, startAedes, startMosquitto, type TestBroker } from '../helpers/brokers.js';
 import { startAgentProcess, type AgentProcess } from '../helpers/agent-process.js';
 import { Temp } from '../heap/graph.js';
 import { until } from '../services/helpers.js';
@@ -104,6 +106,35 @@ describe('emulated devices: agent processes on three profiles against one Mosqui
     }
     expect(await alive.control('call', { instance: far, handler: 'outline', message: null })).toMatchObject({ pages: [{ page: 0, first: 'from afar' }] });
     expect(alive.proc.exitCode).toBeNull();
+  });
+});
+
+describe('leases of a running app across devices', () => {
+  let broker: TestBroker;
+  beforeAll(async () => {
+    broker = await startAedes();
+  });
+  afterAll(() => broker.stop());
+
+  it('the only sensor dies: onLeaseLost runs; a new device offering one appears: the app leases it again', async () => {
+    const logs: LogLine[] = [];
+    const pda = await Agent.start({ dataDir: temp.dir('pda'), profile: 'palm-pda', brokerUrl: broker.url, log: (l) => logs.push(l), leaseWaitMs: 5000 });
+    try {
+      const first = await agentProcess(temp.dir('pi1'), ['--profile', 'rpi-4b', '--broker', broker.url, '--device-id', 'pi-one']);
+      await pda.install(SAMPLE('sensor-log'));
+      await pda.run('sensor-log');
+      expect(pda.leases()).toMatchObject([{ type: 'sensor', provider: 'pi-one' }]);
+      await first.kill('SIGKILL');
+      await until(() => pda.leases().length === 0, 10_000, 'the lease lost');
+      await until(() => logs.some((l) => l.event === 'app.log' && String(l.message).includes('sensor lease lost')), 5000, 'onLeaseLost');
+      await agentProcess(temp.dir('pi2'), ['--profile', 'rpi-4b', '--broker', broker.url, '--device-id', 'pi-two']);
+      await until(() => pda.leases()[0]?.provider === 'pi-two', 10_000, 'a new lease');
+      await pda.call('sensor-log', 'sample', null);
+      await until(() => (pda.view('sensor-log').applied ?? 0) >= 3, 5000, 'the reading');
+      expect(await pda.call('sensor-log', 'summary', null)).toMatchObject({ count: 1, failures: 0 });
+    } finally {
+      await pda.close();
+    }
   });
 });
 
