@@ -1,7 +1,7 @@
 export { openHeap, Heap, type CheckpointResult, type HeapStats, type Savepoint } from './heap.js';
 export { resolveHeapOptions, type HeapOptions, type HeapClock } from './options.js';
 export { HeapMap, HeapSet } from './proxies.js';
-export { acceptRealm } from './values.js';
+export { acceptRealm, kindOf } from './values.js';
 export type { CompactMode, MajorResult } from './collector.js';
 export { installLines, importObjects, type LineImage, type InstallLine, type ExportedObject, type ObjectImage } from './migration.js';
 export { openSystemArea, SystemArea, type SystemAreaOptions } from './system-area.js';

@@ -4,6 +4,7 @@ import { errorAnswerBody } from '../../transports/pending-requests.js';
 import { randomId128 } from '../../transports/random-id.js';
 import type { AppDefinition, AppFunction } from './app-definition.js';
 import { buildContext, type AppHost } from './app-context.js';
+import { plainResult } from './plain-result.js';
 import type { Sandbox } from './sandbox.js';
 
 /** What a call produced: recorded in the heap under its request id, so a repeat gets it again. */
@@ -58,9 +59,12 @@ interface RuntimeRecord {
 }
 
 interface Uncommitted {
+  kind: 'call' | 'hook';
   handler: string;
   message: unknown;
   requestId: string | undefined;
+  /** The outcome of a call that failed: it changed nothing, so a replay only records it again. */
+  failed: CallOutcome | undefined;
 }
 
 /**
@@ -148,7 +152,7 @@ export class AppInstance {
       : { ok: false, code: 'APP_NO_HANDLER', message: `app ${this.instance} has no handler ${JSON.stringify(name)} (it has ${[...this.definition.handlers.keys()].join(', ')})`, field: 'handler' };
     // Successes were recorded inside their transaction (run); failures are recorded after the rollback.
     if (!outcome.ok) this.remember(requestId, outcome);
-    this.uncommitted.push({ handler: name, message, requestId });
+    this.uncommitted.push({ kind: 'call', handler: name, message, requestId, failed: outcome.ok ? undefined : outcome });
     return { outcome, repeat: false };
   }
 
@@ -158,7 +162,7 @@ export class AppInstance {
     const fn = this.definition.hooks[name];
     if (!fn) return { ok: true, body: null };
     const outcome = this.run(name, fn, message, undefined, false);
-    this.uncommitted.push({ handler: name, message, requestId: undefined });
+    this.uncommitted.push({ kind: 'hook', handler: name, message, requestId: undefined, failed: outcome.ok ? undefined : outcome });
     return outcome;
   }
 
@@ -295,13 +299,15 @@ export class AppInstance {
     const sp = this.heap.savepoint();
     this.running = true;
     try {
-      const result = this.o.sandbox.call(fn, [this.ctx, message], this.o.handlerTimeoutMs);
-      if (result !== null && typeof result === 'object' && typeof (result as { then?: unknown }).then === 'function') {
+      const end = this.o.sandbox.call(fn, [this.ctx, message], this.o.handlerTimeoutMs, (v) => plainResult(v, (x) => this.heap.toPlain(x), `handlers.${name}.result`));
+      if (end.kind === 'promise') {
         throw new FerryError('APP_ASYNC_HANDLER', `app ${this.instance}: ${name} returned a promise; handlers must return their result synchronously`, { field: `handlers.${name}` });
       }
-      // The result goes into the heap now, inside the savepoint: what the heap cannot hold (a
-      // function) is refused like any other bad write, and the caller gets a plain copy.
-      this.record.last = { ok: true, body: result === undefined ? null : result };
+      if (end.kind === 'unclonable') throw end.error ?? new FerryError('HEAP_BAD_VALUE', `app ${this.instance}: ${name} returned what is not plain data: ${end.message}`, { field: `handlers.${name}.result` });
+      if (end.kind === 'threw') throw end.error ?? new AppThrew(end.message);
+      // The result goes into the heap now, inside the savepoint: what the heap cannot hold is
+      // refused like any other bad write, and the caller gets a plain copy.
+      this.record.last = { ok: true, body: end.value };
       const kept = this.record.last;
       this.remember(requestId, kept);
       if (counts) this.record.applied++;
@@ -370,17 +376,25 @@ export class AppInstance {
     this.uncommitted = [];
     this.heap.close();
     this.openHeap();
+    // Failed calls changed nothing: they are recorded again, not run again (a call that timed
+    // out would time out again, and each run would reload). Hooks run as hooks.
     for (const c of redo) {
-      if (c.requestId !== undefined && this.recalled(c.requestId) !== undefined) continue;
-      this.call(c.handler, c.message, c.requestId);
+      if (c.failed) {
+        this.remember(c.requestId, c.failed);
+        this.uncommitted.push(c);
+      } else if (c.kind === 'hook') this.hook(c.handler as keyof AppDefinition['hooks'], c.message);
+      else if (c.requestId === undefined || this.recalled(c.requestId) === undefined) this.call(c.handler, c.message, c.requestId);
     }
   }
 }
 
+/** What an app threw, as text (taken inside the call's time limit). */
+class AppThrew extends Error {}
+
 function failure(app: string, name: string, e: unknown): CallOutcome {
   // A FerryError (HEAP_BAD_VALUE, APP_ASYNC_HANDLER, ...) keeps its code and field, as on the wire.
   if (isFerryError(e)) return { ok: false, ...errorAnswerBody(e) };
-  const msg = e !== null && typeof e === 'object' && typeof (e as { message?: unknown }).message === 'string' ? (e as { message: string }).message : String(e);
+  const msg = e instanceof Error ? e.message : 'unknown error';
   return { ok: false, code: 'APP_HANDLER_FAILED', message: `app ${app}: ${name} threw: ${msg}`, field: `handlers.${name}` };
 }
 

@@ -21,5 +21,13 @@ export async function loadApp(source: string, options: { filename: string; insta
     throw new FerryError('APP_BAD_MODULE', `app module ${options.filename} is ${Buffer.byteLength(source)} bytes; the limit is ${MAX_MODULE_BYTES}`, { field: 'module' });
   }
   const sandbox = await loadSandbox(source, { app: options.instance, filename: options.filename, timeoutMs: options.timeoutMs });
-  return { definition: checkDefinition(sandbox.exported), sandbox };
+  // The description is the app's object: its getters run under the load time limit.
+  let definition: AppDefinition;
+  try {
+    definition = sandbox.timed(() => checkDefinition(sandbox.exported), options.timeoutMs);
+  } catch (e) {
+    if (e instanceof FerryError && e.code !== 'APP_TIMEOUT') throw e;
+    throw new FerryError('APP_BAD_DEFINITION', `app module ${options.filename}: reading its description ${e instanceof FerryError ? 'ran past the time limit' : `failed: ${String(e)}`}`, { field: 'app' });
+  }
+  return { definition, sandbox };
 }

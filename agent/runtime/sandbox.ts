@@ -25,12 +25,53 @@ export interface Sandbox {
   /** The module's default export, as the app built it (a context-realm value). */
   readonly exported: unknown;
   /**
-   * Calls `fn(...args)` inside the context; throws APP_TIMEOUT past `timeoutMs`
-   * (wall-clock ms of the call, the app's microtasks included). Other throws pass through.
+   * Calls `fn(...args)` inside the context and returns what came of it, inspected
+   * and copied inside the same time limit (an app's getters, `then` or `message`
+   * run while the clock runs). Throws APP_TIMEOUT past `timeoutMs` (wall-clock ms
+   * of the call, the app's microtasks included); never throws anything else.
    */
-  call(fn: Function, args: unknown[], timeoutMs: number): unknown;
+  call(fn: Function, args: unknown[], timeoutMs: number, copy: (v: unknown) => unknown): CallEnd;
+  /** Runs agent code that reads app objects (the description) under the same limit; returns its result or throws (APP_TIMEOUT past the limit). */
+  timed<T>(fn: () => T, timeoutMs: number): T;
   /** Runs `source` (a function expression) in the context and returns the function: realm-side wrappers for ctx. */
   realmFunction(source: string): Function;
+}
+
+/**
+ * What a timed call came to:
+ * - `value`: a plain copy (this realm's objects) of what it returned, made by `copy`;
+ * - `promise`: it returned a thenable (handlers must be synchronous);
+ * - `unclonable`: `copy` refused what it returned (a function, a symbol);
+ * - `threw`: it threw; a FerryError (a refused heap write, a ctx misuse) is kept as it is.
+ */
+export type CallEnd =
+  | { kind: 'value'; value: unknown }
+  | { kind: 'promise' }
+  | { kind: 'unclonable'; error: FerryError | undefined; message: string }
+  | { kind: 'threw'; error: FerryError | undefined; message: string };
+
+/** Runs in the timed script, so whatever app code it triggers (getters, `then`, `message`) is bounded too. */
+function settle(copy: (v: unknown) => unknown, threw: boolean, v: unknown): CallEnd {
+  if (threw) {
+    if (v instanceof FerryError) return { kind: 'threw', error: v, message: v.message };
+    return { kind: 'threw', error: undefined, message: messageOf(v) };
+  }
+  if (v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as { then?: unknown }).then === 'function') return { kind: 'promise' };
+  try {
+    return { kind: 'value', value: v === undefined ? null : copy(v) };
+  } catch (e) {
+    return { kind: 'unclonable', error: e instanceof FerryError ? e : undefined, message: messageOf(e) };
+  }
+}
+
+/** A thrown value as text, whatever it is (an object without prototype, a throwing toString). */
+function messageOf(v: unknown): string {
+  try {
+    const m = v !== null && typeof v === 'object' ? (v as { message?: unknown }).message : undefined;
+    return typeof m === 'string' ? m : String(v);
+  } catch {
+    return Object.prototype.toString.call(v);
+  }
 }
 
 /** True if this process can load app modules (`node --experimental-vm-modules`). */
@@ -44,8 +85,14 @@ export const AGENT_NODE_FLAGS = ['--experimental-vm-modules', '--disable-warning
 const BOOTSTRAP = `(() => {
   let pending = null;
   Object.defineProperty(globalThis, '__ferry', { value: Object.freeze({
-    set(f, a) { pending = [f, a]; },
-    run() { const p = pending; pending = null; if (p === null) throw new Error('nothing to run'); return p[0].apply(undefined, p[1]); },
+    set(f, a, settle) { pending = [f, a, settle]; },
+    run() {
+      const p = pending; pending = null;
+      if (p === null) throw new Error('nothing to run');
+      let r;
+      try { r = p[0].apply(undefined, p[1]); } catch (e) { return p[2](true, e); }
+      return p[2](false, r);
+    },
   }) });
 })()`;
 
@@ -88,18 +135,29 @@ export async function loadSandbox(source: string, options: { app: string; filena
   if (!('default' in ns) || ns.default === undefined) {
     throw new FerryError('APP_BAD_MODULE', `app module ${filename} has no default export (export default { name, version, handlers, ... })`, { field: 'module', app });
   }
-  const ferry = (context as { __ferry: { set(f: Function, a: unknown[]): void } }).__ferry;
+  const ferry = (context as { __ferry: { set(f: Function, a: unknown[], s: (threw: boolean, v: unknown) => unknown): void } }).__ferry;
   return {
     app,
     exported: ns.default,
-    call(fn, args, limitMs) {
-      ferry.set(fn, args);
+    call(fn, args, limitMs, copy) {
+      ferry.set(fn, args, (threw, v) => settle(copy, threw, v));
       try {
-        return RUN.runInContext(context, { timeout: limitMs });
+        return RUN.runInContext(context, { timeout: limitMs }) as CallEnd;
       } catch (e) {
-        if ((e as { code?: unknown } | null)?.code === 'ERR_SCRIPT_EXECUTION_TIMEOUT') {
-          throw new FerryError('APP_TIMEOUT', `app ${app} ran past its limit of ${limitMs} ms and was stopped`, { field: 'handlerTimeoutMs', app, limitMs });
-        }
+        if (isTimeout(e)) throw timeoutError(app, limitMs);
+        // A microtask of the app threw after the call returned.
+        return { kind: 'threw', error: e instanceof FerryError ? e : undefined, message: messageOf(e) };
+      }
+    },
+    timed(fn, limitMs) {
+      ferry.set(fn, [], (threw: boolean, v: unknown) => {
+        if (threw) throw v;
+        return v;
+      });
+      try {
+        return RUN.runInContext(context, { timeout: limitMs }) as ReturnType<typeof fn>;
+      } catch (e) {
+        if (isTimeout(e)) throw timeoutError(app, limitMs);
         throw e;
       }
     },
@@ -107,6 +165,14 @@ export async function loadSandbox(source: string, options: { app: string; filena
       return vm.runInContext(`(${src})`, context) as Function;
     },
   };
+}
+
+function isTimeout(e: unknown): boolean {
+  return (e as { code?: unknown } | null)?.code === 'ERR_SCRIPT_EXECUTION_TIMEOUT';
+}
+
+function timeoutError(app: string, limitMs: number): FerryError {
+  return new FerryError('APP_TIMEOUT', `app ${app} ran past its limit of ${limitMs} ms and was stopped`, { field: 'handlerTimeoutMs', app, limitMs });
 }
 
 interface VmModule {

@@ -29,12 +29,19 @@ export default {
     sendObj(ctx) { ctx.root.o = ctx.root.o || { v: 1 }; ctx.send('other', 'h', ctx.root.o); },
     mutate(ctx) { ctx.root.o.v = 2; },
     sendFn(ctx) { ctx.send('other', 'h', { f() {} }); },
+    thenTrap() { return { get then() { for (;;) {} } }; },
+    getterTrap() { return { get v() { for (;;) {} } }; },
+    messageTrap() { throw { get message() { for (;;) {} } }; },
+    throwsBare() { throw Object.create(null); },
+    returnsDate() { return new Date(0); },
+    returnsHeap(ctx) { ctx.root.log.push('h'); return ctx.root.log; },
     badRequest(ctx) { ctx.request('sensor', 'read', {}, 'nope'); },
     send(ctx, m) { ctx.root.n++; ctx.send('other', 'hello', { n: ctx.root.n }); if (m && m.fail) throw new Error('no'); return 'sent'; },
     setGlobal(_ctx, m) { globalThis.mark = m; return typeof process + ',' + typeof require; },
     getGlobal() { return globalThis.mark === undefined ? null : globalThis.mark; },
     ctxShape(ctx) { return { keys: Object.keys(ctx).sort(), frozen: Object.isFrozen(ctx), calls }; },
   },
+  onResume(ctx) { ctx.root.resumes = (ctx.root.resumes || 0) + 1; },
 };`;
 
 async function open(store: Store, source: string, instance: string, o: { timeoutMs?: number } = {}): Promise<AppInstance> {
@@ -178,6 +185,54 @@ describe('app instance: exactly once', () => {
     for (let i = 0; i < 150; i++) a.call('increment', null, `r${i}`);
     expect(a.call('increment', null, 'r149').repeat).toBe(true);
     expect(a.call('increment', null, 'r0').repeat).toBe(false);
+    a.close();
+  });
+});
+
+describe('app instance: app code the agent touches stays inside the time limit', () => {
+  it.each([
+    ['thenTrap', 'APP_TIMEOUT'],
+    ['getterTrap', 'APP_TIMEOUT'],
+    ['messageTrap', 'APP_TIMEOUT'],
+    ['throwsBare', 'APP_HANDLER_FAILED'],
+    ['returnsDate', 'HEAP_BAD_VALUE'],
+  ])('%s ends as %s, the heap unchanged, the instance serving', async (handler, code) => {
+    const a = await open(temp.store(), FAULTY, `t-${handler.toLowerCase()}`, { timeoutMs: 50 });
+    expect(ok(a.call('inc', null).outcome)).toBe(1);
+    expect(err(a.call(handler, null).outcome).code).toBe(code);
+    expect(ok(a.call('inc', null).outcome)).toBe(2);
+    expect((a.snapshot() as { n: number }).n).toBe(2);
+    a.close();
+  });
+
+  it('a handler may return its heap objects: the caller gets a plain copy', async () => {
+    const a = await open(temp.store(), FAULTY, 't-heap');
+    expect(ok(a.call('returnsHeap', null).outcome)).toEqual(['h']);
+    a.close();
+  });
+
+  it('a description whose getter never returns is refused at load', async () => {
+    const e = await caughtAsync(() => loadApp('export default { get name() { for (;;) {} }, version: "1", handlers: { a() {} } }', { filename: 'trap.mjs', instance: 'trap', timeoutMs: 50 }));
+    expect([e.code, e.details.field]).toEqual(['APP_BAD_DEFINITION', 'app']);
+  });
+
+  it('several runaway calls in one batch each reload once: earlier calls re-run once per reload, failed ones never', async () => {
+    const a = await open(temp.store(), FAULTY, 't-loops', { timeoutMs: 30 });
+    a.call('inc', null);
+    for (let i = 0; i < 4; i++) expect(err(a.call('loops', null).outcome).code).toBe('APP_TIMEOUT');
+    // One run of inc, then one replay per runaway call: 5; replaying the runaway ones too would be 2^4 runs and more.
+    expect((ok(a.call('ctxShape', null).outcome) as { calls: number }).calls).toBe(5);
+    a.commit();
+    expect((a.snapshot() as { n: number }).n).toBe(1);
+    a.close();
+  });
+
+  it('a hook of the batch survives a runaway call after it', async () => {
+    const a = await open(temp.store(), FAULTY, 't-hook', { timeoutMs: 30 });
+    a.hook('onResume', null);
+    err(a.call('loops', null).outcome);
+    a.commit();
+    expect((a.snapshot() as { resumes: number }).resumes).toBe(1);
     a.close();
   });
 });
