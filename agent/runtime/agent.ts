@@ -32,7 +32,9 @@ export interface InstanceView {
   instance: string;
   app: string;
   appVersion: string | undefined;
-  state: InstanceState;
+  /** `failed`: it should run and cannot (see `error`); `ferry resume` tries again. */
+  state: InstanceState | 'failed';
+  error?: string;
   /** Newest committed checkpoint version (0 before any). */
   checkpoint: number;
   applied: number | undefined;
@@ -41,6 +43,9 @@ export interface InstanceView {
 }
 
 const INSTANCE_ID = /^[a-z][a-z0-9-]{0,63}$/;
+
+/** Delay before a message that could not be published (the broker away) is tried again, ms. */
+const SEND_RETRY_MS = 1000;
 
 /** How often a running instance looks again for a required service it lost or never found, ms. */
 const LEASE_RETRY_MS = 500;
@@ -55,6 +60,10 @@ export class Agent {
   readonly log: Logger;
   readonly profile: HwProfile;
   private readonly running = new Map<string, Running>();
+  /** Instances that should run but could not (open or connect failed at recovery, a commit failed): id → why. */
+  private readonly failed = new Map<string, string>();
+  /** Lifecycle commands (run, resume, suspend, restore, remove) run one at a time. */
+  private lifecycle: Promise<unknown> = Promise.resolve();
   private services: Services | undefined;
   private closed = false;
   private readonly startedAt = Date.now();
@@ -105,7 +114,7 @@ export class Agent {
         await this.open(rec);
         this.log.info('app.resumed', { instance: rec.instance, app: rec.app, checkpoint: this.running.get(rec.instance)?.instance.heapStats().version, sinceStartMs: Math.round(process.uptime() * 1000) });
       } catch (e) {
-        this.log.error('app.resume-failed', { instance: rec.instance, error: String(e) });
+        this.fail(rec.instance, 'app.resume-failed', e);
       }
     }
     const o = this.options;
@@ -119,7 +128,18 @@ export class Agent {
     });
     const alt = this.services.alternates;
     alt.on('alternate', (old: HeldLease, next: HeldLease) => {
-      for (const r of this.running.values()) if (r.leases?.replaced(old, next)) this.log.info('lease.moved', { instance: r.record.instance, from: old.leaseId, to: next.leaseId });
+      let claimed = false;
+      for (const r of this.running.values()) {
+        if (r.leases?.replaced(old, next)) {
+          claimed = true;
+          this.log.info('lease.moved', { instance: r.record.instance, from: old.leaseId, to: next.leaseId });
+        }
+      }
+      // The instance went away while the replacement was being leased: give it back.
+      if (!claimed) {
+        alt.forget(next.leaseId);
+        void this.services?.client.cancel(next).catch(() => undefined);
+      }
     });
     alt.on('unavailable', (old: HeldLease, e: unknown) => {
       for (const r of this.running.values()) {
@@ -131,7 +151,28 @@ export class Agent {
       }
     });
     this.log.info('agent.connected', { deviceId: o.deviceId, broker: this.brokerUrl, embedded: o.brokerUrl === undefined });
-    for (const r of this.running.values()) await this.connect(r, false);
+    for (const r of [...this.running.values()]) {
+      try {
+        await this.connect(r, false);
+      } catch (e) {
+        // One instance's broker trouble (a refused subscription) must not keep the others down.
+        await this.shut(r, 'close');
+        this.fail(r.record.instance, 'app.connect-failed', e);
+      }
+    }
+  }
+
+  /** Records that an instance should run and cannot; `resume` tries again. */
+  private fail(instance: string, event: string, e: unknown): void {
+    this.failed.set(instance, isFerryError(e) ? `${e.code}: ${e.message}` : String(e));
+    this.log.error(event, { instance, error: String(e) });
+  }
+
+  /** Runs lifecycle commands one after another: two resumes of one instance must not open its heap twice. */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.lifecycle.then(fn, fn);
+    this.lifecycle = next.catch(() => undefined);
+    return next;
   }
 
   get brokerUrl(): string {
@@ -155,7 +196,11 @@ export class Agent {
   }
 
   /** Starts an instance of an installed app (`ferry run`); a new one runs `init`. */
-  async run(app: string, instance = app): Promise<InstanceView> {
+  run(app: string, instance = app): Promise<InstanceView> {
+    return this.exclusive(() => this.runNow(app, instance));
+  }
+
+  private async runNow(app: string, instance: string): Promise<InstanceView> {
     this.checkOpen();
     if (!this.registry.app(app)) throw this.unknownApp(app);
     if (typeof instance !== 'string' || !INSTANCE_ID.test(instance)) {
@@ -164,7 +209,13 @@ export class Agent {
     const known = this.registry.instance(instance);
     if (known && known.app !== app) throw new FerryError('APP_EXISTS', `instance ${instance} already exists and runs app ${known.app}`, { field: 'instance' });
     if (this.running.has(instance)) throw new FerryError('APP_EXISTS', `instance ${instance} is already running`, { field: 'instance' });
-    return this.start({ instance, app, state: 'running', since: Date.now() }, undefined);
+    try {
+      return await this.start({ instance, app, state: 'running', since: Date.now() }, undefined);
+    } catch (e) {
+      // A new instance that could not start leaves no heap behind (else a later run skips init).
+      if (!known && this.store.hasApp(instance)) this.store.removeApp(instance);
+      throw e;
+    }
   }
 
   /** Opens an instance (at `version`, or its newest), connects it, records it as running. */
@@ -179,6 +230,7 @@ export class Agent {
     this.registry.update((d) => {
       d.instances[rec.instance] = { ...rec, state: 'running', since: Date.now() };
     });
+    this.failed.delete(rec.instance);
     r.record = this.registry.instance(rec.instance)!;
     this.log.info('app.running', { instance: rec.instance, app: rec.app, checkpoint: r.instance.heapStats().version });
     return this.view(rec.instance);
@@ -211,11 +263,20 @@ export class Agent {
     const runner = new AppRunner(
       instance,
       {
-        answer: (replyTo, corr, outcome) => this.answer(replyTo, corr, outcome),
+        answer: (replyTo, corr, outcome, then) => this.answer(replyTo, corr, outcome, then),
         deliver: (entries) => {
           for (const e of entries) void this.deliver(running!, e);
         },
         warn: (event, data) => this.log.warn(event, data),
+        failed: (e) => {
+          // The heap holds changes that were never committed and whose callers were told so:
+          // drop them (close, no checkpoint) and take the instance off until it is resumed.
+          const r = this.running.get(rec.instance);
+          if (r && r.runner === runner) {
+            this.fail(rec.instance, 'app.commit-failed', e);
+            this.shut(r, 'close').catch((err: unknown) => this.log.error('app.shutdown-failed', { instance: rec.instance, error: String(err) }));
+          }
+        },
         now: () => Date.now(),
         maxClockSkewMs: 1000,
       },
@@ -250,13 +311,24 @@ export class Agent {
     return { url: this.brokerUrl, clientId: `ferry-app-${instance}`, filter: appMailboxTopic(instance) };
   }
 
-  private answer(replyTo: string, corr: string, outcome: CallOutcome): void {
+  /**
+   * Publishes an answer; `then` (the request's PUBACK) runs once the broker has it, so a
+   * crash never leaves an acknowledged request unanswered. An answer too large to send is
+   * replaced by a MESSAGE_TOO_LARGE error answer (a retry would get the same record).
+   */
+  private answer(replyTo: string, corr: string, outcome: CallOutcome, then: () => void): void {
     const bus = this.services?.bus;
     if (!bus) return;
-    const p = outcome.ok
-      ? bus.publish(replyTo, 'app.call.ok', outcome.body, { corr })
-      : bus.publish(replyTo, 'error', { code: outcome.code, message: outcome.message, ...(outcome.field !== undefined ? { field: outcome.field } : {}) }, { corr });
-    p.catch((e) => this.log.warn('answer.failed', { replyTo, corr, error: String(e) }));
+    const send = (o: CallOutcome) =>
+      o.ok ? bus.publish(replyTo, 'app.call.ok', o.body, { corr }) : bus.publish(replyTo, 'error', { code: o.code, message: o.message, ...(o.field !== undefined ? { field: o.field } : {}) }, { corr });
+    send(outcome).then(then, (e: unknown) => {
+      if (!isFerryError(e, 'MESSAGE_TOO_LARGE')) {
+        // Not acknowledged: the broker redelivers the request and it gets its recorded answer.
+        this.log.warn('answer.failed', { replyTo, corr, error: String(e) });
+        return;
+      }
+      send({ ok: false, code: e.code, message: `the answer to ${corr} is too large to send: ${e.message}`, field: 'result' }).then(then, () => undefined);
+    });
   }
 
   /** Hands an outbox entry to the world; the entry leaves the outbox when done (a repeat after a crash is dropped by its id). */
@@ -275,7 +347,17 @@ export class Agent {
         });
         r.runner.delivered(e.id);
       } catch (err) {
+        if (isFerryError(err, 'MESSAGE_TOO_LARGE') || isFerryError(err, 'BAD_OPTION')) {
+          // It can never be sent: drop it rather than fail at every opening.
+          this.log.error('send.dropped', { instance: e.from, to: e.to, error: String(err) });
+          r.runner.delivered(e.id);
+          return;
+        }
         this.log.warn('send.failed', { instance: e.from, to: e.to, error: String(err) });
+        const retry = setTimeout(() => {
+          if (this.running.get(r.record.instance) === r) void this.deliver(r, e);
+        }, SEND_RETRY_MS);
+        retry.unref();
       }
       return;
     }
@@ -303,7 +385,11 @@ export class Agent {
   }
 
   /** Checkpoints an instance, releases its leases, frees its heap; its requests queue at the broker. */
-  async suspend(instance: string, state: 'suspended' | 'stopped' = 'suspended'): Promise<InstanceView> {
+  suspend(instance: string, state: 'suspended' | 'stopped' = 'suspended'): Promise<InstanceView> {
+    return this.exclusive(() => this.suspendNow(instance, state));
+  }
+
+  private async suspendNow(instance: string, state: 'suspended' | 'stopped'): Promise<InstanceView> {
     const rec = this.registry.instance(instance);
     if (!rec) throw this.unknownApp(instance);
     const r = this.running.get(instance);
@@ -311,6 +397,7 @@ export class Agent {
     this.registry.update((d) => {
       d.instances[instance] = { ...rec, state, since: Date.now() };
     });
+    this.failed.delete(instance);
     this.log.info(state === 'stopped' ? 'app.stopped' : 'app.suspended', { instance });
     return this.view(instance);
   }
@@ -320,7 +407,11 @@ export class Agent {
   }
 
   /** Resumes a suspended or stopped instance, from its newest checkpoint or `version` (which becomes the newest). */
-  async resume(instance: string, version?: number): Promise<InstanceView> {
+  resume(instance: string, version?: number): Promise<InstanceView> {
+    return this.exclusive(() => this.resumeNow(instance, version));
+  }
+
+  private async resumeNow(instance: string, version: number | undefined): Promise<InstanceView> {
     this.checkOpen();
     const rec = this.registry.instance(instance);
     if (!rec) throw this.unknownApp(instance);
@@ -355,7 +446,11 @@ export class Agent {
   }
 
   /** Removes an app: its instances (heaps, checkpoints, mailbox sessions) and its module. */
-  async remove(app: string): Promise<{ removed: string[] }> {
+  remove(app: string): Promise<{ removed: string[] }> {
+    return this.exclusive(() => this.removeNow(app));
+  }
+
+  private async removeNow(app: string): Promise<{ removed: string[] }> {
     if (!this.registry.app(app)) throw this.unknownApp(app);
     const mine = this.registry.instances().filter((i) => i.app === app);
     for (const rec of mine) {
@@ -382,7 +477,11 @@ export class Agent {
   }
 
   /** Makes `version` the newest checkpoint and resumes the instance there if it was running. */
-  async restore(instance: string, version: number): Promise<InstanceView> {
+  restore(instance: string, version: number): Promise<InstanceView> {
+    return this.exclusive(() => this.restoreNow(instance, version));
+  }
+
+  private async restoreNow(instance: string, version: number): Promise<InstanceView> {
     this.known(instance);
     const r = this.running.get(instance);
     if (r) return this.reopenAt(r, version);
@@ -441,7 +540,8 @@ export class Agent {
       instance,
       app: rec?.app ?? r?.record.app ?? '?',
       appVersion: this.registry.app(rec?.app ?? '')?.version,
-      state: r ? 'running' : (rec?.state ?? 'stopped'),
+      state: r ? 'running' : this.failed.has(instance) ? 'failed' : (rec?.state ?? 'stopped'),
+      ...(this.failed.has(instance) ? { error: this.failed.get(instance) } : {}),
       checkpoint: hs?.version ?? (this.store.hasApp(instance) ? this.store.headVersion(instance) : 0),
       applied: r?.instance.applied,
       heap: hs ? { residentBytes: hs.residentBytes, budgetBytes: hs.budgetBytes, virtualBytes: hs.virtualBytes } : undefined,
@@ -459,6 +559,8 @@ export class Agent {
   private get(instance: string): Running {
     const r = this.running.get(instance);
     if (r) return r;
+    const why = this.failed.get(instance);
+    if (why !== undefined) throw new FerryError('APP_NOT_RUNNING', `instance ${instance} failed (${why}); ferry resume ${instance} tries again`, { field: 'instance' });
     if (this.registry.instance(instance)) throw new FerryError('APP_NOT_RUNNING', `instance ${instance} is ${this.registry.instance(instance)!.state}; resume it first`, { field: 'instance' });
     throw this.unknownApp(instance);
   }
@@ -490,14 +592,23 @@ export class Agent {
     r.runner.stop();
     await r.session?.close();
     await r.leases?.release();
-    if (how === 'suspend') r.instance.suspend();
-    else r.instance.close();
+    if (how === 'suspend') {
+      try {
+        r.instance.suspend();
+      } catch (e) {
+        // What was answered is committed already; free the heap without the checkpoint.
+        this.log.error('app.suspend-failed', { instance: r.record.instance, error: String(e) });
+        r.instance.close();
+        throw e;
+      }
+    } else r.instance.close();
   }
 
   /** Shuts down: every instance is checkpointed (and stays `running` in the registry, so the next start resumes it). */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.lifecycle;
     for (const r of [...this.running.values()]) {
       try {
         await this.shut(r, 'suspend');

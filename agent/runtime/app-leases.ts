@@ -65,6 +65,7 @@ export class AppLeases {
         (lease) => {
           this.retries.delete(type);
           if (this.released) {
+            this.services.alternates.forget(lease.leaseId);
             void this.services.client.cancel(lease).catch(() => undefined);
             return;
           }

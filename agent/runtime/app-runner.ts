@@ -8,12 +8,14 @@ export type CallDone = (outcome: CallOutcome, repeat: boolean) => void;
 
 /** What a runner needs from the agent around it. */
 export interface RunnerHost {
-  /** Publishes the answer to a mailbox request (after the commit). */
-  answer(replyTo: string, corr: string, outcome: CallOutcome): void;
+  /** Publishes the answer to a mailbox request (after the commit); `then` once the broker has it. */
+  answer(replyTo: string, corr: string, outcome: CallOutcome, then: () => void): void;
   /** Delivers committed outbox entries; the agent calls `runner.delivered(id)` as each is done. */
   deliver(entries: OutboxEntry[]): void;
-  /** Reports a commit failure or a dropped message. */
+  /** Reports a dropped message or a failed hook. */
   warn(event: string, data: Record<string, unknown>): void;
+  /** A commit failed: the runner has stopped; the agent takes the instance off. */
+  failed(e: unknown): void;
   now(): number;
   /** Clock difference tolerated when checking a request's ttl, ms. */
   maxClockSkewMs: number;
@@ -102,28 +104,35 @@ export class AppRunner {
     if (env.type !== 'app.call' || body === null || typeof body !== 'object' || typeof body.handler !== 'string') {
       const why = env.type !== 'app.call' ? `type must be app.call, got ${JSON.stringify(env.type)}` : 'body.handler must be a handler name';
       const bad: CallOutcome = { ok: false, code: 'APP_BAD_REQUEST', message: `request ${env.id} to app ${this.instance.instance}: ${why}`, field: env.type !== 'app.call' ? 'envelope.type' : 'body.handler' };
-      if (replyTo) this.host.answer(replyTo, env.id, bad);
-      this.drop(m, 'bad-request', { id: env.id, detail: why });
+      this.drop(m, 'bad-request', { id: env.id, detail: why }, replyTo ? () => this.host.answer(replyTo, env.id, bad, m.ack) : undefined);
       return;
     }
     this.call(body.handler, body.message === undefined ? null : body.message, env.id, (outcome) => {
-      if (replyTo) this.host.answer(replyTo, env.id, outcome);
-      m.ack();
+      if (replyTo) this.host.answer(replyTo, env.id, outcome, m.ack);
+      else m.ack();
     });
     if (this.batch.length >= this.maxBatch) this.flush();
   }
 
-  private drop(m: SessionMessage, why: string, data: Record<string, unknown>): void {
+  /** A message that runs nothing: acknowledged (and answered) in its turn, after the calls before it. */
+  private drop(m: SessionMessage, why: string, data: Record<string, unknown>, answer?: () => void): void {
     this.stats.dropped++;
     this.host.warn('mailbox.dropped', { app: this.instance.instance, why, ...data });
-    m.ack();
+    this.batch.push({ done: answer ?? m.ack });
+    this.schedule();
   }
 
   /** Starts the app's timers: each tick is a call of its handler with `{ timer }`. */
   startTimers(): void {
     for (const [name, t] of this.instance.definition.timers) {
       const h = setInterval(() => {
-        if (!this.stopped) this.call(t.handler, { timer: name }, undefined, () => undefined);
+        if (this.stopped) return;
+        try {
+          this.call(t.handler, { timer: name }, undefined, () => undefined);
+        } catch (e) {
+          // Nothing from a tick may reach the event loop: an uncaught error would end the agent.
+          this.host.warn('timer.failed', { app: this.instance.instance, timer: name, error: String(e) });
+        }
       }, t.everyMs);
       h.unref();
       this.timers.push(h);
@@ -157,7 +166,9 @@ export class AppRunner {
       // restart; local callers are told now.
       this.host.warn('commit.failed', { app: this.instance.instance, error: String(e) });
       this.stopped = true;
+      for (const t of this.timers) clearInterval(t);
       for (const b of batch) b.fail?.(e);
+      this.host.failed(e);
       return;
     }
     for (const b of batch) b.done();
