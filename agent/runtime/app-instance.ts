@@ -156,6 +156,25 @@ export class AppInstance {
     return { outcome, repeat: false };
   }
 
+  /**
+   * Runs `work` (calls of this instance) under one time limit: one watchdog for a
+   * burst of calls instead of one per call. Past the limit, V8 stops everything
+   * inside, the agent's own code too: the heap is reopened from its checkpoint and
+   * the calls completed since it are run again (as after a call's own timeout), then
+   * APP_TIMEOUT is thrown so the caller runs the rest of the burst call by call.
+   */
+  burst(work: () => void): void {
+    this.checkOpen();
+    try {
+      this.o.sandbox.timed(work, this.o.handlerTimeoutMs);
+    } catch (e) {
+      if (!isFerryError(e, 'APP_TIMEOUT')) throw e;
+      this.running = false;
+      this.reload();
+      throw e;
+    }
+  }
+
   /** Runs a hook (onResume, onLeaseLost, ...) as a call without a request id; an absent hook is a success. */
   hook(name: keyof AppDefinition['hooks'], message: unknown): CallOutcome {
     this.checkOpen();

@@ -1,4 +1,4 @@
-import { FerryError } from '../../core/errors.js';
+import { isFerryError, FerryError } from '../../core/errors.js';
 import { decodeEnvelope, isExpired } from '../../transports/envelope.js';
 import type { SessionMessage } from '../../transports/durable-session.js';
 import type { AppInstance, CallOutcome, OutboxEntry } from './app-instance.js';
@@ -34,10 +34,11 @@ export interface RunnerStats {
 /**
  * Runs one instance's calls and group-commits them.
  *
- * Every call, whatever its source (the mailbox, the control channel, a timer, a
- * service result), runs at once as a transaction and its completion waits in the
- * batch; the batch is committed as one checkpoint when the event loop has no more
- * input queued for now (setImmediate), or as soon as it holds `maxBatch` calls.
+ * Every call runs as a transaction and its completion waits in the batch. Local
+ * calls (the control channel, a timer, a service result) run at once; mailbox
+ * messages are queued and run when the event loop has no more input for now
+ * (setImmediate), in bursts of at most `maxBatch` under one time limit; the batch
+ * is then committed as one checkpoint.
  * Only then are answers published, mailbox messages acknowledged (in that order:
  * a crash between the two redelivers the request, which gets its recorded
  * answer) and outbox entries handed to the agent.
@@ -46,6 +47,8 @@ export class AppRunner {
   readonly stats: RunnerStats = { calls: 0, commits: 0, maxBatch: 0, dropped: 0 };
   /** Completions of the calls since the last commit; `fail` is told if the commit fails. */
   private batch: Array<{ done: () => void; fail?: (e: unknown) => void }> = [];
+  /** Mailbox messages received and not yet run. */
+  private inbox: SessionMessage[] = [];
   private scheduled: NodeJS.Immediate | undefined;
   private timers: NodeJS.Timeout[] = [];
   private stopped = false;
@@ -88,6 +91,36 @@ export class AppRunner {
   /** One mailbox message: an `app.call` envelope `{ handler, message }`; its id is the request id. */
   onMailbox(m: SessionMessage): void {
     if (this.stopped) return; // left unacknowledged: the broker redelivers it to the next runner
+    // Run at the flush, in bursts under one time limit (see AppInstance.burst).
+    this.inbox.push(m);
+    this.schedule();
+  }
+
+  /** Runs queued mailbox messages, at most maxBatch, under one time limit. */
+  private runInbox(): void {
+    const msgs = this.inbox.splice(0, this.maxBatch);
+    let i = 0;
+    try {
+      this.instance.burst(() => {
+        for (; i < msgs.length; i++) this.handle(msgs[i]!);
+      });
+    } catch (e) {
+      if (!isFerryError(e, 'APP_TIMEOUT')) {
+        this.host.warn('mailbox.failed', { app: this.instance.instance, error: String(e) });
+        return; // unacknowledged: redelivered after a restart
+      }
+      // msgs[i] ran away (or the burst was long): it and the rest run alone, each under its own limit.
+      for (; i < msgs.length; i++) {
+        try {
+          this.handle(msgs[i]!);
+        } catch (err) {
+          this.host.warn('mailbox.failed', { app: this.instance.instance, error: String(err) });
+        }
+      }
+    }
+  }
+
+  private handle(m: SessionMessage): void {
     let env;
     try {
       env = decodeEnvelope(m.payload);
@@ -111,7 +144,6 @@ export class AppRunner {
       if (replyTo) this.host.answer(replyTo, env.id, outcome, m.ack);
       else m.ack();
     });
-    if (this.batch.length >= this.maxBatch) this.flush();
   }
 
   /** A message that runs nothing: acknowledged (and answered) in its turn, after the calls before it. */
@@ -146,12 +178,21 @@ export class AppRunner {
     });
   }
 
-  /** Commits the batch and releases its answers, acks and outbox entries. */
+  /** Runs the queued mailbox messages and commits, a group of at most maxBatch at a time. */
   flush(): void {
     if (this.scheduled) {
       clearImmediate(this.scheduled);
       this.scheduled = undefined;
     }
+    do {
+      if (this.stopped) return;
+      if (this.inbox.length > 0) this.runInbox();
+      this.commitBatch();
+    } while (this.inbox.length > 0);
+  }
+
+  /** Commits the batch and releases its answers, acks and outbox entries. */
+  private commitBatch(): void {
     if (this.batch.length === 0 || this.stopped) return;
     const batch = this.batch;
     this.batch = [];

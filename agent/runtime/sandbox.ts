@@ -31,7 +31,13 @@ export interface Sandbox {
    * of the call, the app's microtasks included); never throws anything else.
    */
   call(fn: Function, args: unknown[], timeoutMs: number, copy: (v: unknown) => unknown): CallEnd;
-  /** Runs agent code that reads app objects (the description) under the same limit; returns its result or throws (APP_TIMEOUT past the limit). */
+  /**
+   * Runs agent code under one time limit: code that reads app objects (the
+   * description), or a burst of calls. Inside it, `call` runs without a limit of its
+   * own (the burst's covers it) and drains the app's microtasks after each call.
+   * Returns fn's result or throws (APP_TIMEOUT past the limit; then nothing of the
+   * agent's code inside ran to its end, not even its `finally` blocks).
+   */
   timed<T>(fn: () => T, timeoutMs: number): T;
   /** Runs `source` (a function expression) in the context and returns the function: realm-side wrappers for ctx. */
   realmFunction(source: string): Function;
@@ -97,6 +103,8 @@ const BOOTSTRAP = `(() => {
 })()`;
 
 const RUN = new vm.Script('__ferry.run()', { filename: 'ferry:call' });
+/** Run nested in a burst: the app's microtasks run when it ends (afterEvaluate). */
+const DRAIN = new vm.Script('0', { filename: 'ferry:drain' });
 
 function loadError(app: string, filename: string, e: unknown): FerryError {
   if (e instanceof FerryError) return e;
@@ -135,11 +143,28 @@ export async function loadSandbox(source: string, options: { app: string; filena
   if (!('default' in ns) || ns.default === undefined) {
     throw new FerryError('APP_BAD_MODULE', `app module ${filename} has no default export (export default { name, version, handlers, ... })`, { field: 'module', app });
   }
+  // Inside `timed`: calls are already bounded. Starting V8's watchdog costs ~85 µs per call
+  // (a thread each time); one watchdog per burst of mailbox calls is what makes them cheap.
+  let inTimed = false;
   const ferry = (context as { __ferry: { set(f: Function, a: unknown[], s: (threw: boolean, v: unknown) => unknown): void } }).__ferry;
   return {
     app,
     exported: ns.default,
     call(fn, args, limitMs, copy) {
+      if (inTimed) {
+        let end: CallEnd;
+        try {
+          end = settle(copy, false, fn.apply(undefined, args));
+        } catch (e) {
+          end = settle(copy, true, e);
+        }
+        try {
+          DRAIN.runInContext(context);
+        } catch (e) {
+          end = { kind: 'threw', error: e instanceof FerryError ? e : undefined, message: messageOf(e) };
+        }
+        return end;
+      }
       ferry.set(fn, args, (threw, v) => settle(copy, threw, v));
       try {
         return RUN.runInContext(context, { timeout: limitMs }) as CallEnd;
@@ -150,15 +175,19 @@ export async function loadSandbox(source: string, options: { app: string; filena
       }
     },
     timed(fn, limitMs) {
+      if (inTimed) return fn();
       ferry.set(fn, [], (threw: boolean, v: unknown) => {
         if (threw) throw v;
         return v;
       });
+      inTimed = true;
       try {
         return RUN.runInContext(context, { timeout: limitMs }) as ReturnType<typeof fn>;
       } catch (e) {
         if (isTimeout(e)) throw timeoutError(app, limitMs);
         throw e;
+      } finally {
+        inTimed = false;
       }
     },
     realmFunction(src) {

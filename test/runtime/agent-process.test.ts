@@ -53,7 +53,6 @@ describe('emulated devices: agent processes on three profiles against one Mosqui
     expect(leases).toHaveLength(1);
     expect(['dev-rpi-4b', 'dev-android-phone']).toContain(leases[0]!.provider);
     await pda.control('call', { instance: 'sensor-log', handler: 'sample', message: null });
-    await until(() => pda.logs.length > 0, 100);
     let summary: { count: number } = { count: 0 };
     for (let t = 0; t < 100 && summary.count < 1; t++) {
       summary = (await pda.control('call', { instance: 'sensor-log', handler: 'summary', message: null })) as { count: number };

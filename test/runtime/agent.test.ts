@@ -108,11 +108,25 @@ describe.each(BROKERS)('agent (%s)', (_name, start) => {
     expect(answers.get(`${tag}-0`)![0]!.type).toBe('error');
     expect(await a.call('ledger-f', 'list', null)).toEqual([1]);
     expect(await a.call('counter', 'increment', { by: 2 })).toEqual({ count: 2 });
-    for (const h of ['throws', 'loops', 'storesFunction', 'missing']) {
-      const e = await caughtAsync(() => a.call('ledger-f', h, null));
-      expect(e.code).toMatch(/^(APP_HANDLER_FAILED|APP_TIMEOUT|HEAP_BAD_VALUE|APP_NO_HANDLER)$/);
+    for (const [h, code] of [['throws', 'APP_HANDLER_FAILED'], ['loops', 'APP_TIMEOUT'], ['storesFunction', 'HEAP_BAD_VALUE'], ['missing', 'APP_NO_HANDLER']]) {
+      const e = await caughtAsync(() => a.call('ledger-f', h!, null));
+      expect(e.code).toBe(code);
     }
     expect(await a.call('ledger-f', 'list', null)).toEqual([1]);
+  });
+
+  it('a runaway request inside a burst of requests: those before and after it are applied once, in order', async () => {
+    const a = await agent(broker);
+    await a.install(LEDGER);
+    await a.run('ledger', 'ledger-burst');
+    const tag = `u${Date.now()}`;
+    const handlers = ['apply', 'apply', 'loops', 'apply', 'throws', 'apply'];
+    await Promise.all(handlers.map((h, i) => send('ledger-burst', `${tag}-${i}`, h, { n: i })));
+    await until(() => handlers.every((_, i) => answers.has(`${tag}-${i}`)), 10_000, 'every answer');
+    expect(handlers.map((_, i) => answers.get(`${tag}-${i}`)![0]!.type)).toEqual(['app.call.ok', 'app.call.ok', 'error', 'app.call.ok', 'error', 'app.call.ok']);
+    expect((answers.get(`${tag}-2`)![0]!.body as { code: string }).code).toBe('APP_TIMEOUT');
+    expect(await a.call('ledger-burst', 'list', null)).toEqual([0, 1, 3, 5]);
+    expect(answers.get(`${tag}-5`)![0]!.body).toEqual({ n: 5, length: 4 });
   });
 
   it('ctx.send reaches the other instance once, through its mailbox, after the sender committed', async () => {
