@@ -39,7 +39,7 @@ const RECORD_TAG = 'ferry.runtime/1';
  * object size limit (64 KiB: about 2,000 ids) and then refuse every call; a small map is
  * also all a commit rewrites of them.
  */
-const REPLY_BUCKET = 256;
+const REPLY_BUCKET = 64;
 
 interface RuntimeRecord {
   tag: string;
@@ -102,6 +102,11 @@ export class AppInstance {
   private running = false;
   /** Outbox ids handed out by takeOutbox and not yet delivered. */
   private readonly handedOut = new Set<string>();
+  /**
+   * Request ids that may be in the heap's reply maps: every remembered id is in it
+   * (a miss here is a miss there), forgotten ones leave it only when it is rebuilt.
+   */
+  private knownIds = new Set<string>();
   /** Makes this opening's outbox ids unique even after a restore to an older version. */
   private salt = '';
 
@@ -278,6 +283,7 @@ export class AppInstance {
       this.heap.checkpoint({ reason: 'create' });
     }
     this.record = rec;
+    this.indexIds();
     this.salt = randomId128().slice(0, 8);
     this.handedOut.clear();
     this.ctx = buildContext(this.o.sandbox, {
@@ -349,6 +355,8 @@ export class AppInstance {
 
   /** The recorded outcome of `requestId`, if remembered. */
   private recalled(requestId: string): CallOutcome | undefined {
+    // Almost every id is new: answer that from memory, not from a walk over the heap's maps.
+    if (!this.knownIds.has(requestId)) return undefined;
     const hit = this.record.replies.get(requestId);
     const older = this.record.olderReplies;
     if (hit !== undefined || older === undefined) return hit;
@@ -361,6 +369,9 @@ export class AppInstance {
 
   private remember(requestId: string | undefined, outcome: CallOutcome): void {
     if (requestId === undefined) return;
+    // Into the index before the heap, and never out of it but by a rebuild: it stays a superset.
+    this.knownIds.add(requestId);
+    if (this.knownIds.size > 2 * this.o.rememberReplies + REPLY_BUCKET) this.indexIds();
     if (this.record.replies.size >= REPLY_BUCKET && this.o.rememberReplies > REPLY_BUCKET) this.newReplyBucket();
     try {
       this.record.replies.set(requestId, outcome);
@@ -376,6 +387,14 @@ export class AppInstance {
       if (oldest === undefined) break;
       replies.delete(oldest);
     }
+  }
+
+  /** Rebuilds the index of remembered ids from the heap's maps. */
+  private indexIds(): void {
+    const ids = new Set<string>();
+    for (const k of this.record.replies.keys()) ids.add(k);
+    for (const b of this.record.olderReplies ?? []) for (const k of b.keys()) ids.add(k);
+    this.knownIds = ids;
   }
 
   /** Starts a new `replies` map; the oldest maps go while the others still hold rememberReplies ids. */
