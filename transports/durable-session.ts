@@ -3,6 +3,7 @@ import { FerryError } from '../core/errors.js';
 import { OptionReader } from '../core/options.js';
 import type { BusSessionOptions } from './contract.js';
 import { deferred, openSocket, settledOrNew, sleep, type Deferred } from './connection.js';
+import { BROKER_URL_PATTERN } from './options.js';
 import { isValidFilter } from './topics.js';
 
 /** Options of `DurableSession.connect`. Every field is validated on entry. */
@@ -47,6 +48,7 @@ export class DurableSession {
   private generation = 0;
   private closed = false;
   private ready: Deferred = deferred();
+  private lastError: Error | undefined;
 
   private constructor(
     readonly options: Readonly<Required<Pick<DurableSessionOptions, 'url' | 'clientId' | 'filter'>>>,
@@ -60,7 +62,7 @@ export class DurableSession {
   static async connect(options: DurableSessionOptions, onMessage: (m: SessionMessage) => void): Promise<DurableSession> {
     const r = new OptionReader(options as unknown as Record<string, unknown>, 'options');
     r.rejectUnknown(['url', 'clientId', 'filter', 'keepaliveSeconds', 'connectTimeoutMs', 'reconnectMs', 'username', 'password', 'tls']);
-    const url = r.string('url', undefined, /^mqtts?:\/\/[^/\s]+:\d{1,5}\/?$/);
+    const url = r.string('url', undefined, BROKER_URL_PATTERN);
     const clientId = r.string('clientId', undefined, /^[^\u0000]{1,128}$/);
     const filter = r.string('filter');
     if (!isValidFilter(filter)) r.fail('filter', 'a valid MQTT topic filter', filter);
@@ -82,7 +84,7 @@ export class DurableSession {
           clientId,
           clean: false,
           keepalive,
-          connectTimeoutMs,
+          connectTimeout: connectTimeoutMs,
           reconnectPeriod: reconnectMs,
           resubscribe: false,
           log: () => undefined,
@@ -97,7 +99,10 @@ export class DurableSession {
       await Promise.race([
         session.ready.promise,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new FerryError('BUS_OFFLINE', `cannot open the session ${clientId} at ${url} within ${connectTimeoutMs} ms (options.connectTimeoutMs)`, { field: 'options.url' })), connectTimeoutMs);
+          timer = setTimeout(() => {
+            const why = session.lastError ? ` (${session.lastError.message})` : '';
+            reject(new FerryError('BUS_OFFLINE', `cannot open the session ${clientId} at ${url} within ${connectTimeoutMs} ms (options.connectTimeoutMs)${why}`, { field: 'options.url' }));
+          }, connectTimeoutMs);
         }),
       ]);
     } catch (e) {
@@ -157,7 +162,10 @@ export class DurableSession {
       this.generation++;
       if (!this.closed) this.ready = settledOrNew(this.ready);
     });
-    this.client.on('error', () => undefined);
+    // Reconnects handle errors; the last one explains a connect that never succeeds.
+    this.client.on('error', (e) => {
+      this.lastError = e;
+    });
   }
 
   private onConnect(): void {

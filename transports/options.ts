@@ -12,6 +12,9 @@ import type { BusSessionOptions, BusWill } from './contract.js';
 /** A device id: one MQTT topic level, so no `/`, `+`, `#`. */
 export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
 
+/** A broker URL: `mqtt://host:port` or `mqtts://host:port`. */
+export const BROKER_URL_PATTERN = /^mqtts?:\/\/[^/\s]+:\d{1,5}\/?$/;
+
 /** MQTT's own ceiling on a packet's remaining length, bytes. */
 export const MQTT_MAX_PACKET_BYTES = 268_435_455;
 
@@ -72,7 +75,7 @@ function fn<T>(r: OptionReader, name: string, fallback: T): T {
 export function readBusOptions(options: BusOptions): ResolvedBusOptions {
   const r = new OptionReader(options as unknown as Record<string, unknown>, 'options');
   r.rejectUnknown(BUS_KEYS);
-  const url = r.string('url', undefined, /^mqtts?:\/\/[^/\s]+:\d{1,5}\/?$/);
+  const url = r.string('url', undefined, BROKER_URL_PATTERN);
   const deviceId = r.string('deviceId', undefined, DEVICE_ID_PATTERN);
   const clientId = r.has('clientId') ? r.string('clientId', undefined, /^[^\u0000]{1,128}$/) : `${deviceId}-${Math.floor(Math.random() * 0xffffffff).toString(16).padStart(8, '0')}`;
   const reconnectMinMs = r.number('reconnectMinMs', { min: 10, max: 60_000 }, 100);

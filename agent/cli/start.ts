@@ -50,19 +50,29 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
       await control?.close();
       await agent.close();
     })());
+  const exit = () =>
+    stop().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        agent.log.error('agent.stop-failed', { error: String(e) });
+        process.exit(1);
+      },
+    );
   try {
-    control = await ControlServer.listen(agent, agent.options.dataDir, () => void stop().then(() => process.exit(0)));
+    control = await ControlServer.listen(agent, agent.options.dataDir, () => void exit());
     if (samples && agent.registry.apps().length === 0) {
       for (const name of SAMPLE_APPS) {
         await agent.install(join(samplesDir(), `${name}.mjs`));
-        await agent.run(name);
+        // A sample the device cannot run (sensor-log on a profile without a sensor, none on the
+        // broker) stays installed and stopped; the others run.
+        await agent.run(name).catch((e: unknown) => agent.log.warn('sample.not-running', { app: name, error: String(e) }));
       }
     }
   } catch (e) {
     await stop();
     throw e;
   }
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => void stop().then(() => process.exit(0)));
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => void exit());
   const s = agent.status();
   agent.log.info('agent.ready', { ...s, control: control.path, next: 'ferry call counter increment' });
   const dataFlag = agent.options.dataDir === join(process.cwd(), 'ferry-data') ? '' : ` --data ${agent.options.dataDir}`;

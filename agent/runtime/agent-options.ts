@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { basename, resolve } from 'node:path';
 import { OptionReader } from '../../core/options.js';
 import { DURABILITY_MODES, type Durability } from '../../store/index.js';
-import { DEVICE_ID_PATTERN } from '../../transports/options.js';
+import { BROKER_URL_PATTERN, DEVICE_ID_PATTERN } from '../../transports/options.js';
 
 /** One structured log line (written as JSON, one per line). */
 export interface LogLine {
@@ -83,7 +83,7 @@ export function readAgentOptions(options: AgentOptions, prefix = 'options', code
   return {
     dataDir,
     profile,
-    brokerUrl: r.has('brokerUrl') ? r.string('brokerUrl', undefined, /^mqtts?:\/\/[^/\s]+:\d{1,5}\/?$/) : undefined,
+    brokerUrl: r.has('brokerUrl') ? r.string('brokerUrl', undefined, BROKER_URL_PATTERN) : undefined,
     brokerPort: r.number('brokerPort', { min: 0, max: 65_535 }, 1883),
     deviceId: r.string('deviceId', fallbackId, DEVICE_ID_PATTERN),
     handlerTimeoutMs: r.number('handlerTimeoutMs', { min: 10, max: 60_000 }, 1000),

@@ -12,6 +12,7 @@ import { readAgentOptions, type AgentOptions, type ResolvedAgentOptions } from '
 import { checkModuleFile } from './app-installer.js';
 import { AppInstance, type CallOutcome, type OutboxEntry } from './app-instance.js';
 import { AppLeases, type LeaseView } from './app-leases.js';
+import { NAME } from './app-definition.js';
 import { loadApp } from './app-loader.js';
 import { AppRunner } from './app-runner.js';
 import { Logger } from './logger.js';
@@ -42,7 +43,6 @@ export interface InstanceView {
   mailbox: { calls: number; commits: number; maxBatch: number } | undefined;
 }
 
-const INSTANCE_ID = /^[a-z][a-z0-9-]{0,63}$/;
 
 /** Delay before a message that could not be published (the broker away) is tried again, ms. */
 const SEND_RETRY_MS = 1000;
@@ -203,7 +203,7 @@ export class Agent {
   private async runNow(app: string, instance: string): Promise<InstanceView> {
     this.checkOpen();
     if (!this.registry.app(app)) throw this.unknownApp(app);
-    if (typeof instance !== 'string' || !INSTANCE_ID.test(instance)) {
+    if (typeof instance !== 'string' || !NAME.test(instance)) {
       throw new FerryError('BAD_OPTION', `instance must be 1..64 of a-z 0-9 - starting with a letter, got ${JSON.stringify(instance)}`, { field: 'instance' });
     }
     const known = this.registry.instance(instance);

@@ -31,7 +31,8 @@ export interface AppDefinition {
   hooks: { onLeaseLost: AppFunction | undefined; onMigrated: AppFunction | undefined; onResume: AppFunction | undefined };
 }
 
-const NAME = /^[a-z][a-z0-9-]{0,63}$/;
+/** An app name, and an instance id: one topic level, lower case. */
+export const NAME = /^[a-z][a-z0-9-]{0,63}$/;
 const VERSION = /^[\x21-\x7e]{1,32}$/;
 const HANDLER = /^[A-Za-z_$][A-Za-z0-9_$]{0,63}$/;
 const HOOKS = ['onLeaseLost', 'onMigrated', 'onResume'] as const;

@@ -2,7 +2,7 @@ import { FerryError, isFerryError } from '../../core/errors.js';
 import { openHeap, type Heap, type HeapOptions, type HeapStats } from '../heap/index.js';
 import { errorAnswerBody } from '../../transports/pending-requests.js';
 import { randomId128 } from '../../transports/random-id.js';
-import type { AppDefinition, AppFunction } from './app-definition.js';
+import { NAME, type AppDefinition, type AppFunction } from './app-definition.js';
 import { buildContext, type AppHost } from './app-context.js';
 import { plainResult } from './plain-result.js';
 import type { Sandbox } from './sandbox.js';
@@ -289,7 +289,10 @@ export class AppInstance {
     this.ctx = buildContext(this.o.sandbox, {
       ...this.o.host,
       root: () => this.heap.root,
-      send: (to, handler, body) => this.enqueue('ctx.send', { kind: 'send', from: this.instance, to, handler, body }),
+      send: (to, handler, body) => {
+        if (!NAME.test(to)) throw new FerryError('BAD_OPTION', `app ${this.instance}: ctx.send needs an instance id (a-z 0-9 -), got ${JSON.stringify(to)}`, { field: 'ctx.send.to' });
+        this.enqueue('ctx.send', { kind: 'send', from: this.instance, to, handler, body });
+      },
       request: (type, op, args, reply) => {
         if (!this.definition.handlers.has(reply)) {
           throw new FerryError('APP_NO_HANDLER', `app ${this.instance}: ctx.request names reply handler ${JSON.stringify(reply)}, which it does not have`, { field: 'ctx.request.reply' });

@@ -78,6 +78,7 @@ export class ControlServer {
   private constructor(
     private readonly server: Server,
     readonly path: string,
+    private readonly sockets: Set<Socket>,
   ) {}
 
   /** Throws AGENT_RUNNING if an agent answers on the data directory's socket. */
@@ -89,16 +90,24 @@ export class ControlServer {
     await ControlServer.checkFree(dataDir);
     const path = controlSocketPath(dataDir);
     rmSync(path, { force: true }); // a stale socket of an agent that died
-    const server = createServer((sock) => serve(agent, sock, onShutdown));
+    const sockets = new Set<Socket>();
+    const server = createServer((sock) => {
+      sockets.add(sock);
+      sock.on('close', () => sockets.delete(sock));
+      serve(agent, sock, onShutdown);
+    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(path, () => resolve());
     });
-    return new ControlServer(server, path);
+    return new ControlServer(server, path, sockets);
   }
 
   async close(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    // An idle client (a `ferry` command left open) must not hold the shutdown.
+    for (const s of this.sockets) s.destroy();
+    await closed;
     rmSync(this.path, { force: true });
   }
 }
@@ -122,8 +131,10 @@ function serve(agent: Agent, sock: Socket, onShutdown: () => void): void {
   sock.on('data', (chunk: string) => {
     buf += chunk;
     if (buf.length > MAX_CONTROL_LINE && !buf.includes('\n')) {
-      write(sock, { id: 0, ok: false, error: { code: 'AGENT_BAD_REQUEST', message: `a control request is longer than ${MAX_CONTROL_LINE} bytes`, field: 'request' } });
-      sock.end();
+      buf = '';
+      sock.end(`${JSON.stringify({ id: 0, ok: false, error: { code: 'AGENT_BAD_REQUEST', message: `a control request is longer than ${MAX_CONTROL_LINE} bytes`, field: 'request' } })}\n`);
+      sock.destroySoon();
+      sock.removeAllListeners('data');
       return;
     }
     let nl: number;

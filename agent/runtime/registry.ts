@@ -1,6 +1,7 @@
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { FerryError } from '../../core/errors.js';
+import { NAME } from './app-definition.js';
 
 /** An installed app: its module is kept in the data directory under `file`. */
 export interface InstalledApp {
@@ -63,6 +64,7 @@ export class Registry {
     if (!f || f.format !== 'ferry.registry/1' || typeof f.apps !== 'object' || typeof f.instances !== 'object' || f.apps === null || f.instances === null) {
       throw new FerryError('STORE_CORRUPT', `${path} is not a Ferry registry (format ferry.registry/1)`, { field: 'registry.format' });
     }
+    checkRecords(path, f as RegistryFile);
     return new Registry(path, f as RegistryFile);
   }
 
@@ -88,6 +90,24 @@ export class Registry {
     change(next);
     writeAtomically(this.path, `${JSON.stringify(next, null, 2)}\n`);
     this.data = next;
+  }
+}
+
+const STATES: readonly string[] = ['running', 'suspended', 'stopped'];
+
+/** Every record's fields, so nothing later trips over a changed file (a `file` must not name a path elsewhere). */
+function checkRecords(path: string, f: RegistryFile): void {
+  const bad = (field: string, what: string) => new FerryError('STORE_CORRUPT', `${path}: ${field} must be ${what}`, { field: `registry.${field}` });
+  for (const [k, a] of Object.entries(f.apps)) {
+    if (a === null || typeof a !== 'object' || a.name !== k || !NAME.test(k)) throw bad(`apps.${k}.name`, 'the app name it is filed under');
+    if (a.file !== `${k}.mjs`) throw bad(`apps.${k}.file`, `"${k}.mjs"`);
+    if (typeof a.version !== 'string' || typeof a.installedAt !== 'number') throw bad(`apps.${k}`, 'a record with version and installedAt');
+  }
+  for (const [k, i] of Object.entries(f.instances)) {
+    if (i === null || typeof i !== 'object' || i.instance !== k || !NAME.test(k)) throw bad(`instances.${k}.instance`, 'the instance id it is filed under');
+    if (typeof i.app !== 'string' || !NAME.test(i.app)) throw bad(`instances.${k}.app`, 'an app name');
+    if (!STATES.includes(i.state)) throw bad(`instances.${k}.state`, STATES.join(', '));
+    if (typeof i.since !== 'number') throw bad(`instances.${k}.since`, 'a time in ms');
   }
 }
 

@@ -1,10 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { controlRequest } from '../../agent/cli/control-client.js';
+import { AGENT_NODE_FLAGS } from '../../agent/runtime/sandbox.js';
 
 /** The built command (test/global-setup.ts compiles dist/ before the run). */
 export const FERRY_MAIN = fileURLToPath(new URL('../../dist/agent/cli/main.js', import.meta.url));
-export const AGENT_FLAGS = ['--experimental-vm-modules', '--disable-warning=ExperimentalWarning'];
+export const AGENT_FLAGS = AGENT_NODE_FLAGS;
 
 export interface AgentProcess {
   readonly proc: ChildProcess;

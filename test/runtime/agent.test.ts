@@ -53,7 +53,7 @@ describe.each(BROKERS)('agent (%s)', (_name, start) => {
   const send = (instance: string, id: string, handler: string, message: unknown) =>
     client.publishEnvelope(appMailboxTopic(instance), { v: ENVELOPE_VERSION, type: 'app.call', id, from: 'test-client', replyTo: inboxTopic('test-client'), ts: Date.now(), body: { handler, message } });
 
-  it('answers mailbox requests after the commit, applies a repeated id once, and queues while suspended', async () => {
+  it('answers mailbox requests, applies a repeated id once, and queues requests while suspended', async () => {
     const a = await agent(broker);
     await a.install(LEDGER);
     await a.run('ledger');
@@ -210,6 +210,18 @@ describe('agent: apps, checkpoints and bad input', () => {
     expect(await a.call('counter', 'get', null)).toEqual({ count });
   });
 
+  it('lifecycle commands run one at a time: two resumes at once open the heap once', async () => {
+    const a = await agent(broker);
+    await a.install(SAMPLE('counter'));
+    await a.run('counter');
+    await a.suspend('counter');
+    const results = await Promise.allSettled([a.resume('counter'), a.resume('counter'), a.suspend('counter'), a.resume('counter')]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+    expect(((results[1] as PromiseRejectedResult).reason as { code: string }).code).toBe('APP_EXISTS');
+    expect(a.view('counter').state).toBe('running');
+    expect(await a.call('counter', 'increment', null)).toEqual({ count: 1 });
+  });
+
   it('compiles a TypeScript app at install', async () => {
     const a = await agent(broker);
     expect(await a.install(new URL('./fixtures/typed.ts', import.meta.url).pathname)).toEqual({ name: 'typed', version: '0.1.0', replaced: false });
@@ -281,6 +293,13 @@ describe('agent: apps, checkpoints and bad input', () => {
     writeFileSync(join(dataDir, 'registry.json'), '{"format": "something else"}');
     const e2 = await caughtAsync(() => agent(broker, { dataDir }));
     expect([e2.code, e2.details.field]).toEqual(['STORE_CORRUPT', 'registry.format']);
+    const reg = (apps: object, instances: object) => writeFileSync(join(dataDir, 'registry.json'), JSON.stringify({ format: 'ferry.registry/1', apps, instances }));
+    reg({}, { x: null });
+    expect((await caughtAsync(() => agent(broker, { dataDir }))).details.field).toBe('registry.instances.x.instance');
+    reg({ evil: { name: 'evil', version: '1', file: '../../etc/x', installedAt: 1 } }, {});
+    expect((await caughtAsync(() => agent(broker, { dataDir }))).details.field).toBe('registry.apps.evil.file');
+    reg({}, { c: { instance: 'c', app: 'counter', state: 'dancing', since: 1 } });
+    expect((await caughtAsync(() => agent(broker, { dataDir }))).details.field).toBe('registry.instances.c.state');
   });
 
   it('the control channel answers bad lines with AGENT_BAD_REQUEST naming the field, and keeps serving', async () => {

@@ -29,6 +29,7 @@ export default {
     sendObj(ctx) { ctx.root.o = ctx.root.o || { v: 1 }; ctx.send('other', 'h', ctx.root.o); },
     mutate(ctx) { ctx.root.o.v = 2; },
     sendFn(ctx) { ctx.send('other', 'h', { f() {} }); },
+    sendWild(ctx) { ctx.send('a/#', 'h', 1); },
     thenTrap() { return { get then() { for (;;) {} } }; },
     getterTrap() { return { get v() { for (;;) {} } }; },
     messageTrap() { throw { get message() { for (;;) {} } }; },
@@ -273,12 +274,13 @@ describe('app instance: ctx and isolation', () => {
     a.call('sendObj', null);
     a.call('mutate', null);
     expect(a.call('sendFn', null).outcome).toMatchObject({ ok: false, code: 'HEAP_BAD_VALUE', field: 'ctx.send.body' });
+    expect(a.call('sendWild', null).outcome).toMatchObject({ ok: false, code: 'BAD_OPTION', field: 'ctx.send.to' });
     a.commit();
     expect(a.takeOutbox().map((e) => (e as { body: unknown }).body)).toEqual([{ v: 1 }]);
     a.close();
   });
 
-  it('ctx.send outside a handler and ctx.request naming a missing reply handler are refused', async () => {
+  it('ctx.request naming a reply handler the app does not have is refused', async () => {
     const a = await open(temp.store(), FAULTY, 'f8');
     const r = a.call('badRequest', null).outcome;
     expect(r).toMatchObject({ ok: false, code: 'APP_NO_HANDLER', field: 'ctx.request.reply' });
