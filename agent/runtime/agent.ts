@@ -335,6 +335,24 @@ export class Agent {
   private async deliver(r: Running, e: OutboxEntry): Promise<void> {
     const bus = this.services?.bus;
     if (!bus) return;
+    if (e.kind === 'timer') {
+      // Fires once, as a call whose id is the entry's: a fire repeated after a crash is recorded, not run.
+      const fire = () => {
+        if (this.running.get(r.record.instance) !== r) return; // suspended: the entry is handed out again at resume
+        const left = e.at - Date.now();
+        if (left > 0) {
+          setTimeout(fire, Math.min(left, 2 ** 31 - 1)).unref();
+          return;
+        }
+        try {
+          r.runner.call(e.handler, e.body, `${e.id}/fire`, () => r.runner.delivered(e.id));
+        } catch (err) {
+          this.log.warn('timer.failed', { instance: e.from, error: String(err) });
+        }
+      };
+      fire();
+      return;
+    }
     if (e.kind === 'send') {
       try {
         await (bus as MqttBus).publishEnvelope(appMailboxTopic(e.to), {

@@ -11,6 +11,8 @@ export interface AppHost {
   send(instance: string, handler: string, body: unknown): void;
   /** Queues a call of a leased service (`type`, operation `op`); its result comes back to handler `reply` as `{ ok, body }` or `{ ok: false, code, message }`. */
   request(type: string, op: string, args: unknown, reply: string): void;
+  /** Runs handler `handler` with `body` in `ms` (a one-shot timer kept in the heap: it survives restarts and fires once). */
+  after(ms: number, handler: string, body: unknown): void;
   /** The app's leases, as JSON text (parsed inside the app's realm). */
   leasesJson(): string;
   app: { name: string; version: string; instance: string };
@@ -32,6 +34,7 @@ const CTX_SOURCE = `(host) => {
     log: Object.freeze(log),
     send: (instance, handler, body) => { host.send(String(instance), String(handler), body === undefined ? null : body); },
     request: (type, op, args, reply) => { host.request(String(type), String(op), args === undefined ? {} : args, String(reply)); },
+    after: (ms, handler, body) => { host.after(Number(ms), String(handler), body === undefined ? null : body); },
     leases: () => JSON.parse(host.leasesJson()),
     app: Object.freeze({ name: host.app.name, version: host.app.version, instance: host.app.instance }),
   });

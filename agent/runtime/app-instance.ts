@@ -28,8 +28,11 @@ export interface AppInstanceOptions {
   /** Request ids remembered for exactly-once (oldest forgotten first). */
   rememberReplies: number;
   /** Services for ctx (leases, logging, clock). Sending is collected here and handed out by `commit`. */
-  host: Omit<AppHost, 'root' | 'send' | 'request'>;
+  host: Omit<AppHost, 'root' | 'send' | 'request' | 'after'>;
 }
+
+/** Longest ctx.after delay, ms (30 days; past setTimeout's own ceiling the agent re-arms). */
+const MAX_AFTER_MS = 30 * 86_400_000;
 
 /** Marks the runtime's own record among the heap's pinned objects. */
 const RECORD_TAG = 'ferry.runtime/1';
@@ -75,7 +78,8 @@ interface Uncommitted {
  */
 export type OutboxEntry =
   | { id: string; kind: 'send'; from: string; to: string; handler: string; body: unknown }
-  | { id: string; kind: 'service'; from: string; type: string; op: string; args: unknown; reply: string };
+  | { id: string; kind: 'service'; from: string; type: string; op: string; args: unknown; reply: string }
+  | { id: string; kind: 'timer'; from: string; at: number; handler: string; body: unknown };
 
 /**
  * One running app: its sandbox, its heap, and handlers run as transactions.
@@ -298,6 +302,13 @@ export class AppInstance {
           throw new FerryError('APP_NO_HANDLER', `app ${this.instance}: ctx.request names reply handler ${JSON.stringify(reply)}, which it does not have`, { field: 'ctx.request.reply' });
         }
         this.enqueue('ctx.request', { kind: 'service', from: this.instance, type, op, args, reply });
+      },
+      after: (ms, handler, body) => {
+        if (!Number.isFinite(ms) || ms < 0 || ms > MAX_AFTER_MS) throw new FerryError('BAD_OPTION', `app ${this.instance}: ctx.after needs 0..${MAX_AFTER_MS} ms, got ${ms}`, { field: 'ctx.after.ms' });
+        if (!this.definition.handlers.has(handler)) {
+          throw new FerryError('APP_NO_HANDLER', `app ${this.instance}: ctx.after names handler ${JSON.stringify(handler)}, which it does not have`, { field: 'ctx.after.handler' });
+        }
+        this.enqueue('ctx.after', { kind: 'timer', from: this.instance, at: this.o.host.now() + ms, handler, body });
       },
     });
   }

@@ -285,6 +285,31 @@ describe('agent: apps, checkpoints and bad input', () => {
     expect(((await a.call('ticker', 'get', null)) as { resumes: number }).resumes).toBe(2);
   });
 
+  it('ctx.after fires once, also when the agent restarts before it is due', async () => {
+    const dataDir = temp.dir('agent');
+    const a = await agent(broker, { dataDir });
+    await a.install(new URL('./fixtures/ticker.mjs', import.meta.url).pathname);
+    await a.run('ticker');
+    await a.call('ticker', 'remind', { ms: 50, note: 'soon' });
+    await a.call('ticker', 'remind', { ms: 600, note: 'later' });
+    let rings: string[] = [];
+    for (let t = 0; t < 100 && rings.length < 1; t++) {
+      rings = (await a.call('ticker', 'rings', null)) as string[];
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(rings).toEqual(['soon']);
+    await closeAgent(a);
+    const b = await agent(broker, { dataDir });
+    for (let t = 0; t < 100 && rings.length < 2; t++) {
+      rings = (await b.call('ticker', 'rings', null)) as string[];
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(rings).toEqual(['soon', 'later']);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await b.call('ticker', 'rings', null)).toEqual(['soon', 'later']);
+    expect((await caughtAsync(() => b.call('ticker', 'remind', { ms: -1, note: 'x' }))).details.field).toBe('ctx.after.ms');
+  });
+
   it('refuses to start on a registry that is not one, naming it, and changes nothing', async () => {
     const dataDir = temp.dir('agent');
     writeFileSync(join(dataDir, 'registry.json'), '{"format": "something else"');

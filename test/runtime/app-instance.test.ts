@@ -296,7 +296,7 @@ describe('app instance: ctx and isolation', () => {
     expect(ok(b.call('getGlobal', null).outcome)).toBe(null);
     expect(ok(a.call('getGlobal', null).outcome)).toBe('a');
     a.call('inc', null);
-    expect(ok(b.call('ctxShape', null).outcome)).toEqual({ keys: ['app', 'leases', 'log', 'now', 'request', 'root', 'send'], frozen: true, calls: 0 });
+    expect(ok(b.call('ctxShape', null).outcome)).toEqual({ keys: ['after', 'app', 'leases', 'log', 'now', 'request', 'root', 'send'], frozen: true, calls: 0 });
     a.close();
     b.close();
   });
