@@ -30,6 +30,7 @@ import type { Socket } from 'node:net';
 import mqtt, { type MqttClient } from 'mqtt';
 import { controlRequest } from '../agent/cli/control-client.js';
 import type { InstanceView } from '../agent/runtime/agent.js';
+import { AGENT_NODE_FLAGS } from '../agent/runtime/sandbox.js';
 import { appMailboxTopic, connectBus } from '../transports/index.js';
 import { startMosquitto } from '../test/helpers/brokers.js';
 import { parseBenchArgs, percentile, report, round } from './lib/args.js';
@@ -50,7 +51,6 @@ const TARGETS = { mailboxOverRawRatio: 0.25, coldStartRatio: 6, rssIdleMB: 80 };
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const MAIN = join(ROOT, 'dist', 'agent', 'cli', 'main.js');
 /** Exactly the flags `ferry start` re-executes with (agent/runtime/sandbox.ts AGENT_NODE_FLAGS): given here, the agent never re-executes. */
-const AGENT_FLAGS = ['--experimental-vm-modules', '--disable-warning=ExperimentalWarning'];
 
 function brokerArg(argv: string[]): 'aedes' | 'mosquitto' {
   const i = argv.findIndex((a) => a === '--broker' || a.startsWith('--broker='));
@@ -83,7 +83,7 @@ process.once('exit', () => {
 
 function spawnAgent(dataDir: string, brokerUrl: string): AgentProc {
   const spawnedAt = performance.now();
-  const child = spawn(process.execPath, [...AGENT_FLAGS, MAIN, 'start', '--data', dataDir, '--broker', brokerUrl, '--samples'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...AGENT_NODE_FLAGS, MAIN, 'start', '--data', dataDir, '--broker', brokerUrl, '--samples'], { stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(child);
   const seen = new Map<string, number>();
   const waiters = new Map<string, Array<(t: number) => void>>();

@@ -3,7 +3,7 @@ import { FerryError } from '../core/errors.js';
 import { OptionReader } from '../core/options.js';
 import type { BusSessionOptions } from './contract.js';
 import { deferred, openSocket, settledOrNew, sleep, type Deferred } from './connection.js';
-import { BROKER_URL_PATTERN } from './options.js';
+import { BROKER_URL_PATTERN, readPassword, readTls } from './options.js';
 import { isValidFilter } from './topics.js';
 
 /** Options of `DurableSession.connect`. Every field is validated on entry. */
@@ -60,39 +60,9 @@ export class DurableSession {
 
   /** Connects (resuming the session if the broker has it) and subscribes; resolves when SUBACK'd. */
   static async connect(options: DurableSessionOptions, onMessage: (m: SessionMessage) => void): Promise<DurableSession> {
-    const r = new OptionReader(options as unknown as Record<string, unknown>, 'options');
-    r.rejectUnknown(['url', 'clientId', 'filter', 'keepaliveSeconds', 'connectTimeoutMs', 'reconnectMs', 'username', 'password', 'tls']);
-    const url = r.string('url', undefined, BROKER_URL_PATTERN);
-    const clientId = r.string('clientId', undefined, /^[^\u0000]{1,128}$/);
-    const filter = r.string('filter');
-    if (!isValidFilter(filter)) r.fail('filter', 'a valid MQTT topic filter', filter);
-    const keepalive = r.number('keepaliveSeconds', { min: 0, max: 65_535 }, 30);
-    const connectTimeoutMs = r.number('connectTimeoutMs', { min: 100, max: 600_000 }, 10_000);
-    const reconnectMs = r.number('reconnectMs', { min: 10, max: 60_000 }, 200);
-    const username = r.has('username') ? r.string('username') : undefined;
-    const pw = r.raw('password');
-    if (pw !== undefined && typeof pw !== 'string' && !(pw instanceof Uint8Array)) r.fail('password', 'a string or bytes', pw);
-    const password = pw === undefined ? undefined : typeof pw === 'string' ? pw : Buffer.from(pw as Uint8Array);
-    const tls = options.tls;
-
-    const session = new DurableSession(
-      { url, clientId, filter },
-      (self) =>
-        new MqttClient(() => openSocket(url, tls), {
-          protocolId: 'MQTT',
-          protocolVersion: 4,
-          clientId,
-          clean: false,
-          keepalive,
-          connectTimeout: connectTimeoutMs,
-          reconnectPeriod: reconnectMs,
-          resubscribe: false,
-          log: () => undefined,
-          ...(username !== undefined ? { username } : {}),
-          ...(password !== undefined ? { password } : {}),
-        } as ConstructorParameters<typeof MqttClient>[1]).on('connect', () => self.onConnect()),
-      onMessage,
-    );
+    const o = readSessionOptions(options);
+    const { url, clientId, filter, connectTimeoutMs } = o;
+    const session = new DurableSession({ url, clientId, filter }, (self) => newClient(o, false).on('connect', () => self.onConnect()), onMessage);
     session.hook();
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -195,20 +165,53 @@ export class DurableSession {
 
   /** Ends the session at the broker too (its queue and subscription): a removed app's mailbox. */
   static async discard(options: DurableSessionOptions): Promise<void> {
-    const r = new OptionReader(options as unknown as Record<string, unknown>, 'options');
-    const url = r.string('url');
-    const client = new MqttClient(() => openSocket(url, options.tls), {
-      protocolId: 'MQTT',
-      protocolVersion: 4,
-      clientId: r.string('clientId'),
-      clean: true,
-      reconnectPeriod: 0,
-      log: () => undefined,
-      ...(options.username !== undefined ? { username: options.username } : {}),
-      ...(typeof options.password === 'string' ? { password: options.password } : options.password instanceof Uint8Array ? { password: Buffer.from(options.password) } : {}),
-    } as ConstructorParameters<typeof MqttClient>[1]);
+    const o = readSessionOptions(options);
+    // A clean-session connection under the same client id: the broker drops the old session.
+    const client = newClient({ ...o, reconnectMs: 0 }, true);
     client.on('error', () => undefined);
-    await Promise.race([new Promise<void>((res) => client.once('connect', () => res())), sleep(options.connectTimeoutMs ?? 10_000)]);
+    await Promise.race([new Promise<void>((res) => client.once('connect', () => res())), sleep(o.connectTimeoutMs)]);
     await client.endAsync().catch(() => undefined);
   }
+}
+
+type ResolvedSessionOptions = Required<Pick<DurableSessionOptions, 'url' | 'clientId' | 'filter' | 'keepaliveSeconds' | 'connectTimeoutMs' | 'reconnectMs'>> & {
+  username: string | undefined;
+  password: Buffer | undefined;
+  tls: DurableSessionOptions['tls'];
+};
+
+function readSessionOptions(options: DurableSessionOptions): ResolvedSessionOptions {
+  const r = new OptionReader(options as unknown as Record<string, unknown>, 'options');
+  r.rejectUnknown(['url', 'clientId', 'filter', 'keepaliveSeconds', 'connectTimeoutMs', 'reconnectMs', 'username', 'password', 'tls']);
+  const url = r.string('url', undefined, BROKER_URL_PATTERN);
+  const filter = r.string('filter');
+  if (!isValidFilter(filter)) r.fail('filter', 'a valid MQTT topic filter', filter);
+  return {
+    url,
+    clientId: r.string('clientId', undefined, /^[^\u0000]{1,128}$/),
+    filter,
+    keepaliveSeconds: r.number('keepaliveSeconds', { min: 0, max: 65_535 }, 30),
+    connectTimeoutMs: r.number('connectTimeoutMs', { min: 100, max: 600_000 }, 10_000),
+    reconnectMs: r.number('reconnectMs', { min: 10, max: 60_000 }, 200),
+    username: r.has('username') ? r.string('username') : undefined,
+    password: readPassword(r),
+    tls: readTls(r, url),
+  };
+}
+
+/** An MQTT 3.1.1 client on the session's client id; Ferry's own socket (TCP_NODELAY, TLS options). */
+function newClient(o: ResolvedSessionOptions, clean: boolean): MqttClient {
+  return new MqttClient(() => openSocket(o.url, o.tls), {
+    protocolId: 'MQTT',
+    protocolVersion: 4,
+    clientId: o.clientId,
+    clean,
+    keepalive: o.keepaliveSeconds,
+    connectTimeout: o.connectTimeoutMs,
+    reconnectPeriod: o.reconnectMs,
+    resubscribe: false,
+    log: () => undefined,
+    ...(o.username !== undefined ? { username: o.username } : {}),
+    ...(o.password !== undefined ? { password: o.password } : {}),
+  } as ConstructorParameters<typeof MqttClient>[1]);
 }

@@ -122,7 +122,7 @@ function readWill(r: OptionReader): BusWill | (() => BusWill) | undefined {
   return checkWill(w, 'options.will');
 }
 
-function readPassword(r: OptionReader): Buffer | undefined {
+export function readPassword(r: OptionReader): Buffer | undefined {
   const p = r.raw('password');
   if (p === undefined) return undefined;
   if (typeof p === 'string') return Buffer.from(p, 'utf8');
@@ -130,7 +130,7 @@ function readPassword(r: OptionReader): Buffer | undefined {
   return r.fail('password', 'a string or a Uint8Array', p);
 }
 
-function readTls(r: OptionReader, url: string): BusSessionOptions['tls'] {
+export function readTls(r: OptionReader, url: string): BusSessionOptions['tls'] {
   const t = r.raw('tls');
   if (t === undefined) return undefined;
   if (!url.startsWith('mqtts://')) r.fail('tls', 'used only with an mqtts:// url', t);

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { isFerryError } from '../../core/errors.js';
+import { errorAnswerBody } from '../../transports/pending-requests.js';
 import { parseArgs } from './args.js';
 import { runCommand } from './commands.js';
 import { formatHuman } from './format.js';
@@ -19,8 +20,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (json) {
-      const err = isFerryError(e) ? { code: e.code, message: e.message, ...(e.details.field !== undefined ? { field: e.details.field } : {}) } : { code: 'REMOTE_ERROR', message: String(e) };
-      process.stdout.write(`${JSON.stringify({ error: err })}\n`);
+      process.stdout.write(`${JSON.stringify({ error: errorAnswerBody(e) })}\n`);
     } else {
       process.stderr.write(`ferry: ${isFerryError(e) ? `${e.message} [${e.code}]` : String((e as Error)?.message ?? e)}\n`);
     }

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { FerryError, isFerryError } from '../../core/errors.js';
 import { getProfile, loadProfileFile, type HwProfile } from '../../hw-profiles/index.js';
@@ -319,8 +319,12 @@ export class Agent {
   private answer(replyTo: string, corr: string, outcome: CallOutcome, then: () => void): void {
     const bus = this.services?.bus;
     if (!bus) return;
-    const send = (o: CallOutcome) =>
-      o.ok ? bus.publish(replyTo, 'app.call.ok', o.body, { corr }) : bus.publish(replyTo, 'error', { code: o.code, message: o.message, ...(o.field !== undefined ? { field: o.field } : {}) }, { corr });
+    // A failed outcome is already the `error` body (code, message, field).
+    const send = (o: CallOutcome) => {
+      if (o.ok) return bus.publish(replyTo, 'app.call.ok', o.body, { corr });
+      const { ok: _, ...body } = o;
+      return bus.publish(replyTo, 'error', body, { corr });
+    };
     send(outcome).then(then, (e: unknown) => {
       if (!isFerryError(e, 'MESSAGE_TOO_LARGE')) {
         // Not acknowledged: the broker redelivers the request and it gets its recorded answer.
@@ -638,9 +642,4 @@ export class Agent {
     this.store.close();
     this.log.info('agent.stopped', {});
   }
-}
-
-/** True if the data directory has an agent's files (the CLI's hint when none answers). */
-export function looksLikeDataDir(dir: string): boolean {
-  return existsSync(join(dir, 'registry.json')) || existsSync(join(dir, 'store'));
 }

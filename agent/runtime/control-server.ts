@@ -2,6 +2,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { FerryError, isFerryError } from '../../core/errors.js';
+import { errorAnswerBody } from '../../transports/pending-requests.js';
 import type { Agent } from './agent.js';
 
 /** The control socket of a data directory. */
@@ -169,7 +170,7 @@ async function handle(agent: Agent, line: string, onShutdown: () => void): Promi
     const result = await h(agent, new ArgReader(args));
     return { id, ok: true, result: result === undefined ? null : result };
   } catch (e) {
-    if (isFerryError(e)) return { id, ok: false, error: { code: e.code, message: e.message, ...(e.details.field !== undefined ? { field: e.details.field } : {}) } };
+    if (isFerryError(e)) return { id, ok: false, error: errorAnswerBody(e) };
     agent.log.error('control.failed', { cmd: req?.cmd, error: String(e), stack: (e as Error)?.stack });
     return { id, ok: false, error: { code: 'REMOTE_ERROR', message: `the agent failed on ${String(req?.cmd)}: ${(e as Error)?.message ?? String(e)}` } };
   }

@@ -5,7 +5,6 @@ import { AGENT_NODE_FLAGS } from '../../agent/runtime/sandbox.js';
 
 /** The built command (test/global-setup.ts compiles dist/ before the run). */
 export const FERRY_MAIN = fileURLToPath(new URL('../../dist/agent/cli/main.js', import.meta.url));
-export const AGENT_FLAGS = AGENT_NODE_FLAGS;
 
 export interface AgentProcess {
   readonly proc: ChildProcess;
@@ -21,7 +20,7 @@ export interface AgentProcess {
 
 /** Starts `ferry start` as its own process (a real agent), with the flags it needs. */
 export function startAgentProcess(dataDir: string, args: string[]): AgentProcess {
-  const proc = spawn(process.execPath, [...AGENT_FLAGS, FERRY_MAIN, 'start', '--data', dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [...AGENT_NODE_FLAGS, FERRY_MAIN, 'start', '--data', dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Array<Record<string, unknown>> = [];
   let stderr = '';
   let buf = '';
