@@ -5,8 +5,10 @@ import type { Pager } from './pager.js';
 /**
  * Places object records in lines. Small records are bumped into the current allocation line
  * (so objects created together share lines); records larger than a line take a run of
- * contiguous lines. Each line counts its live bytes; a line whose count drops to zero is freed
- * at once (deleted from the store at the next checkpoint) and reused lowest-first.
+ * contiguous lines, the lowest free run that fits, else fresh lines at the high-water mark.
+ * Each line counts its live bytes; a line whose count drops to zero is freed at once (deleted
+ * from the store at the next checkpoint) and reused lowest-first; free lines at the top of the
+ * used range lower the high-water mark, so the space of freed runs always comes back.
  */
 export class Allocator {
   /** Next line never used (line 0 is reserved: address 0 means "no address"). */
@@ -36,6 +38,7 @@ export class Allocator {
     this.freeLines.length = 0;
     this.freeLines.push(...lines);
     this.freeLines.sort((a, b) => b - a); // pop() takes the lowest
+    this.lowerHwm();
   }
 
   /** Starts a fresh allocation line for what follows (compaction packs objects used together). */
@@ -111,15 +114,38 @@ export class Allocator {
   }
 
   private takeRun(n: number): number {
-    // Contiguous free runs are rare and large records are few: take fresh lines.
-    const first = this.bump(n);
+    const first = this.takeFreeRun(n) ?? this.bump(n);
+    // Every line of the run is out of the free list before the first claim: a claim may evict,
+    // and a write-back inside the eviction allocates.
     for (let i = 0; i < n; i++) this.pager.claim(first + i, LineType.User);
     return first;
   }
 
+  /**
+   * The lowest run of `n` consecutive free lines, taken out of the free list, or undefined.
+   * Without this a record longer than a line always took fresh lines, and the space of every
+   * freed run stayed unusable by runs: a heap replacing one large record ran out of lines with
+   * almost nothing live. The list is sorted high to low, so runs are scanned from its end.
+   */
+  private takeFreeRun(n: number): number | undefined {
+    const f = this.freeLines;
+    let len = 0;
+    for (let i = f.length - 1; i >= 0; i--) {
+      len = i < f.length - 1 && f[i]! === f[i + 1]! + 1 ? len + 1 : 1;
+      if (len === n) {
+        const first = f[i + n - 1]!;
+        f.splice(i, n);
+        return first;
+      }
+    }
+    return undefined;
+  }
+
   private bump(n: number): number {
     if (this.hwm + n > this.pager.table.maxLines) {
-      throw new FerryError('HEAP_FULL', `the virtual heap of app ${this.app} is full (${this.pager.table.maxLines} lines of ${this.lineSize} bytes); a collection may free space`, { field: 'heap', app: this.app });
+      const max = this.pager.table.maxLines;
+      const what = n === 1 ? 'a line' : `${n} contiguous lines`;
+      throw new FerryError('HEAP_FULL', `the virtual heap of app ${this.app} has no room for ${what}: ${this.linesInUse()} of its ${max} lines of ${this.lineSize} bytes are in use; remove data the app no longer needs, or run it on a profile with a larger virtual heap (virtualHeapBytes)`, { field: 'heap', app: this.app, linesInUse: this.linesInUse(), maxLines: max, lines: n });
     }
     const first = this.hwm;
     this.hwm += n;
@@ -128,7 +154,25 @@ export class Allocator {
 
   private releaseLine(line: number): void {
     this.pager.release(line);
-    this.freeLines.push(line);
-    this.freeLines.sort((a, b) => b - a);
+    const f = this.freeLines;
+    // Insert keeping the list sorted high to low (binary search: lines are freed in batches).
+    let lo = 0;
+    let hi = f.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (f[mid]! > line) lo = mid + 1;
+      else hi = mid;
+    }
+    f.splice(lo, 0, line);
+    this.lowerHwm();
+  }
+
+  /** Free lines just below the high-water mark go back above it (fresh runs start lower). */
+  private lowerHwm(): void {
+    const f = this.freeLines;
+    while (f.length > 0 && f[0] === this.hwm - 1) {
+      f.shift();
+      this.hwm--;
+    }
   }
 }

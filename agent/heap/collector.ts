@@ -1,3 +1,4 @@
+import { isFerryError } from '../../core/errors.js';
 import { Cell } from './cell.js';
 import { children, childrenOf, type ObjectSpace } from './object-space.js';
 
@@ -43,6 +44,10 @@ export function collectNursery(space: ObjectSpace, extraRoots: Iterable<Cell>): 
     space.load(p);
     for (const k of children(p)) if (!k.placed) visit(k);
   };
+  // Nursery objects a written record already names must be placed, whatever else reaches them:
+  // after a minor collection that failed halfway (no space), a placed object may name a child
+  // that nothing in the remembered set leads to.
+  for (const c of [...space.namedYoung]) visit(c);
   for (const p of [...space.remembered]) fromParent(p);
   for (const r of extraRoots) {
     if (r.placed) fromParent(r);
@@ -78,6 +83,8 @@ export class Marker {
   private marked: Uint8Array;
   private hot: Cell[] = [];
   private cold: Cell[] = [];
+  /** Nursery objects passed through (see push). */
+  private readonly young = new Set<Cell>();
   count = 0;
   readonly epoch: number;
   private static epochs = 0;
@@ -99,7 +106,15 @@ export class Marker {
 
   /** Marks an object (and queues it to have its children marked). */
   push(c: Cell): void {
-    if (c.oid === 0 || c.dead) return; // nursery objects are not swept by a major collection
+    if (c.dead) return;
+    if (c.oid === 0) {
+      // Nursery objects are not swept by a major collection, but what they point at is live:
+      // normally they were all promoted first; after a promotion that found no room, not.
+      if (c.placed || this.young.has(c)) return;
+      this.young.add(c);
+      for (const k of children(c)) this.push(k);
+      return;
+    }
     if (c.oid >= this.marked.length) {
       const m = new Uint8Array(Math.max(c.oid + 1, this.marked.length * 2));
       m.set(this.marked);
@@ -144,15 +159,31 @@ export class Marker {
  * heap in traversal order (`full`), so objects used together share lines.
  */
 export function collectMajor(space: ObjectSpace, root: Cell, pinned: Iterable<Cell>, compact: CompactMode, conservative = false): MajorResult {
-  const minor = collectNursery(space, pinned);
-  const marker = new Marker(space, [root, ...pinned], conservative);
+  const pins = [...pinned];
+  const minor = promoteIfRoom(space, pins);
+  const marker = new Marker(space, [root, ...pins], conservative);
   space.marker = marker;
   try {
     marker.step(Infinity);
   } finally {
     space.marker = null;
   }
-  return { ...minor, ...finishCollection(space, root, marker, compact) };
+  const done = finishCollection(space, root, marker, compact);
+  return { ...(minor ?? promoteIfRoom(space, pins) ?? { promoted: 0, died: 0 }), ...done };
+}
+
+/**
+ * A minor collection that gives way when the heap has no room to place the survivors
+ * (HEAP_FULL, HEAP_NO_MEMORY): a major collection must still run then — it is what frees the
+ * room. The unplaced survivors stay in the nursery, and the mark passes through them.
+ */
+export function promoteIfRoom(space: ObjectSpace, roots: Iterable<Cell>): MinorResult | null {
+  try {
+    return collectNursery(space, roots);
+  } catch (e) {
+    if (isFerryError(e) && (e.code === 'HEAP_FULL' || e.code === 'HEAP_NO_MEMORY')) return null;
+    throw e;
+  }
 }
 
 /** Sweep and compaction after a completed mark. */
@@ -184,18 +215,27 @@ export function finishCollection(space: ObjectSpace, root: Cell, marker: Marker,
 
   let moved = 0;
   const before = space.alloc.freeLineCount();
+  // Compaction moves objects into fresh lines; in a nearly full heap there may be none. It
+  // then stops where it is: every object is still in one place, and the sweep has freed what
+  // it could (a collection must not fail for want of the room it is there to make).
+  let stuck = false;
   const move = (cell: Cell) => {
-    space.relocate(cell);
-    moved++;
+    try {
+      space.relocate(cell);
+      moved++;
+    } catch (e) {
+      if (!isFerryError(e) || (e.code !== 'HEAP_FULL' && e.code !== 'HEAP_NO_MEMORY')) throw e;
+      stuck = true;
+    }
   };
   if (compact === 'sparse' && sparse.size > 1) {
     space.alloc.newCursor();
-    for (const oids of sparse.values()) for (const oid of oids) move(space.cellById(oid));
+    for (const oids of sparse.values()) for (const oid of oids) if (!stuck) move(space.cellById(oid));
   } else if (compact === 'full') {
     space.alloc.newCursor();
     const done = new Uint8Array(space.nextOid);
     const stack: Cell[] = [root];
-    while (stack.length > 0) {
+    while (stack.length > 0 && !stuck) {
       const cell = stack.pop()!;
       if (done[cell.oid]) continue;
       done[cell.oid] = 1;

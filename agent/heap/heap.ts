@@ -1,6 +1,6 @@
 import { FerryError, isFerryError } from '../../core/errors.js';
 import { Cell } from './cell.js';
-import { Marker, collectMajor, collectNursery, finishCollection, type CompactMode, type MajorResult } from './collector.js';
+import { Marker, collectMajor, collectNursery, finishCollection, promoteIfRoom, type CompactMode, type MajorResult } from './collector.js';
 import { encodeMeta } from './heap-meta.js';
 import { reopenSpace } from './heap-open.js';
 import { toPlain } from './plain-copy.js';
@@ -178,11 +178,35 @@ export class Heap implements ProxyHost {
     if (write && this.options.readOnly) throw new FerryError('HEAP_READ_ONLY', `the heap of app ${this.options.app} was opened read-only at version ${this.version}`, { field: 'heap', app: this.options.app });
   }
 
+  /**
+   * Before a write stores anything: when the nursery is over its share of the budget, promote
+   * it now, with the values about to be stored as extra roots. This is the step of a write
+   * that can fail for want of space (HEAP_FULL, HEAP_NO_MEMORY); doing it before the store
+   * keeps a write that throws from changing anything.
+   */
+  beforeStore(values: readonly unknown[]): void {
+    if (this.collecting || this.space.nurseryBytes <= this.options.nurseryBytes) return;
+    const young: Cell[] = [];
+    for (const v of values) {
+      const c = handleCell(v);
+      if (c && !c.placed) young.push(c);
+    }
+    this.minorCollect(young);
+  }
+
+  /** After every write: never throws (the write has happened; see beforeStore). */
   afterWrite(): void {
     if (this.firstChangeAt === 0) this.firstChangeAt = this.options.clock.now();
     if (this.collecting) return;
-    if (this.space.nurseryBytes > this.options.nurseryBytes) this.minorCollect();
-    if (this.lowOnSpace()) this.collect({ compact: 'sparse', conservative: true });
+    if (this.lowOnSpace()) {
+      // A low-space collection is housekeeping: its failure is not the write's, and must not
+      // make a write that took effect throw. It is reported like a failed automatic checkpoint.
+      try {
+        this.collect({ compact: 'sparse', conservative: true });
+      } catch (e) {
+        this.options.onCheckpointError?.(isFerryError(e) ? e : new FerryError('HEAP_CHECKPOINT_FAILED', String(e), { field: 'heap' }, { cause: e }));
+      }
+    }
     if (this.options.autoCheckpoint && !this.scheduled) {
       this.scheduled = true;
       setImmediate(() => {
@@ -272,10 +296,19 @@ export class Heap implements ProxyHost {
     if (this.collecting) throw new FerryError('HEAP_BUSY', `a checkpoint cannot run during a collection (app ${this.app})`, { field: 'heap', app: this.app });
     if (options.state !== undefined && !(options.state instanceof Uint8Array)) throw new FerryError('BAD_OPTION', `options.state must be a Uint8Array`, { field: 'options.state' });
     const t0 = performance.now();
-    const minor = this.minorCollect();
-    // A write-back may page lines out, and eviction writes back (and unloads) other dirty cells
-    // of this snapshot: write only those still dirty.
-    for (const c of [...this.space.dirty]) if (c.dirty) this.space.writeBack(c);
+    let minor: { promoted: number; died: number };
+    try {
+      minor = this.minorCollect();
+      // A write-back may page lines out, and eviction writes back (and unloads) other dirty cells
+      // of this snapshot: write only those still dirty.
+      for (const c of [...this.space.dirty]) if (c.dirty) this.space.writeBack(c);
+    } catch (e) {
+      // Nothing was committed and every change is still in the heap (placing is not committing):
+      // the same outcome as a failed commit with no lines lost.
+      this.counters.failedCheckpoints++;
+      const code = isFerryError(e) ? e.code : 'INTERNAL';
+      throw new FerryError('HEAP_CHECKPOINT_FAILED', `checkpoint of app ${this.app} failed before its commit (${code}: ${(e as Error).message}); version ${this.version} stays current and changes stay in memory`, { field: 'heap', app: this.app, rolledBack: false, cause: code }, { cause: e });
+    }
     const user = options.state ?? this.userState;
     const meta = encodeMeta({
       lineSize: this.options.lineSize, hwm: this.space.alloc.hwm, nextOid: this.space.nextOid,
@@ -311,12 +344,12 @@ export class Heap implements ProxyHost {
 
   // ---- collections ----
 
-  private minorCollect(): { promoted: number; died: number } {
+  private minorCollect(extraRoots: Cell[] = []): { promoted: number; died: number } {
     if (this.space.nurseryObjects === 0 && this.space.remembered.size === 0) return { promoted: 0, died: 0 };
     this.collecting = true;
     try {
       this.counters.minor++;
-      return collectNursery(this.space, [...this.pins.keys()]);
+      return collectNursery(this.space, [...this.pins.keys(), ...extraRoots]);
     } finally {
       this.collecting = false;
     }
@@ -368,7 +401,7 @@ export class Heap implements ProxyHost {
     this.collecting = true;
     try {
       if (!this.cycle) {
-        collectNursery(this.space, [...this.pins.keys()]);
+        promoteIfRoom(this.space, [...this.pins.keys()]);
         this.counters.minor++;
         const marker = new Marker(this.space, [this.rootCell, ...this.pins.keys()], options.conservative === true);
         this.cycle = { marker, compact: options.compact ?? 'sparse' };
@@ -378,10 +411,11 @@ export class Heap implements ProxyHost {
       if (options.compact) cycle.compact = options.compact;
       if (!cycle.marker.step(options.maxLines ?? Math.max(1, Math.floor(this.options.slots / 2)))) return { done: false };
       // Objects created since the cycle began are placed (and so marked) before the sweep.
-      const minor = collectNursery(this.space, [...this.pins.keys()]);
+      const minor = promoteIfRoom(this.space, [...this.pins.keys()]);
       this.space.marker = null;
       this.cycle = null;
-      const result: MajorResult = { ...minor, ...finishCollection(this.space, this.rootCell, cycle.marker, cycle.compact) };
+      const done = finishCollection(this.space, this.rootCell, cycle.marker, cycle.compact);
+      const result: MajorResult = { ...(minor ?? promoteIfRoom(this.space, [...this.pins.keys()]) ?? { promoted: 0, died: 0 }), ...done };
       this.collected(result);
       return { done: true, result };
     } finally {

@@ -451,8 +451,15 @@ export class ObjectSpace {
   relocate(cell: Cell): void {
     this.load(cell);
     const bytes = this.encode(cell);
+    const wasDirty = cell.dirty;
     this.setClean(cell);
-    this.place(cell, bytes, this.table.get(cell.oid));
+    try {
+      this.place(cell, bytes, this.table.get(cell.oid));
+    } catch (e) {
+      // Not moved (no room): it stays where it is, with its unwritten changes still dirty.
+      if (wasDirty) this.setDirty(cell);
+      throw e;
+    }
   }
 
   private setClean(cell: Cell): void {
@@ -475,8 +482,14 @@ export class ObjectSpace {
     if (bytes.length <= ls && cap > ls) cap = bytes.length + Math.floor((ls - bytes.length) / SLACK_UNIT) * SLACK_UNIT;
     this.ensureOid(cell);
     const addr = this.alloc.alloc(cap);
-    this.pager.write(addr, bytes);
-    this.table.set(cell.oid, { addr, len: bytes.length, cap });
+    try {
+      this.pager.write(addr, bytes);
+      // A new id may need a new table line, and the heap may have none left.
+      this.table.set(cell.oid, { addr, len: bytes.length, cap });
+    } catch (e) {
+      this.alloc.free(addr, cap);
+      throw e;
+    }
     if (!cell.placed) this.marker?.push(cell); // placed during a collection: it survives it
     cell.placed = true;
     if (cell.loaded) this.register(cell, addr);

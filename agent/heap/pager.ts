@@ -260,6 +260,11 @@ export class Pager {
         this.pin(line);
         try {
           this.hooks.beforeEvict(line);
+        } catch (e) {
+          // An object on it grew and has no room to move to (a nearly full virtual heap): the
+          // line stays, dirty, and other victims go instead; none at all is HEAP_NO_MEMORY.
+          if (isFerryError(e) && e.code === 'HEAP_FULL') continue;
+          throw e;
         } finally {
           this.unpin(line);
         }

@@ -1,14 +1,16 @@
 import { FerryError } from '../../core/errors.js';
 import type { Cell } from './cell.js';
 import { CELL, handleCell, type Handles, type ObjectSpace } from './object-space.js';
-import { CONTAINER_BYTES, importValue, keyBytes, slotBytes } from './values.js';
+import { CONTAINER_BYTES, importValue, importValues, keyBytes, slotBytes } from './values.js';
 
 /** What handles need from their heap. */
 export interface ProxyHost {
   readonly space: ObjectSpace;
   /** Throws unless the heap is open (and, for writes, writable). */
   check(write: boolean): void;
-  /** After every write: nursery budget, triggers. */
+  /** Before a write stores `values`: the nursery budget (may throw for want of space; nothing is stored yet). */
+  beforeStore(values: readonly unknown[]): void;
+  /** After every write: triggers. Never throws. */
   afterWrite(): void;
 }
 
@@ -21,7 +23,9 @@ export interface ProxyHost {
  * read loads it through the pager — and while its line is an eviction candidate, so a read
  * tells the pager the line is in use (CLOCK-style reference sampling).
  * Writes always trap: validation with the path, the object size limit, the undo log, dirty
- * marking and the nursery's remembered set (`assign`).
+ * marking and the nursery's remembered set (`assign`). A write is all or nothing: everything
+ * that can fail (validation, the size limit, promotion for want of nursery room, faulting the
+ * object in) happens before the store, and nothing after it throws.
  */
 export class ProxyFactory implements Handles {
   constructor(private readonly host: ProxyHost) {}
@@ -129,7 +133,8 @@ export class ProxyFactory implements Handles {
     if (cell.dead) throw space.stale(cell);
     // Import first: without a nursery, new objects are placed at once and may page this one
     // out; it is (re)loaded after, so the undo snapshot and the change see its storage.
-    const stored = values.length === 1 ? [importValue(space, values[0], cell, key)] : values.map((v) => importValue(space, v, cell, key));
+    const stored = values.length === 1 ? [importValue(space, values[0], cell, key)] : importValues(space, values, cell, () => key);
+    this.host.beforeStore(stored);
     if (!cell.loaded) space.load(cell);
     const delta = cost(stored);
     if (cell.approxBytes + delta > space.maxObjectBytes) {
@@ -152,7 +157,10 @@ export class ProxyFactory implements Handles {
     if (cell.dead) throw space.stale(cell);
     let x = value;
     if (value === 0) x = 0; // -0 is stored as 0: CBOR integers have no negative zero
-    else if (value !== null && (typeof value === 'object' || typeof value === 'string' || typeof value === 'function' || typeof value === 'symbol')) x = importValue(space, value, cell, key);
+    else if (value !== null && (typeof value === 'object' || typeof value === 'string' || typeof value === 'function' || typeof value === 'symbol')) {
+      x = importValue(space, value, cell, key);
+      if (typeof x === 'object') this.host.beforeStore([x]);
+    }
     // Loaded after the import (which may page, see assign), before the caller reads the slot.
     if (!cell.loaded) space.load(cell);
     return x;
@@ -179,11 +187,8 @@ export class ProxyFactory implements Handles {
     const space = this.host.space;
     if (cell.dead) throw space.stale(cell);
     const base = cell.loaded ? (cell.storage as unknown[]).length : 0;
-    const xs = new Array<unknown>(items.length);
-    for (let j = 0; j < items.length; j++) {
-      const v = items[j];
-      xs[j] = v === 0 ? 0 : v !== null && (typeof v === 'object' || typeof v === 'string' || typeof v === 'function' || typeof v === 'symbol') ? importValue(space, v, cell, base + j) : v;
-    }
+    const xs = importValues(space, items, cell, (j) => base + j);
+    this.host.beforeStore(xs);
     if (!cell.loaded) space.load(cell);
     const a = cell.storage as unknown[];
     let delta = 0;
@@ -195,8 +200,42 @@ export class ProxyFactory implements Handles {
       const x = xs[j];
       if (x !== null && typeof x === 'object') space.pointsAt(cell, handleCell(x)!, at + j);
     }
+    // The length before afterWrite: a collection there may page this array out (and empty it).
+    const length = at + xs.length;
     this.host.afterWrite();
-    return a.length;
+    return length;
+  }
+
+  /**
+   * Every other array method that changes the array (pop, shift, unshift, splice, sort, reverse,
+   * fill, copyWithin), all or nothing: `items` (the values the call stores) are imported first,
+   * `run` applies the plain method to a copy of the elements, and the copy replaces them in one
+   * change. The generic Proxy path would store element by element, so a refused value or a
+   * failure halfway left the array half changed. Returns what the plain method returns.
+   */
+  arrayOp<R>(cell: Cell, items: readonly unknown[], keyOf: (j: number) => number, run: (copy: unknown[], items: unknown[]) => R): R {
+    this.host.check(true);
+    const space = this.host.space;
+    if (cell.dead) throw space.stale(cell);
+    const xs = importValues(space, items, cell, keyOf);
+    this.host.beforeStore(xs);
+    if (!cell.loaded) space.load(cell);
+    const copy = (cell.storage as unknown[]).slice();
+    const before = elementBytes(copy);
+    const result = run(copy, xs);
+    const out = copy === result ? cell.handle as R : result;
+    // `run` may run app code (a comparator) that pages this array out: change() loads it again.
+    this.change(cell, '<array>', elementBytes(copy) - before);
+    const a = cell.storage as unknown[];
+    a.length = 0;
+    a.length = copy.length;
+    for (let i = 0; i < copy.length; i++) if (i in copy) a[i] = copy[i];
+    for (let i = 0; i < copy.length; i++) {
+      const x = copy[i];
+      if (x !== null && typeof x === 'object') space.pointsAt(cell, handleCell(x)!, i);
+    }
+    this.host.afterWrite();
+    return out;
   }
 
   /** A mutation that stores no new value (delete, truncate, clear). */
@@ -299,6 +338,56 @@ Object.defineProperty(HeapArrayTarget.prototype, 'push', {
   writable: true,
   configurable: true,
 });
+
+/** Encoded-size estimate of an array's elements (a hole counts as one byte, as `undefined`). */
+function elementBytes(a: unknown[]): number {
+  let n = 0;
+  for (let i = 0; i < a.length; i++) n += i in a ? slotBytes(a[i]) : 1;
+  return n;
+}
+
+/**
+ * The changing methods besides push, each through `arrayOp`: which of its arguments are stored
+ * values (imported first) and where the j-th lands (for error paths).
+ */
+const ARRAY_OPS: Record<string, (args: unknown[], len: number) => { items: unknown[]; keyOf: (j: number) => number }> = {
+  pop: () => ({ items: [], keyOf: (j) => j }),
+  shift: () => ({ items: [], keyOf: (j) => j }),
+  reverse: () => ({ items: [], keyOf: (j) => j }),
+  sort: () => ({ items: [], keyOf: (j) => j }),
+  copyWithin: () => ({ items: [], keyOf: (j) => j }),
+  unshift: (args) => ({ items: args, keyOf: (j) => j }),
+  splice: (args, len) => {
+    const s = Math.trunc(Number(args[0]) || 0);
+    const start = s < 0 ? Math.max(0, len + s) : Math.min(s, len);
+    return { items: args.slice(2), keyOf: (j) => start + j };
+  },
+  fill: (args, len) => {
+    const s = Math.trunc(Number(args[1]) || 0);
+    return { items: args.slice(0, 1), keyOf: () => (s < 0 ? Math.max(0, len + s) : Math.min(s, len)) };
+  },
+};
+for (const name of Object.keys(ARRAY_OPS)) {
+  const plain = (Array.prototype as unknown as Record<string, (...a: unknown[]) => unknown>)[name]!;
+  const shape = ARRAY_OPS[name]!;
+  Object.defineProperty(HeapArrayTarget.prototype, name, {
+    value: function (this: unknown[], ...args: unknown[]): unknown {
+      const cell = handleCell(this);
+      if (!cell) return plain.apply(this, args);
+      const f = (cell.owner as ObjectSpace).handles as ProxyFactory;
+      const { items, keyOf } = shape(args, cell.loaded ? (cell.storage as unknown[]).length : 0);
+      return f.arrayOp(cell, items, keyOf, (copy, xs) => {
+        // splice(start) removes to the end, splice(start, undefined) removes nothing: keep the arity.
+        if (name === 'splice') return args.length < 2 ? plain.apply(copy, args) : plain.call(copy, args[0], args[1], ...xs);
+        if (name === 'unshift') return plain.apply(copy, xs);
+        if (name === 'fill') return plain.call(copy, xs[0], args[1], args[2]);
+        return plain.apply(copy, args);
+      });
+    },
+    writable: true,
+    configurable: true,
+  });
+}
 
 /** A proxy's handler: traps come from a shared prototype; read traps are own properties, switched on and off. */
 interface CellHandler extends ProxyHandler<object> {

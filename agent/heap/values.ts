@@ -41,6 +41,20 @@ export function importValue(space: ObjectSpace, value: unknown, parent: Cell, ke
   return build(space, value, undefined);
 }
 
+/**
+ * Imports the values of one call (`push(x, x)`, `splice(i, 0, a, b)`): all are checked before
+ * any is created, and an object passed twice becomes one heap object, as it is one object in
+ * the plain array. `keyOf(j)` is where value j lands, for error paths.
+ */
+export function importValues(space: ObjectSpace, values: readonly unknown[], parent: Cell, keyOf: (j: number) => string | number): unknown[] {
+  for (let j = 0; j < values.length; j++) {
+    const v = values[j];
+    if (v !== null && (typeof v === 'object' || typeof v === 'function' || typeof v === 'symbol' || typeof v === 'string')) checkValue(space, v, () => parent.path(keyOf(j)), undefined);
+  }
+  const made = values.length > 1 ? new Map<object, object>() : undefined;
+  return values.map((v) => (v === 0 ? 0 : v !== null && typeof v === 'object' ? build(space, v, made) : v));
+}
+
 function tooLarge(space: ObjectSpace, path: string, bytes: number): FerryError {
   return new FerryError('HEAP_VALUE_TOO_LARGE', `${path} would take about ${bytes} bytes, over the ${space.maxObjectBytes}-byte object limit (split it into smaller objects)`, { field: path, bytes, limit: space.maxObjectBytes });
 }
