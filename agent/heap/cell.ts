@@ -1,3 +1,4 @@
+import { inspect } from 'node:util';
 import type { Kind } from './record-codec.js';
 
 /**
@@ -29,7 +30,7 @@ export class Cell {
   approxBytes = 0;
   /** First line of the record while loaded and placed (-1 otherwise). */
   firstLine = -1;
-  /** How app code first reached it, for error paths: parent cell and key. */
+  /** Where it was last stored (first found, for loaded objects), for error paths: parent cell and key. */
   parent: Cell | null = null;
   key: string | number | null = null;
   handle!: object;
@@ -39,17 +40,27 @@ export class Cell {
 
   constructor(public oid: number, readonly kind: Kind, readonly owner: object) {}
 
-  /** `root.notes[3].owner`-style path for error messages. */
+  /** Where util.inspect meets a cell (the bytes' Uint8Array carries it): one short line. */
+  [inspect.custom](): string {
+    return `[heap ${this.kind} ${this.path()}]`;
+  }
+
+  /**
+   * `root.notes[3].owner`-style path for error messages: up the chain of where each object was
+   * last stored. A chain that loops (cycles) or runs long stops at the object it reached,
+   * named by id (`object#12.next.value`): short, and never repeated.
+   */
   path(child?: string | number): string {
     const parts: string[] = [];
     if (child !== undefined) parts.push(fmtKey(child));
-    let c: Cell | null = this;
-    let guard = 0;
-    while (c && c.parent && c.oid !== 1 && guard++ < 64) {
+    let c: Cell = this;
+    const seen = new Set<Cell>([c]);
+    while (c.parent && c.oid !== 1 && parts.length < 32 && !seen.has(c.parent)) {
       parts.push(fmtKey(c.key!));
       c = c.parent;
+      seen.add(c);
     }
-    return (c && c.oid === 1 ? 'root' : `object#${c?.oid ?? '?'}`) + parts.reverse().join('');
+    return (c.oid === 1 ? 'root' : `object#${c.oid || '(new)'}`) + parts.reverse().join('');
   }
 }
 

@@ -404,7 +404,9 @@ export class ObjectSpace {
   /** Notes that `parent` now points at `child` (the nursery's remembered set; the error path). */
   pointsAt(parent: Cell, child: Cell, key: string | number): void {
     if (parent.placed && !child.placed) this.remembered.add(parent);
-    if (child.parent === null && child.oid !== ROOT_OID && child !== parent) {
+    // The latest store names the path (an object moved to root.q is reported there, not where
+    // it was made); a rollback's re-linking ('<child>') only fills a missing one.
+    if (child.oid !== ROOT_OID && child !== parent && (key !== '<child>' || child.parent === null)) {
       child.parent = parent;
       child.key = key;
     }

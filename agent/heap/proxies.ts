@@ -1,7 +1,9 @@
+import { inspect, type InspectOptions } from 'node:util';
 import { FerryError } from '../../core/errors.js';
 import type { Cell } from './cell.js';
 import { CELL, handleCell, type Handles, type ObjectSpace } from './object-space.js';
-import { CONTAINER_BYTES, importValue, importValues, keyBytes, slotBytes } from './values.js';
+import { toPlain } from './plain-copy.js';
+import { CONTAINER_BYTES, checkKey, importValue, importValues, keyBytes, slotBytes } from './values.js';
 
 /** What handles need from their heap. */
 export interface ProxyHost {
@@ -34,7 +36,7 @@ export class ProxyFactory implements Handles {
     switch (cell.kind) {
       case 'object':
       case 'array': {
-        const target = cell.kind === 'array' ? new HeapArrayTarget() : {};
+        const target = cell.kind === 'array' ? new HeapArrayTarget() : new HeapObjectTarget();
         const h = Object.create(cell.kind === 'array' ? this.arrayTraps : this.objectTraps) as CellHandler;
         h.cell = cell;
         h.get = undefined;
@@ -281,6 +283,7 @@ export class ProxyFactory implements Handles {
           return true;
         }
         if (key === '__proto__') throw bad(cell.path(key), 'cannot be stored in the heap: the key __proto__ is reserved');
+        checkKey(key, () => cell.path(key));
         const o = target as Record<string, unknown>;
         const x = f.prepare(cell, key, value);
         f.change(cell, key, Object.hasOwn(o, key) ? slotBytes(x) - slotBytes(o[key]) : keyBytes(key) + slotBytes(x));
@@ -307,6 +310,9 @@ export class ProxyFactory implements Handles {
       setPrototypeOf(this: CellHandler) {
         throw bad(this.cell.path(), 'cannot change its prototype');
       },
+      // The storage of an object inherits util.inspect's hook (HeapObjectTarget); app code sees
+      // a plain object's prototype. Arrays keep their own (Array.prototype's methods wrapped).
+      ...(isArray ? {} : { getPrototypeOf: () => Object.prototype }),
       preventExtensions(this: CellHandler) {
         throw bad(this.cell.path(), 'cannot be frozen or sealed');
       },
@@ -320,6 +326,26 @@ function arrayIndex(key: string): number {
 }
 
 /**
+ * util.inspect shows a heap object as its plain value (loading it if needed), not the handle's
+ * storage with its cell (hundreds of lines of internals). Node formats a Proxy's target, so the
+ * hook sits on the targets' prototypes, and on HeapMap, HeapSet and the bytes' cell.
+ */
+function inspectHeapObject(this: object, _depth: number, options: InspectOptions): string {
+  const cell = handleCell(this) ?? (this as { [CELL]?: Cell })[CELL];
+  if (!cell) return '[heap object]';
+  if (cell.dead) return `[heap object ${cell.path()}: no longer in the heap]`;
+  try {
+    return inspect(toPlain(cell.handle), options);
+  } catch (e) {
+    return `[heap object ${cell.path()}: ${(e as Error).message}]`;
+  }
+}
+/** The target of a heap object: a plain object but for this prototype (the inspect hook; `constructor` stays Object). */
+class HeapObjectTarget {}
+Object.defineProperty(HeapObjectTarget.prototype, 'constructor', { value: Object, writable: true, configurable: true });
+Object.defineProperty(HeapObjectTarget.prototype, inspect.custom, { value: inspectHeapObject });
+
+/**
  * The target of a heap array: a real Array (so `Array.isArray` holds) whose prototype adds a
  * fast `push`. `constructor` stays `Array`, so `map`, `filter` and `slice` return plain arrays.
  */
@@ -329,6 +355,7 @@ class HeapArrayTarget extends Array {
   }
 }
 Object.defineProperty(HeapArrayTarget.prototype, 'constructor', { value: Array, writable: true, configurable: true });
+Object.defineProperty(HeapArrayTarget.prototype, inspect.custom, { value: inspectHeapObject });
 Object.defineProperty(HeapArrayTarget.prototype, 'push', {
   value: function push(this: unknown[], ...items: unknown[]): number {
     const cell = handleCell(this);
@@ -432,6 +459,7 @@ export class HeapMap<K = unknown, V = unknown> extends Map<K, V> {
   override set(k: K, v: V): this {
     this.#ready();
     const label = typeof k === 'string' ? JSON.stringify(k) : String(k);
+    checkKey(k, () => this.#cell.path('.<key>'));
     this.#f.assign(this.#cell, `.get(${label})`, [k, v], ([sk, sv]) => (super.has(sk as K) ? slotBytes(sv) - slotBytes(super.get(sk as K)) : slotBytes(sk) + slotBytes(sv)),
       ([sk, sv]) => { super.set(sk as K, sv as V); });
     return this;
@@ -475,6 +503,10 @@ export class HeapMap<K = unknown, V = unknown> extends Map<K, V> {
   override [Symbol.iterator](): MapIterator<[K, V]> {
     return this.entries();
   }
+
+  [inspect.custom](depth: number, options: InspectOptions): string {
+    return inspectHeapObject.call(this, depth, options);
+  }
 }
 
 /** A Set whose members live in the heap. */
@@ -505,6 +537,7 @@ export class HeapSet<T = unknown> extends Set<T> {
   override add(v: T): this {
     this.#ready();
     if (super.has(v)) return this;
+    checkKey(v, () => this.#cell.path('<member>'));
     this.#f.assign(this.#cell, '<member>', [v], ([x]) => slotBytes(x), ([x]) => { super.add(x as T); });
     return this;
   }
@@ -543,5 +576,9 @@ export class HeapSet<T = unknown> extends Set<T> {
 
   override [Symbol.iterator](): SetIterator<T> {
     return this.values();
+  }
+
+  [inspect.custom](depth: number, options: InspectOptions): string {
+    return inspectHeapObject.call(this, depth, options);
   }
 }

@@ -4,6 +4,25 @@ import type { Cell } from './cell.js';
 import { CELL, handleCell, type ObjectSpace } from './object-space.js';
 import type { Kind } from './record-codec.js';
 
+/**
+ * Strings are stored as CBOR text (UTF-8), which cannot hold a lone UTF-16 surrogate. A string
+ * value is stored in its well-formed form (each lone surrogate becomes one U+FFFD, as
+ * TextEncoder does) at once, so it reads the same before and after a reopen. A key (an object
+ * key, a Map key, a Set member) is refused instead: changed, it would no longer find its entry.
+ */
+interface WellFormed {
+  isWellFormed(): boolean;
+  toWellFormed(): string;
+}
+export function wellFormed(s: string): string {
+  return (s as unknown as WellFormed).isWellFormed() ? s : (s as unknown as WellFormed).toWellFormed();
+}
+
+/** Throws HEAP_BAD_VALUE for a key that is a string with a lone surrogate. */
+export function checkKey(k: unknown, path: () => string): void {
+  if (typeof k === 'string' && !(k as unknown as WellFormed).isWellFormed()) throw bad(path(), 'a key with a lone UTF-16 surrogate (keys are stored as UTF-8 text; store a well-formed string)');
+}
+
 /** Encoded-size upper bounds (CBOR), used for the object size limit and the nursery budget. */
 export function stringBytes(s: string): number {
   return s.length <= 64 ? s.length * 3 + 3 : Buffer.byteLength(s) + 9;
@@ -37,6 +56,7 @@ export function importValue(space: ObjectSpace, value: unknown, parent: Cell, ke
   if (value === null || (typeof value !== 'object' && typeof value !== 'function' && typeof value !== 'symbol' && typeof value !== 'string')) return value;
   const path = () => parent.path(key);
   checkValue(space, value, path, undefined);
+  if (typeof value === 'string') return wellFormed(value);
   if (typeof value !== 'object') return value;
   return build(space, value, undefined);
 }
@@ -52,7 +72,7 @@ export function importValues(space: ObjectSpace, values: readonly unknown[], par
     if (v !== null && (typeof v === 'object' || typeof v === 'function' || typeof v === 'symbol' || typeof v === 'string')) checkValue(space, v, () => parent.path(keyOf(j)), undefined);
   }
   const made = values.length > 1 ? new Map<object, object>() : undefined;
-  return values.map((v) => (v === 0 ? 0 : v !== null && typeof v === 'object' ? build(space, v, made) : v));
+  return values.map((v) => (v === 0 ? 0 : typeof v === 'string' ? wellFormed(v) : v !== null && typeof v === 'object' ? build(space, v, made) : v));
 }
 
 function tooLarge(space: ObjectSpace, path: string, bytes: number): FerryError {
@@ -106,7 +126,7 @@ function checkValue(space: ObjectSpace, v: unknown, pathOf: () => string, seen: 
   };
   if (!kind) {
     const name = (o as { constructor?: { name?: string } }).constructor?.name ?? 'unknown';
-    throw bad(path(), `an instance of ${name} (store plain objects, arrays, Map, Set, Uint8Array, strings, numbers, booleans, null)`);
+    throw bad(path(), `an instance of ${name} (store plain objects, arrays, Map, Set, Uint8Array, strings, numbers, BigInts, booleans, null, undefined)`);
   }
   let bytes = CONTAINER_BYTES;
   switch (kind) {
@@ -125,6 +145,7 @@ function checkValue(space: ObjectSpace, v: unknown, pathOf: () => string, seen: 
       // Own enumerable string keys, read like structuredClone reads them (a getter's current value).
       for (const k of Object.keys(o)) {
         if (k === '__proto__') throw bad(fmt(path(), k), 'the key __proto__ is reserved');
+        checkKey(k, () => fmt(path(), k));
         const x = (o as Record<string, unknown>)[k];
         if (needsCheck(space, x)) child(x, () => fmt(path(), k));
         bytes += keyBytes(k) + slotBytes(x);
@@ -133,6 +154,7 @@ function checkValue(space: ObjectSpace, v: unknown, pathOf: () => string, seen: 
       break;
     case 'map':
       for (const [k, x] of o as Map<unknown, unknown>) {
+        checkKey(k, () => `${path()}.<key>`);
         child(k, () => `${path()}.<key>`);
         child(x, () => `${path()}.get(${typeof k === 'string' ? JSON.stringify(k) : String(k)})`);
         bytes += slotBytes(k) + slotBytes(x);
@@ -140,6 +162,7 @@ function checkValue(space: ObjectSpace, v: unknown, pathOf: () => string, seen: 
       break;
     case 'set':
       for (const x of o as Set<unknown>) {
+        checkKey(x, () => `${path()}.<member>`);
         child(x, () => `${path()}.<member>`);
         bytes += slotBytes(x);
       }
@@ -205,7 +228,7 @@ function build(space: ObjectSpace, v: object, made: Map<object, object> | undefi
     if (x === 0) return 0; // -0 is stored as 0
     if (x === null || typeof x !== 'object') {
       bytes += slotBytes(x);
-      return x;
+      return typeof x === 'string' ? wellFormed(x) : x;
     }
     made ??= new Map([[v, cell.handle]]);
     const h = build(space, x, made);
