@@ -43,6 +43,8 @@ export const ERROR_CODES = {
   LEASE_EXPIRED: 'the lease expired before the operation',
   LEASE_NOT_HOLDER: 'only the holder of a lease may renew, cancel or hand it over',
   SPACE_NO_MATCH: 'no entry in the space matches the template',
+  SPACE_NOT_FOUND: 'the device named by a space topic hosts no space of that name (field topic); it was refused, not left unanswered',
+  LEASE_FENCED: "a request carried a fencing token lower than the newest one issued for the resource (a stale holder), or one that is not its lease's; the resource refused it (field body.fence)",
   // agent/heap
   HEAP_BAD_VALUE: 'a value cannot be stored in the heap (function, symbol, class instance, undefined in an array, reserved key); the error names its path',
   HEAP_VALUE_TOO_LARGE: 'one heap object (a string, bytes, or an object with its fields) would exceed the maximum object size',
@@ -64,10 +66,11 @@ export const ERROR_CODES = {
   APP_NO_HANDLER: 'the app has no handler with that name',
   APP_HANDLER_FAILED: "an app's handler (or init, timer, hook) threw; its changes to the heap were rolled back",
   APP_TIMEOUT: "an app's handler ran past its CPU-time limit and was stopped; its changes to the heap were rolled back",
-  APP_ASYNC_HANDLER: 'a handler returned a promise; handlers are synchronous transactions, so its changes were rolled back',
+  APP_ASYNC_HANDLER: 'a handler returned a promise; handlers are synchronous transactions, so its changes were rolled back (an async handler is refused at install: APP_BAD_DEFINITION)',
   APP_NOT_RUNNING: 'the app instance is suspended, stopped or being removed, so it cannot take the operation now',
   APP_EXISTS: 'an app instance with that name is already running, or an app of that name is being installed twice',
   APP_BAD_REQUEST: "a request in an app's mailbox is not an app.call envelope with a handler name; it was acknowledged and answered with this error",
+  APP_ALREADY_APPLIED: "a request id the instance applied before came again after its recorded outcome was dropped (past rememberReplies newer ids) but within replayHorizonMs: it was not applied again, and this error stands in for the outcome",
   AGENT_UNREACHABLE: 'no agent answers on the data directory\'s control socket (not started, or started with another --data)',
   AGENT_RUNNING: 'another agent already runs on that data directory',
   AGENT_BAD_REQUEST: 'a control-channel request is malformed or names an unknown command; the error names the field',
@@ -76,6 +79,21 @@ export const ERROR_CODES = {
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
+
+/**
+ * The `details` an `error` answer carries on the wire (transports/PROTOCOL.md §4.1), by
+ * code: only these keys, and only when the value is plain (a finite number, a string, a
+ * boolean). Everything else in a FerryError's details stays on this device: it may name
+ * files, topics or foreign input. Add a key here only if it can never be a secret.
+ */
+export const WIRE_DETAILS: { readonly [C in ErrorCode]?: readonly string[] } = {
+  /** `retryAfterMs`: ms (from the answer) after which a grant may succeed; `minDurationMs`: the grantor's minimum term. */
+  LEASE_DENIED: ['retryAfterMs', 'minDurationMs'],
+  /** `ended`: `"cancelled"` when the lease was cancelled (not one the grantor never issued). */
+  LEASE_UNKNOWN: ['ended'],
+  /** `limit`: the largest size the receiver takes, bytes. */
+  MESSAGE_TOO_LARGE: ['limit'],
+};
 
 export interface FerryErrorDetails {
   /** The option, field or path the error is about, e.g. `options.lineSize` or `root.notes[3]`. */

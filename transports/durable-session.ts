@@ -49,6 +49,10 @@ export class DurableSession {
   private closed = false;
   private ready: Deferred = deferred();
   private lastError: Error | undefined;
+  /** performance.now() at the current connection's CONNACK; undefined while none is up. */
+  private upSince: number | undefined;
+  /** ms of connections that have ended. */
+  private upMs = 0;
 
   private constructor(
     readonly options: Readonly<Required<Pick<DurableSessionOptions, 'url' | 'clientId' | 'filter'>>>,
@@ -86,6 +90,22 @@ export class DurableSession {
 
   get connected(): boolean {
     return this.client.connected && !this.closed;
+  }
+
+  /**
+   * How long this session has had a connection up, ms, summed over its connections
+   * (CONNACK to close, on a monotonic clock). It stands still while the broker is
+   * unreachable: the app runtime ages the request ids it remembers by it
+   * (agent/runtime/DESIGN.md, "Spent ids").
+   */
+  connectedMs(): number {
+    return this.upMs + (this.upSince !== undefined ? performance.now() - this.upSince : 0);
+  }
+
+  private down(): void {
+    if (this.upSince === undefined) return;
+    this.upMs += performance.now() - this.upSince;
+    this.upSince = undefined;
   }
 
   /** Resolves once connected and subscribed (again). */
@@ -129,6 +149,7 @@ export class DurableSession {
       }
     });
     this.client.on('close', () => {
+      this.down();
       this.generation++;
       if (!this.closed) this.ready = settledOrNew(this.ready);
     });
@@ -140,6 +161,7 @@ export class DurableSession {
 
   private onConnect(): void {
     this.stats.connects++;
+    if (!this.closed) this.upSince ??= performance.now();
     this.client.subscribe(this.options.filter, { qos: 1 }, (err, granted) => {
       if (this.closed || !this.client.connected) return;
       if (err || granted?.some((g) => g.qos === 128)) {
@@ -157,6 +179,7 @@ export class DurableSession {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.down();
     this.generation++;
     if (!this.ready.settled) this.ready.reject(new FerryError('BUS_CLOSED', `the session ${this.options.clientId} is closed`, { field: 'session' }));
     await Promise.race([this.client.endAsync(!this.client.connected).catch(() => undefined), sleep(1000)]);

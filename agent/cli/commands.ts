@@ -60,6 +60,8 @@ export const COMMANDS: Record<string, Command> = {
           ...(deviceId !== undefined ? { deviceId } : {}),
           ...(logLevel !== undefined ? { logLevel: logLevel as 'info' } : {}),
           ...(config.handlerTimeoutMs !== undefined ? { handlerTimeoutMs: config.handlerTimeoutMs } : {}),
+          ...(config.rememberReplies !== undefined ? { rememberReplies: config.rememberReplies } : {}),
+          ...(config.replayHorizonMs !== undefined ? { replayHorizonMs: config.replayHorizonMs } : {}),
           ...(config.maxBatch !== undefined ? { maxBatch: config.maxBatch } : {}),
           ...(config.durability !== undefined ? { durability: config.durability as 'full' } : {}),
         },

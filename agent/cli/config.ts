@@ -15,12 +15,14 @@ export interface FerryConfig {
   brokerPort?: number;
   deviceId?: string;
   handlerTimeoutMs?: number;
+  rememberReplies?: number;
+  replayHorizonMs?: number;
   maxBatch?: number;
   durability?: string;
   logLevel?: string;
 }
 
-const KEYS = ['data', 'profile', 'broker', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'maxBatch', 'durability', 'logLevel'];
+const KEYS = ['data', 'profile', 'broker', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch', 'durability', 'logLevel'];
 
 /** Reads `path`, or `./ferry.config.json` if it exists; none: `{}`. Bad files are CONFIG_INVALID naming the field. */
 export function readConfig(path: string | undefined): FerryConfig {
@@ -37,7 +39,7 @@ export function readConfig(path: string | undefined): FerryConfig {
   const c: FerryConfig = {};
   // Type checks here; ranges are checked where the agent reads its options (same field names).
   for (const k of ['data', 'profile', 'broker', 'deviceId', 'durability', 'logLevel'] as const) if (r.has(k)) c[k] = r.string(k);
-  for (const k of ['brokerPort', 'handlerTimeoutMs', 'maxBatch'] as const) if (r.has(k)) c[k] = r.number(k, { min: 0, max: Number.MAX_SAFE_INTEGER });
+  for (const k of ['brokerPort', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch'] as const) if (r.has(k)) c[k] = r.number(k, { min: 0, max: Number.MAX_SAFE_INTEGER });
   if (c.data !== undefined) c.data = resolve(dirname(resolve(file)), c.data);
   return c;
 }

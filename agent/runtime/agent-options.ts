@@ -29,8 +29,24 @@ export interface AgentOptions {
   deviceId?: string;
   /** Wall-clock limit of one handler run, ms. Default 1,000. Limits 10..60,000. */
   handlerTimeoutMs?: number;
-  /** Request ids (and their answers) remembered per instance for exactly-once. Default 10,000. Limits 16..1,000,000. */
+  /**
+   * Request ids whose outcome (the answer) is kept per instance: a repeat of one of the newest
+   * `rememberReplies` ids gets its recorded answer again. Older ids become spent ids (see
+   * `replayHorizonMs`). Default 10,000. Limits 16..1,000,000. Cost: the outcomes live in the
+   * heap (paged), plus an in-memory index of up to twice as many ids.
+   */
   rememberReplies?: number;
+  /**
+   * How long a spent id (one whose outcome was dropped) is still recognised, in ms of
+   * *mailbox time*: time during which the instance's mailbox session was connected to the
+   * broker (it stands still while the instance is suspended, the agent down or the broker
+   * unreachable). A replay of a spent id is answered APP_ALREADY_APPLIED and never runs.
+   * Must exceed the longest time a broker may go without saving (Mosquitto's
+   * `autosave_interval`) plus 45 s (1.5 keepalives). Default 3,600,000 (1 h, twice
+   * Mosquitto's default autosave interval). Limits 60,000..2,592,000,000 (30 days).
+   * Cost: 8 bytes of heap (and flash) and 11–23 bytes of agent memory per id spent within it.
+   */
+  replayHorizonMs?: number;
   /** Most calls in one group commit. Default 256. Limits 1..10,000. */
   maxBatch?: number;
   /** Store durability (`full`: every checkpoint synced before anything is answered). Default `full`. */
@@ -55,6 +71,7 @@ export interface ResolvedAgentOptions {
   deviceId: string;
   handlerTimeoutMs: number;
   rememberReplies: number;
+  replayHorizonMs: number;
   maxBatch: number;
   durability: Durability;
   keepVersions: number;
@@ -65,7 +82,7 @@ export interface ResolvedAgentOptions {
 }
 
 export const AGENT_OPTION_KEYS = [
-  'dataDir', 'profile', 'brokerUrl', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'rememberReplies', 'maxBatch',
+  'dataDir', 'profile', 'brokerUrl', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch',
   'durability', 'keepVersions', 'leaseWaitMs', 'logLevel', 'log', 'control',
 ] as const;
 
@@ -88,6 +105,7 @@ export function readAgentOptions(options: AgentOptions, prefix = 'options', code
     deviceId: r.string('deviceId', fallbackId, DEVICE_ID_PATTERN),
     handlerTimeoutMs: r.number('handlerTimeoutMs', { min: 10, max: 60_000 }, 1000),
     rememberReplies: r.number('rememberReplies', { min: 16, max: 1_000_000 }, 10_000),
+    replayHorizonMs: r.number('replayHorizonMs', { min: 60_000, max: 2_592_000_000 }, 3_600_000),
     maxBatch: r.number('maxBatch', { min: 1, max: 10_000 }, 256),
     durability: r.oneOf('durability', DURABILITY_MODES, 'full'),
     keepVersions: r.number('keepVersions', { min: 1, max: 1000 }, 16),

@@ -39,7 +39,8 @@ export interface InstanceView {
   /** Newest committed checkpoint version (0 before any). */
   checkpoint: number;
   applied: number | undefined;
-  heap: { residentBytes: number; budgetBytes: number; virtualBytes: number } | undefined;
+  /** `maxObjectBytes`: the largest encoded size of one heap object (HEAP_VALUE_TOO_LARGE past it). */
+  heap: { residentBytes: number; budgetBytes: number; virtualBytes: number; maxObjectBytes: number } | undefined;
   mailbox: { calls: number; commits: number; maxBatch: number } | undefined;
 }
 
@@ -253,6 +254,10 @@ export class Agent {
       heap: { store: this.store, profile: this.profile, ...(version !== undefined ? { version } : {}) },
       handlerTimeoutMs: this.options.handlerTimeoutMs,
       rememberReplies: this.options.rememberReplies,
+      replayHorizonMs: this.options.replayHorizonMs,
+      // Spent ids age only while the mailbox is connected: a broker that was down, or an
+      // instance suspended, has not had the time to save what it acknowledged.
+      mailboxMs: () => running?.session?.connectedMs() ?? 0,
       host: {
         now: () => Date.now(),
         log: (level, message, data) => this.log.log(level, 'app.log', { instance: rec.instance, message, data }),
@@ -566,7 +571,7 @@ export class Agent {
       ...(this.failed.has(instance) ? { error: this.failed.get(instance) } : {}),
       checkpoint: hs?.version ?? (this.store.hasApp(instance) ? this.store.headVersion(instance) : 0),
       applied: r?.instance.applied,
-      heap: hs ? { residentBytes: hs.residentBytes, budgetBytes: hs.budgetBytes, virtualBytes: hs.virtualBytes } : undefined,
+      heap: hs ? { residentBytes: hs.residentBytes, budgetBytes: hs.budgetBytes, virtualBytes: hs.virtualBytes, maxObjectBytes: hs.maxObjectBytes } : undefined,
       mailbox: r ? { calls: r.runner.stats.calls, commits: r.runner.stats.commits, maxBatch: r.runner.stats.maxBatch } : undefined,
     };
   }

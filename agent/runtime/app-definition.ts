@@ -1,3 +1,5 @@
+import { isAsyncFunction } from 'node:util/types';
+import { FerryError } from '../../core/errors.js';
 import { OptionReader } from '../../core/options.js';
 
 /** A service an app leases while it runs (see agent/services). */
@@ -48,7 +50,34 @@ function fnOrUndefined(r: OptionReader, key: string): AppFunction | undefined {
   const v = r.raw(key);
   if (v === undefined) return undefined;
   if (typeof v !== 'function') r.fail(key, 'a function', v);
+  refuseAsync(r, key, v);
   return v as AppFunction;
+}
+
+/**
+ * True for an `async` function or async generator function, of any realm (apps run
+ * in their own vm contexts), without calling it: V8's own flag, and for a bound or
+ * proxied one, the `Symbol.toStringTag` its prototype chain gives (`AsyncFunction`).
+ */
+function isAsync(fn: Function): boolean {
+  if (isAsyncFunction(fn)) return true;
+  const tag = Object.prototype.toString.call(fn);
+  return tag === '[object AsyncFunction]' || tag === '[object AsyncGeneratorFunction]';
+}
+
+/**
+ * Handlers, init and hooks are synchronous transactions: an `async` one would be
+ * refused at every call (APP_ASYNC_HANDLER), so it is refused with the description.
+ * A plain function may still return a promise; that is refused at call time.
+ */
+function refuseAsync(r: OptionReader, key: string, fn: Function): void {
+  if (!isAsync(fn)) return;
+  const field = `${r.prefix}.${key}`;
+  throw new FerryError(
+    CODE,
+    `${field} must be a synchronous function, got an async function: handlers, init and hooks run as transactions and cannot await (return the result directly; use ctx.request or ctx.after for what must wait)`,
+    { field },
+  );
 }
 
 /**
@@ -88,6 +117,7 @@ export function checkDefinition(value: unknown): AppDefinition {
   for (const [k, v] of Object.entries(handlersIn as object)) {
     if (!HANDLER.test(k)) hs.fail(k, 'named with 1..64 letters, digits, _ or $ (not starting with a digit)', k);
     if (typeof v !== 'function') hs.fail(k, 'a function (ctx, message) => result', v);
+    refuseAsync(hs, k, v);
     handlers.set(k, v as AppFunction);
   }
   if (handlers.size === 0) app.fail('handlers', 'an object with at least one handler', handlersIn);

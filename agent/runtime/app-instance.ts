@@ -6,6 +6,7 @@ import { NAME, type AppDefinition, type AppFunction } from './app-definition.js'
 import { buildContext, type AppHost } from './app-context.js';
 import { plainResult } from './plain-result.js';
 import type { Sandbox } from './sandbox.js';
+import { SpentIds, type SpentRecord } from './spent-ids.js';
 
 /** What a call produced: recorded in the heap under its request id, so a repeat gets it again. */
 export type CallOutcome = { ok: true; body: unknown } | { ok: false; code: string; message: string; field?: string };
@@ -25,8 +26,15 @@ export interface AppInstanceOptions {
   heap: Omit<HeapOptions, 'app' | 'autoCheckpoint'>;
   /** Wall-clock limit of one handler, ms. */
   handlerTimeoutMs: number;
-  /** Request ids remembered for exactly-once (oldest forgotten first). */
+  /** Request ids whose outcome is kept for exactly-once (oldest dropped first: they become spent ids). */
   rememberReplies: number;
+  /** How long a spent id (outcome dropped) is still recognised, ms of mailbox time (see `mailboxMs`). */
+  replayHorizonMs: number;
+  /**
+   * The instance's mailbox clock: ms its mailbox session has been connected so far, never
+   * decreasing during this AppInstance's life (0 while it has none). Spent ids age by it.
+   */
+  mailboxMs: () => number;
   /** Services for ctx (leases, logging, clock). Sending is collected here and handed out by `commit`. */
   host: Omit<AppHost, 'root' | 'send' | 'request' | 'after'>;
 }
@@ -51,6 +59,8 @@ interface RuntimeRecord {
   replies: Map<string, CallOutcome>;
   /** Earlier `replies` maps, oldest first (see REPLY_BUCKET); absent in heaps made before them. */
   olderReplies?: Array<Map<string, CallOutcome>>;
+  /** Digests of ids whose outcome was dropped, and the mailbox clock (spent-ids.ts); added at opening to heaps made before it. */
+  spent?: SpentRecord;
   /** Calls applied so far (every handler run that committed, repeats excluded). */
   applied: number;
   /** The latest successful outcome: every result passes through the heap, which refuses what it cannot hold. */
@@ -113,10 +123,16 @@ export class AppInstance {
   private knownIds = new Set<string>();
   /** Makes this opening's outbox ids unique even after a restore to an older version. */
   private salt = '';
+  /** Ids whose outcome was dropped, still recognised within the replay horizon. */
+  private readonly spent: SpentIds;
+  /** The mailbox clock at this opening (committed value) and `mailboxMs()` then. */
+  private clockBase = 0;
+  private clockMark = 0;
 
   private constructor(private readonly o: AppInstanceOptions) {
     this.instance = o.instance;
     this.definition = o.definition;
+    this.spent = new SpentIds(o.replayHorizonMs);
   }
 
   /** Opens (or creates) the instance's heap; a new instance runs `init` and is checkpointed. */
@@ -148,12 +164,28 @@ export class AppInstance {
     return this.record.applied;
   }
 
+  /** Spent ids remembered (digests, copies counted) and the memory their index takes, bytes. */
+  get spentIds(): { ids: number; memoryBytes: number } {
+    return { ids: this.spent.size, memoryBytes: this.spent.memoryBytes };
+  }
+
+  /** The mailbox clock (ms of connected mailbox session, over the instance's whole life) by which spent ids age. */
+  get mailboxClock(): number {
+    return this.clockBase + Math.max(0, this.o.mailboxMs() - this.clockMark);
+  }
+
   /** Runs handler `name` with `message` as one transaction. Never throws for the app's faults: they are outcomes. */
   call(name: string, message: unknown, requestId?: string): CallResult {
     this.checkOpen();
     if (requestId !== undefined) {
       const seen = this.recalled(requestId);
       if (seen !== undefined) return { outcome: this.heap.toPlain(seen) as CallOutcome, repeat: true };
+      if (this.spent.has(requestId)) {
+        // Applied before, its outcome dropped since: never run again. Spent afresh, so the horizon
+        // starts again from this replay (whose acknowledgement a broker may lose once more).
+        this.spent.add(requestId);
+        return { outcome: alreadyApplied(this.instance, requestId, this.o.rememberReplies), repeat: true };
+      }
     }
     const fn = this.definition.handlers.get(name);
     const outcome: CallOutcome = fn
@@ -197,7 +229,9 @@ export class AppInstance {
   /** Commits every call since the last commit as one checkpoint (group commit). Returns the version, or undefined if there was nothing to commit. */
   commit(): { version: number; calls: number } | undefined {
     this.checkOpen();
-    if (this.uncommitted.length === 0) return undefined;
+    if (this.uncommitted.length === 0 && !this.spent.dirty) return undefined;
+    // Ids whose outcomes these calls dropped are written as spent in the same checkpoint.
+    this.spent.flush(this.record.spent!, this.mailboxClock);
     const r = this.heap.checkpoint({ reason: 'group' });
     const done = this.uncommitted.length;
     this.uncommitted = [];
@@ -235,6 +269,7 @@ export class AppInstance {
   /** Checkpoints and frees the in-memory heap. */
   suspend(): number {
     this.checkOpen();
+    this.spent.flush(this.record.spent!, this.mailboxClock);
     const r = this.heap.suspend();
     this.uncommitted = [];
     this.closed = true;
@@ -257,10 +292,10 @@ export class AppInstance {
     this.heap.runDue({ bookmark: true });
   }
 
-  /** The heap's figures and its newest committed version (status, `ferry apps`). */
-  heapStats(): HeapStats & { version: number } {
+  /** The heap's figures, its newest committed version and its object size limit (status, `ferry apps`). */
+  heapStats(): HeapStats & { version: number; maxObjectBytes: number } {
     this.checkOpen();
-    return { ...this.heap.stats(), version: this.heap.version };
+    return { ...this.heap.stats(), version: this.heap.version, maxObjectBytes: this.heap.options.maxObjectBytes };
   }
 
   /** A plain copy of the app's root, for status and tests. */
@@ -280,13 +315,17 @@ export class AppInstance {
       // A heap object that is not under root: made through root, then detached and pinned.
       const root = this.heap.root;
       const key = '\u0000ferry.runtime';
-      root[key] = { tag: RECORD_TAG, initialized: false, replies: new Map(), applied: 0, last: null, outbox: new Map(), nextOut: 0 };
+      root[key] = { tag: RECORD_TAG, initialized: false, replies: new Map(), applied: 0, last: null, outbox: new Map(), nextOut: 0, spent: { clock: 0, segments: [] } };
       rec = root[key] as RuntimeRecord;
       delete root[key];
       this.heap.pin(rec);
       this.heap.checkpoint({ reason: 'create' });
     }
     this.record = rec;
+    rec.spent ??= { clock: 0, segments: [] };
+    this.spent.load(rec.spent);
+    this.clockBase = rec.spent.clock;
+    this.clockMark = this.o.mailboxMs();
     this.indexIds();
     this.salt = randomId128().slice(0, 8);
     this.handedOut.clear();
@@ -400,6 +439,7 @@ export class AppInstance {
       const oldest = replies.keys().next().value;
       if (oldest === undefined) break;
       replies.delete(oldest);
+      this.spent.add(oldest);
     }
   }
 
@@ -420,7 +460,12 @@ export class AppInstance {
     rec.replies = new Map();
     let kept = 0;
     for (const b of older) kept += b.size;
-    while (older.length > 0 && kept - older[0]!.size >= this.o.rememberReplies) kept -= older.shift()!.size;
+    while (older.length > 0 && kept - older[0]!.size >= this.o.rememberReplies) {
+      const gone = older[0]!;
+      kept -= gone.size;
+      for (const id of gone.keys()) this.spent.add(id);
+      older.shift();
+    }
   }
 
   private reload(): void {
@@ -438,6 +483,16 @@ export class AppInstance {
       else if (c.requestId === undefined || this.recalled(c.requestId) === undefined) this.call(c.handler, c.message, c.requestId);
     }
   }
+}
+
+/** The outcome of a replayed id whose own outcome is no longer kept: it is not run again. */
+function alreadyApplied(app: string, id: string, window: number): CallOutcome {
+  return {
+    ok: false,
+    code: 'APP_ALREADY_APPLIED',
+    message: `request ${id} to app ${app} was applied before and its outcome is no longer kept (only the newest ${window} are); it was not applied again`,
+    field: 'envelope.id',
+  };
 }
 
 /** What an app threw, as text (taken inside the call's time limit). */

@@ -14,6 +14,11 @@
  * - `startMosquitto()`: the real `mosquitto` binary as its own process, generated
  *   config (`listener <port> 127.0.0.1`, anonymous, no persistence, TCP_NODELAY) in a temp dir.
  *   `startMosquitto({ config })` adds lines (password file, ACL file) and drops anonymous access.
+ *   `startMosquitto({ persistence: true })` saves its state in the temp dir (a directory the
+ *   broker's own user can write, also when it is started as root and drops to `mosquitto`),
+ *   at every graceful stop and every `autosaveSeconds` (default 1800, Mosquitto's own); then
+ *   `restart()` (SIGTERM) keeps every session, and `crash()` (SIGKILL, then start again) comes
+ *   back from the last save.
  *   Throws if mosquitto is not installed: a missing broker is never a skipped test.
  *
  * Both: `url` (`mqtt://127.0.0.1:<port>`), `port`, `stop()` (idempotent) and
@@ -21,7 +26,7 @@
  * exactly like a broker crash without persistence). Resolve once the port accepts.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -122,21 +127,38 @@ export interface MosquittoOptions {
    * says otherwise.
    */
   config?: (dir: string) => string[];
+  /** Keep sessions and queued messages on disk (`persistence true`). Default false. */
+  persistence?: boolean;
+  /** With persistence: seconds between saves (`autosave_interval`, time-based). Default 1800. */
+  autosaveSeconds?: number;
 }
 
-export async function startMosquitto(options: MosquittoOptions = {}): Promise<TestBroker> {
+/** A Mosquitto test broker; `crash()` SIGKILLs it and starts it again on the same port and files. */
+export interface MosquittoBroker extends TestBroker {
+  crash(): Promise<void>;
+  /** The broker's log (stderr, errors and warnings) over all its starts, the last 4,000 characters. */
+  log(): string;
+}
+
+export async function startMosquitto(options: MosquittoOptions = {}): Promise<MosquittoBroker> {
   const bin = findMosquitto();
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'ferry-mosquitto-'));
   const extra = options.config?.(dir) ?? [];
   const conf = join(dir, 'mosquitto.conf');
+  const db = join(dir, 'db');
+  // Started as root, Mosquitto drops to its own user (`mosquitto`), which must reach and write the
+  // directory, or it fails every save (logged only as it happens) and keeps running without one.
+  const persistence = options.persistence
+    ? ['persistence true', `persistence_location ${db}/`, `autosave_interval ${options.autosaveSeconds ?? 1800}`, 'autosave_on_changes false']
+    : ['persistence false'];
   // set_tcp_nodelay: Mosquitto leaves Nagle on by default, which with delayed ACKs adds ~40 ms to every
   // request/response round trip on loopback; Ferry's own sockets and the embedded broker set TCP_NODELAY too.
   const confText = [
     'set_tcp_nodelay true',
     `listener ${port} ${HOST}`,
     ...(options.config ? extra : ['allow_anonymous true']),
-    'persistence false',
+    ...persistence,
     'log_dest stderr',
     'log_type error',
     'log_type warning',
@@ -147,10 +169,14 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Te
   let stderr = '';
 
   const launch = async (): Promise<void> => {
-    stderr = '';
     // Written at every start: stop() removes the temp dir, and a test may restart after a stop.
     mkdirSync(dir, { recursive: true });
     writeFileSync(conf, confText);
+    if (options.persistence) {
+      mkdirSync(db, { recursive: true });
+      chmodSync(dir, 0o711);
+      chmodSync(db, 0o777);
+    }
     const c = spawn(bin, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
     child = c;
     children.add(c);
@@ -177,15 +203,28 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Te
     }
   };
 
-  const kill = async (): Promise<void> => {
+  const kill = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<void> => {
     const c = child;
     child = undefined;
     if (!c || c.exitCode !== null || c.signalCode !== null) return;
     const gone = new Promise<void>((resolve) => c.once('exit', () => resolve()));
-    c.kill('SIGTERM');
+    c.kill(signal);
     const t = setTimeout(() => c.kill('SIGKILL'), 3000);
     await gone;
     clearTimeout(t);
+  };
+
+  const relaunch = async (): Promise<void> => {
+    // Mosquitto sets SO_REUSEADDR, but retry in case the port is still held for a moment.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await launch();
+        return;
+      } catch (e) {
+        if (attempt >= 10) throw e;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
   };
 
   await launch();
@@ -199,17 +238,13 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Te
     },
     async restart() {
       await kill();
-      // Mosquitto sets SO_REUSEADDR, but retry in case the port is still held for a moment.
-      for (let attempt = 0; ; attempt++) {
-        try {
-          await launch();
-          return;
-        } catch (e) {
-          if (attempt >= 10) throw e;
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      }
+      await relaunch();
     },
+    async crash() {
+      await kill('SIGKILL');
+      await relaunch();
+    },
+    log: () => stderr,
   };
 }
 

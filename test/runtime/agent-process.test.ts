@@ -1,9 +1,11 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { getProfile } from '../../hw-profiles/index.js';
-import { appMailboxTopic, connectBus, ENVELOPE_VERSION, inboxTopic, type MqttBus } from '../../transports/index.js';
+import { appMailboxTopic, connectBus, decodeEnvelope, DurableSession, ENVELOPE_VERSION, inboxTopic, type Envelope, type MqttBus } from '../../transports/index.js';
 import { Agent } from '../../agent/runtime/agent.js';
 import type { LogLine } from '../../agent/runtime/agent-options.js';
-import { BROKERS, startAedes, startMosquitto, type TestBroker } from '../helpers/brokers.js';
+import { BROKERS, startAedes, startMosquitto, type MosquittoBroker, type TestBroker } from '../helpers/brokers.js';
 import { startAgentProcess, type AgentProcess } from '../helpers/agent-process.js';
 import { Temp } from '../heap/graph.js';
 import { until } from '../services/helpers.js';
@@ -192,4 +194,109 @@ describe.each(BROKERS)('SIGKILL while a client streams numbered requests (%s)', 
       await client.close();
     }
   });
+});
+
+/**
+ * The horizon of exactly once. A Mosquitto that is SIGKILLed comes back from its last save
+ * (autosave_interval, 30 min by default here) and redelivers the requests it had saved as
+ * queued, though the agent applied and acknowledged them since: any number of requests later.
+ * Those ids are spent (their outcomes dropped from the rememberReplies window) but remembered
+ * for replayHorizonMs of mailbox time: each replay is answered APP_ALREADY_APPLIED and never
+ * runs again.
+ */
+describe('exactly once when a SIGKILLed Mosquitto comes back from an old save', () => {
+  let broker: MosquittoBroker;
+  beforeAll(async () => {
+    broker = await startMosquitto({ persistence: true, autosaveSeconds: 1800 });
+  });
+  afterAll(() => broker.stop());
+
+  const QUEUED = 32;
+
+  async function replayAfterCrash(o: { config: Record<string, unknown>; between: number; killAgent: boolean }): Promise<void> {
+    const dir = temp.dir('replay');
+    const config = join(dir, 'ferry.config.json');
+    writeFileSync(config, JSON.stringify(o.config));
+    const dataDir = join(dir, 'data');
+    const args = ['--broker', broker.url, '--log-level', 'warn', '--config', config];
+    let agent = await agentProcess(dataDir, args);
+    await agent.control('install', { path: LEDGER });
+    await agent.control('run', { app: 'ledger', instance: 'ledger-r' });
+
+    // The requester's inbox is a persistent session too: answers published while it reconnects wait for it.
+    const tag = `r${Date.now()}`;
+    const me = `replay-${process.pid}-${o.between}`;
+    const answers = new Map<number, Envelope[]>();
+    let laterAnswered = 0; // requests after the first QUEUED that have an answer
+    const inbox = await DurableSession.connect({ url: broker.url, clientId: me, filter: inboxTopic(me) }, (m) => {
+      const env = decodeEnvelope(m.payload);
+      if (env.corr?.startsWith(`${tag}-`)) {
+        const i = Number(env.corr.slice(tag.length + 1));
+        if (i >= QUEUED && !answers.has(i)) laterAnswered++;
+        answers.set(i, [...(answers.get(i) ?? []), env]);
+      }
+      m.ack();
+    });
+    const pub = await connectBus({ url: broker.url, deviceId: `${me}-pub`, maxInFlight: 64 });
+    const send = (i: number) =>
+      pub.publishEnvelope(appMailboxTopic('ledger-r'), { v: ENVELOPE_VERSION, type: 'app.call', id: `${tag}-${i}`, from: me, replyTo: inboxTopic(me), ts: Date.now(), body: { handler: 'apply', message: { n: i } } });
+    const answered = (from: number, to: number, times = 1) => {
+      for (let i = from; i < to; i++) if ((answers.get(i)?.length ?? 0) < times) return false;
+      return true;
+    };
+    try {
+      // 1. Suspended: the requests queue at the broker, and a graceful restart saves them.
+      await agent.control('suspend', { instance: 'ledger-r' });
+      for (let i = 0; i < QUEUED; i++) await send(i);
+      await new Promise((r) => setTimeout(r, 200));
+      await broker.restart();
+      // 2. Resumed: they are applied, answered and acknowledged (Mosquitto does not save again before the crash).
+      await agent.control('resume', { instance: 'ledger-r' });
+      await until(() => answered(0, QUEUED), 20_000, 'the queued requests answered');
+      // 3. Many more, far past the window of kept outcomes (a window of unanswered ones below Mosquitto's queue limit).
+      const total = QUEUED + o.between;
+      for (let next = QUEUED; next < total; ) {
+        while (next < total && next - QUEUED - laterAnswered < 200) await send(next++);
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      await until(() => answered(QUEUED, total), 120_000, 'every request answered');
+      if (o.killAgent) {
+        // What the agent remembers is in its heap: a SIGKILLed agent knows it again at its start.
+        await agent.kill('SIGKILL');
+        agent = await agentProcess(dataDir, args);
+      }
+      // 4. The crash: Mosquitto comes back from its save and redelivers the first QUEUED requests.
+      await broker.crash();
+      await until(() => answered(0, QUEUED, 2), 30_000, 'the redelivered requests answered again');
+      for (let i = 0; i < QUEUED; i++) {
+        const [first, again] = answers.get(i)!;
+        expect(first!.type).toBe('app.call.ok');
+        expect(first!.body).toEqual({ n: i, length: i + 1 });
+        // Never applied twice, and never an answer that contradicts the first.
+        expect(again!.body).toMatchObject({ code: 'APP_ALREADY_APPLIED', field: 'envelope.id' });
+        expect(again!.type).toBe('error');
+      }
+      // Every request applied once, in order: the ledger is 0..total-1.
+      const seen: number[] = [];
+      for (let from = 0; from < total; from += 2000) {
+        const piece = (await agent.control('call', { instance: 'ledger-r', handler: 'range', message: { from, to: from + 2000 } })) as { length: number; items: number[] };
+        expect(piece.length).toBe(total);
+        seen.push(...piece.items);
+      }
+      expect(seen).toEqual([...Array(total).keys()]);
+      expect(broker.log()).not.toMatch(/Error saving/);
+    } finally {
+      await pub.close();
+      await inbox.close();
+      await DurableSession.discard({ url: broker.url, clientId: me, filter: inboxTopic(me) });
+    }
+  }
+
+  it('a window of 64 outcomes, 200 requests in between, the agent SIGKILLed and restarted too: the replays are refused, never applied again', async () => {
+    await replayAfterCrash({ config: { rememberReplies: 64 }, between: 200, killAgent: true });
+  });
+
+  it('the default window (10,000 outcomes) with 10,100 requests in between', async () => {
+    await replayAfterCrash({ config: {}, between: 10_100, killAgent: false });
+  }, 120_000);
 });

@@ -235,6 +235,9 @@ describe('agent: apps, checkpoints and bad input', () => {
     ['nodefault.mjs', 'export const x = 1;', 'APP_BAD_MODULE', 'module'],
     ['noname.mjs', 'export default { version: "1", handlers: { a() {} } }', 'APP_BAD_DEFINITION', 'app.name'],
     ['badtimer.mjs', 'export default { name: "t", version: "1", handlers: { a() {} }, timers: { x: { everyMs: 1, handler: "a" } } }', 'APP_BAD_DEFINITION', 'app.timers.x.everyMs'],
+    ['async.mjs', 'export default { name: "c", version: "1", handlers: { get() {}, async increment(ctx) { return 1; } } }', 'APP_BAD_DEFINITION', 'app.handlers.increment'],
+    ['asyncinit.mjs', 'export default { name: "c", version: "1", init: async (ctx) => {}, handlers: { a() {} } }', 'APP_BAD_DEFINITION', 'app.init'],
+    ['asynchook.ts', 'export default { name: "c", version: "1", handlers: { a() {} }, async onLeaseLost(ctx: unknown) {} }', 'APP_BAD_DEFINITION', 'app.onLeaseLost'],
     ['readme.txt', 'hello', 'APP_BAD_MODULE', 'path'],
     ['broken.ts', 'export default { name: "b", version: "1", handlers: { a( {} } }', 'APP_BAD_MODULE', 'path'],
   ])('refuses %s at install (%s, %s) and stores nothing', async (file, text, code, field) => {
@@ -244,6 +247,17 @@ describe('agent: apps, checkpoints and bad input', () => {
     const e = await caughtAsync(() => a.install(path));
     expect([e.code, e.details.field]).toEqual([code, field]);
     expect(a.apps().apps).toEqual([]);
+  });
+
+  it('refuses at load a module with an async handler that is already in the data directory', async () => {
+    const dataDir = temp.dir('agent');
+    const a = await agent(broker, { dataDir });
+    await a.install(SAMPLE('counter'));
+    // A module kept before async handlers were refused at install.
+    writeFileSync(join(dataDir, 'apps', 'counter.mjs'), 'export default { name: "counter", version: "1.0.0", handlers: { async increment(ctx) { return 1; } } }');
+    const e = await caughtAsync(() => a.run('counter'));
+    expect([e.code, e.details.field]).toEqual(['APP_BAD_DEFINITION', 'app.handlers.increment']);
+    expect(a.store.hasApp('counter')).toBe(false);
   });
 
   it('refuses unknown apps, bad instance ids, a second run, and an app needing more heap than the profile gives', async () => {
@@ -265,6 +279,11 @@ describe('agent: apps, checkpoints and bad input', () => {
     [{ handlerTimeoutMs: 5 }, 'options.handlerTimeoutMs'],
     [{ brokerUrl: 'http://x' }, 'options.brokerUrl'],
     [{ durability: 'sometimes' }, 'options.durability'],
+    [{ rememberReplies: 8 }, 'options.rememberReplies'],
+    [{ replayHorizonMs: 59_999 }, 'options.replayHorizonMs'],
+    [{ replayHorizonMs: 2_592_000_001 }, 'options.replayHorizonMs'],
+    [{ replayHorizonMs: '1h' }, 'options.replayHorizonMs'],
+    [{ replayHorizonMs: 90_000.5 }, 'options.replayHorizonMs'],
     [{ colour: 'blue' }, 'options.colour'],
   ])('refuses agent options %j naming %s', async (o, field) => {
     const e = await caughtAsync(() => Agent.start({ dataDir: temp.dir('agent'), log: () => undefined, ...(o as object) } as AgentOptions));

@@ -24,7 +24,8 @@ export default {
     writesForever(ctx) { for (let i = 0; ; i++) { ctx.root.n = i; ctx.root.log.push(i); if (ctx.root.log.length > 50) ctx.root.log.length = 0; } },
     storesFunction(ctx) { ctx.root.n = 7; ctx.root.f = () => 1; return 'unreachable'; },
     returnsFunction(ctx) { ctx.root.n = 8; return { f() {} }; },
-    async isAsync(ctx) { ctx.root.n = 9; await null; ctx.root.log.push('after-await'); return 1; },
+    // Not declared async (that is refused at load), yet it returns a promise.
+    isAsync(ctx) { ctx.root.n = 9; return Promise.resolve().then(() => { ctx.root.log.push('after-await'); return 1; }); },
     later(ctx) { ctx.root.n = 10; Promise.resolve().then(() => { ctx.root.log.push('microtask'); }); return 'ok'; },
     sendObj(ctx) { ctx.root.o = ctx.root.o || { v: 1 }; ctx.send('other', 'h', ctx.root.o); },
     mutate(ctx) { ctx.root.o.v = 2; },
@@ -45,15 +46,17 @@ export default {
   onResume(ctx) { ctx.root.resumes = (ctx.root.resumes || 0) + 1; },
 };`;
 
-async function open(store: Store, source: string, instance: string, o: { timeoutMs?: number } = {}): Promise<AppInstance> {
+async function open(store: Store, source: string, instance: string, o: { timeoutMs?: number; rememberReplies?: number; replayHorizonMs?: number; mailboxMs?: () => number; profile?: string } = {}): Promise<AppInstance> {
   const { definition, sandbox } = await loadApp(source, { filename: `${instance}.mjs`, instance, timeoutMs: 1000 });
   return AppInstance.open({
     instance,
     definition,
     sandbox,
-    heap: { store, profile: getProfile('rpi-4b') },
+    heap: { store, profile: getProfile(o.profile ?? 'rpi-4b') },
     handlerTimeoutMs: o.timeoutMs ?? 200,
-    rememberReplies: 100,
+    rememberReplies: o.rememberReplies ?? 100,
+    replayHorizonMs: o.replayHorizonMs ?? 3_600_000,
+    mailboxMs: o.mailboxMs ?? (() => 0),
     host: { now: () => Date.now(), log: () => undefined, leasesJson: () => '[]', app: { name: definition.name, version: definition.version, instance } },
   });
 }
@@ -126,7 +129,7 @@ describe('app instance: handlers as transactions on the heap', () => {
     a.close();
   });
 
-  it('an async handler is refused and its changes, before and after its await, are rolled back', async () => {
+  it('a handler returning a promise is refused at call time and its changes, before and after its await, are rolled back', async () => {
     const a = await open(temp.store(), FAULTY, 'f4');
     const e = err(a.call('isAsync', null).outcome);
     expect(e.code).toBe('APP_ASYNC_HANDLER');
@@ -181,14 +184,102 @@ describe('app instance: exactly once', () => {
     b.close();
   });
 
-  it('keeps at least the newest rememberReplies request ids and forgets the oldest', async () => {
+  it('keeps the outcomes of at least the newest rememberReplies ids; an older id is refused with APP_ALREADY_APPLIED, not run again', async () => {
     const a = await open(temp.store(), COUNTER, 'c5');
     for (let i = 0; i < 300; i++) a.call('increment', null, `r${i}`);
-    // At least the newest rememberReplies (100) are kept, in maps of 64: r200..r299 at least.
-    expect(a.call('increment', null, 'r299').repeat).toBe(true);
-    expect(a.call('increment', null, 'r200').repeat).toBe(true);
-    expect(a.call('increment', null, 'r0').repeat).toBe(false);
+    // At least the newest rememberReplies (100) keep their outcome, in maps of 64: r200..r299 at least.
+    expect(a.call('increment', null, 'r299')).toEqual({ outcome: { ok: true, body: { count: 300 } }, repeat: true });
+    expect(a.call('increment', null, 'r200')).toEqual({ outcome: { ok: true, body: { count: 201 } }, repeat: true });
+    const old = a.call('increment', null, 'r0');
+    expect(old.repeat).toBe(true);
+    expect(old.outcome).toMatchObject({ ok: false, code: 'APP_ALREADY_APPLIED', field: 'envelope.id' });
+    expect(err(old.outcome).message).toContain('r0');
+    expect(a.snapshot()).toEqual({ count: 300 });
+    expect(a.spentIds.ids).toBeGreaterThan(64); // whole maps of 64 are spent (and r0 again, by its replay)
     a.close();
+  });
+});
+
+describe('app instance: spent ids (outcome dropped, id still refused within the replay horizon)', () => {
+  const counts = (a: AppInstance) => (a.snapshot() as { count: number }).count;
+
+  it('a spent id is refused after a reopen, and after a crash (no suspend checkpoint); calls after the last commit run again', async () => {
+    const store = temp.store();
+    // The smallest profile: the digests' byte strings stay far below its object size limit.
+    const o = { rememberReplies: 16, profile: 'j2me-phone' };
+    const a = await open(store, COUNTER, 'sp1', o);
+    for (let i = 0; i < 400; i++) {
+      a.call('increment', null, `r${i}`);
+      if (i % 7 === 6) a.commit();
+    }
+    a.commit();
+    for (let i = 400; i < 420; i++) a.call('increment', null, `r${i}`);
+    a.close(); // a crash: r400..r419 were never committed, so never answered
+    const b = await open(store, COUNTER, 'sp1', o);
+    expect(counts(b)).toBe(400);
+    for (const i of [0, 1, 200, 383]) expect(b.call('increment', null, `r${i}`).outcome).toMatchObject({ code: 'APP_ALREADY_APPLIED' });
+    for (const i of [384, 399]) expect(b.call('increment', null, `r${i}`)).toMatchObject({ outcome: { ok: true }, repeat: true });
+    expect(b.call('increment', null, 'r400').repeat).toBe(false);
+    expect(counts(b)).toBe(401);
+    expect(b.heapStats().residentBytes).toBeLessThanOrEqual(getProfile('j2me-phone').heapBudgetBytes);
+    b.commit();
+    b.suspend();
+    const c = await open(store, COUNTER, 'sp1', o);
+    expect(c.call('increment', null, 'r7').outcome).toMatchObject({ code: 'APP_ALREADY_APPLIED' });
+    expect(c.call('increment', null, 'r400').repeat).toBe(true);
+    expect(counts(c)).toBe(401);
+    c.close();
+  });
+
+  it('single-map windows (rememberReplies ≤ 64) spend ids one by one; failures are spent too', async () => {
+    const a = await open(temp.store(), FAULTY, 'sp2', { rememberReplies: 16 });
+    a.call('throws', null, 'bad-0');
+    for (let i = 0; i < 40; i++) a.call('inc', null, `r${i}`);
+    a.commit();
+    expect(a.call('throws', null, 'bad-0').outcome).toMatchObject({ code: 'APP_ALREADY_APPLIED' });
+    expect(a.call('inc', null, 'r0').outcome).toMatchObject({ code: 'APP_ALREADY_APPLIED' });
+    expect(a.call('inc', null, 'r39').outcome).toEqual({ ok: true, body: 40 });
+    expect((a.snapshot() as { n: number }).n).toBe(40);
+    a.close();
+  });
+
+  it('spent ids age by mailbox time only (not by wall time, not by later requests): past the horizon an id is new again', async () => {
+    const store = temp.store();
+    let mailbox = 0; // ms the mailbox session has been connected
+    const o = { rememberReplies: 16, replayHorizonMs: 60_000, mailboxMs: () => mailbox };
+    const a = await open(store, COUNTER, 'sp3', o);
+    for (let i = 0; i < 100; i++) a.call('increment', null, `r${i}`);
+    a.commit();
+    // Any number of later requests, and wall time with the mailbox down, forget nothing.
+    for (let i = 100; i < 2100; i++) a.call('increment', null, `x${i}`);
+    a.commit();
+    expect(a.call('increment', null, 'r0').outcome).toMatchObject({ code: 'APP_ALREADY_APPLIED' });
+    mailbox = 50_000;
+    a.commit(); // the replay above refreshed r0 at mailbox time 50 s
+    a.close();
+    // The clock is in the heap: a new opening (a new session, counting from 0 again) goes on from it.
+    mailbox = 0;
+    const b = await open(store, COUNTER, 'sp3', o);
+    expect(b.mailboxClock).toBe(50_000);
+    mailbox = 15_000; // 65 s: r1..r99 were spent at 0 s, past the horizon
+    b.call('increment', null, 'tick-1');
+    b.commit();
+    expect(b.call('increment', null, 'r1').repeat).toBe(false); // forgotten: runs as a new request
+    expect(b.call('increment', null, 'r0').outcome).toMatchObject({ code: 'APP_ALREADY_APPLIED' }); // refreshed at 50 s
+    b.commit();
+    mailbox = 65_000; // 115 s
+    b.call('increment', null, 'tick-2');
+    b.commit();
+    // r0 was replayed again at 65 s: its horizon runs from there; r2 was not.
+    expect(b.call('increment', null, 'r0').outcome).toMatchObject({ code: 'APP_ALREADY_APPLIED' });
+    expect(b.call('increment', null, 'r2').repeat).toBe(false);
+    b.commit();
+    mailbox = 200_000;
+    b.call('increment', null, 'tick-3');
+    b.commit();
+    expect(b.call('increment', null, 'r0').repeat).toBe(false);
+    expect(counts(b)).toBe(2100 + 3 + 3);
+    b.close();
   });
 });
 
@@ -321,11 +412,25 @@ describe('app modules: refused with typed errors naming the field', () => {
     ['a bad service', "export default { name: 'a', version: '1', requirements: { services: [{ type: '' }] }, handlers: { a() {} } };", 'APP_BAD_DEFINITION', 'app.requirements.services[0].type'],
     ['a timer on a missing handler', "export default { name: 'a', version: '1', timers: { t: { everyMs: 1000, handler: 'b' } }, handlers: { a() {} } };", 'APP_BAD_DEFINITION', 'app.timers.t.handler'],
     ['a bad hook', "export default { name: 'a', version: '1', onLeaseLost: 'x', handlers: { a() {} } };", 'APP_BAD_DEFINITION', 'app.onLeaseLost'],
+    ['an async handler method', "export default { name: 'a', version: '1', handlers: { a() {}, async increment(ctx) { return 1; } } };", 'APP_BAD_DEFINITION', 'app.handlers.increment'],
+    ['an async arrow handler', "export default { name: 'a', version: '1', handlers: { a: async (ctx) => 1 } };", 'APP_BAD_DEFINITION', 'app.handlers.a'],
+    ['an async generator handler', "export default { name: 'a', version: '1', handlers: { async *a(ctx) {} } };", 'APP_BAD_DEFINITION', 'app.handlers.a'],
+    ['a bound async handler', "async function f() {} export default { name: 'a', version: '1', handlers: { a: f.bind(null) } };", 'APP_BAD_DEFINITION', 'app.handlers.a'],
+    ['an async init', "export default { name: 'a', version: '1', async init(ctx) { ctx.root.x = 1; }, handlers: { a() {} } };", 'APP_BAD_DEFINITION', 'app.init'],
+    ['an async hook', "export default { name: 'a', version: '1', handlers: { a() {} }, onResume: async function (ctx) {} };", 'APP_BAD_DEFINITION', 'app.onResume'],
   ];
   it.each(cases)('%s', async (_what, source, code, field) => {
     const e = await caughtAsync(() => loadApp(source, { filename: 'bad.mjs', instance: 'bad', timeoutMs: 100 }));
     expect(e.code).toBe(code);
     if (field) expect(e.details.field).toBe(field);
+  });
+
+  it('an async handler is refused without being called, and the message names it', async () => {
+    // Called, it would loop before its first await and the load would end in its time limit instead (field `app`).
+    const src = "export default { name: 'a', version: '1', handlers: { async increment() { for (;;) {} } } };";
+    const e = await caughtAsync(() => loadApp(src, { filename: 'async.mjs', instance: 'async', timeoutMs: 100 }));
+    expect([e.code, e.details.field]).toEqual(['APP_BAD_DEFINITION', 'app.handlers.increment']);
+    expect(e.message).toMatch(/^app\.handlers\.increment must be a synchronous function, got an async function/);
   });
 
   it('init that throws refuses the instance and leaves no half-made heap behind', async () => {

@@ -61,6 +61,22 @@ describe('the ferry command, end to end against a real agent', () => {
     expect(profiles.map((p) => p.name)).toEqual(expect.arrayContaining(['rpi-4b', 'android-phone', 'palm-pda']));
   });
 
+  it('shows each running instance\'s object size limit, heap.maxObjectBytes, in apps and apps --json', async () => {
+    const apps = (await json(['apps', ...d()])).value as { instances: Array<{ instance: string; heap?: { budgetBytes: number; maxObjectBytes: number } }> };
+    const counter = apps.instances.find((i) => i.instance === 'counter')!;
+    // rpi-4b: a 64 MiB budget, so the default min(64 KiB, budget / 4) is 64 KiB.
+    expect(counter.heap).toMatchObject({ budgetBytes: 64 * 1024 * 1024, maxObjectBytes: 64 * 1024 });
+    expect((await ferry(['apps', ...d()])).stdout).toMatch(/^ *counter .*"maxObjectBytes":65536/m);
+  });
+
+  it('refuses an app with an async handler at install, in one line naming the handler, and installs nothing', async () => {
+    const r = await ferry(['install', join(import.meta.dirname, 'fixtures', 'async-handler.mjs'), ...d()]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^ferry: app\.handlers\.increment must be a synchronous function, got an async function.* \[APP_BAD_DEFINITION\]\n$/);
+    const apps = (await json(['apps', ...d()])).value as { apps: Array<{ name: string }> };
+    expect(apps.apps.map((a) => a.name)).not.toContain('async-counter');
+  });
+
   it('suspends, resumes, browses checkpoints, restores one and removes one', async () => {
     await ferry(['call', 'notes', 'add', '{"text":"first"}', ...d()]);
     await ferry(['call', 'notes', 'add', '{"text":"second"}', ...d()]);
@@ -111,6 +127,7 @@ describe('the ferry command, end to end against a real agent', () => {
     [['run', 'nope'], 'APP_UNKNOWN', 'app'],
     [['call', 'counter', 'nope'], 'APP_NO_HANDLER', 'handler'],
     [['install', 'missing.mjs'], 'APP_BAD_MODULE', 'path'],
+    [['install', join(import.meta.dirname, 'fixtures', 'async-handler.mjs')], 'APP_BAD_DEFINITION', 'app.handlers.increment'],
     [['restore', 'counter', '--version', '999999'], 'STORE_UNKNOWN_VERSION', 'version'],
   ])('%j fails with one line: %s naming %s', async (args, code, field) => {
     const r = await ferry([...args, ...d()]);
@@ -144,6 +161,17 @@ describe('the ferry command without an agent', () => {
     writeFileSync(join(dir, 'ferry.config.json'), JSON.stringify({ data: 'here' }));
     const r2 = await ferry(['status'], dir);
     expect(r2.stderr).toContain(join(dir, 'here'));
+  });
+
+  it('exactly-once settings in ferry.config.json: a wrong type or an out-of-range value is refused naming the field', async () => {
+    const dir = temp.dir('cfg-replay');
+    writeFileSync(join(dir, 'ferry.config.json'), JSON.stringify({ replayHorizonMs: '1h' }));
+    const r = await ferry(['status'], dir);
+    expect(r.stderr).toMatch(/ferry\.config\.json\.replayHorizonMs must be .*\[CONFIG_INVALID\]/);
+    writeFileSync(join(dir, 'ferry.config.json'), JSON.stringify({ rememberReplies: 64, replayHorizonMs: 1000 }));
+    const r2 = await ferry(['start', '--port', '0', '--data', join(dir, 'data')], dir);
+    expect(r2.code).toBe(1);
+    expect(r2.stderr).toMatch(/^ferry: options\.replayHorizonMs must be an integer in 60000\.\.2592000000, got 1000 \[BAD_OPTION\]\n$/);
   });
 
   it('start with a bad profile fails in one line before doing anything', async () => {

@@ -72,6 +72,26 @@ describe.each(BROKERS)('durable session (%s)', (name, start) => {
     await c.close();
   });
 
+  it('connectedMs counts only the time a connection is up: it stands still while the broker is away and after close', async () => {
+    const clientId = id();
+    const s = await DurableSession.connect({ url: broker.url, clientId, filter: `t/${clientId}`, reconnectMs: 300 }, (m) => m.ack());
+    await new Promise((r) => setTimeout(r, 100));
+    const up = s.connectedMs();
+    expect(up).toBeGreaterThanOrEqual(90);
+    const wall0 = performance.now();
+    const c0 = s.connectedMs();
+    await broker.restart();
+    await until(() => s.connected, 10_000, 'reconnected');
+    await s.whenReady();
+    // At least the reconnect delay (300 ms) went by with no connection, and did not count.
+    expect(s.connectedMs() - c0).toBeLessThan(performance.now() - wall0 - 250);
+    await s.close();
+    const closed = s.connectedMs();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(s.connectedMs()).toBe(closed);
+    await DurableSession.discard({ url: broker.url, clientId, filter: `t/${clientId}` });
+  });
+
   it('discard ends the session: what was queued is gone', async () => {
     const clientId = id();
     const filter = `t/${clientId}`;
