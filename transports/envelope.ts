@@ -1,6 +1,7 @@
 import { Decoder, Encoder } from 'cbor-x';
 import { FerryError } from '../core/errors.js';
 import { describe } from '../core/options.js';
+import { checkCborSubset, type SubsetScan } from './cbor-subset.js';
 import { ENVELOPE_VERSION, type Envelope } from './contract.js';
 import { randomId128 } from './random-id.js';
 
@@ -135,13 +136,46 @@ export function encodeOwnEnvelope(type: string, id: string, from: string, replyT
 
 /** Decodes and validates one envelope. Never returns a partially checked value. */
 export function decodeEnvelope(bytes: Uint8Array): Envelope {
+  const r = readEnvelope(bytes);
+  if (r.bodyError) throw r.bodyError;
+  return r.env;
+}
+
+/**
+ * Decodes one envelope like `decodeEnvelope`, except that a body outside Ferry's CBOR subset
+ * (§3.2: a tag, a duplicate key, invalid UTF-8, nesting past the limit) does not lose the
+ * envelope: it comes back with `body` null and the offence as `bodyError`, so a receiver that
+ * answers requests (the app mailbox) can refuse the request rather than drop it unanswered.
+ */
+export function readEnvelope(bytes: Uint8Array): { env: Envelope; bodyError?: FerryError } {
+  const scan = checkCborSubset(bytes, 'envelope');
+  let source = bytes;
+  const body = scan.top.get('body');
+  if (scan.bodyError && body) {
+    // The same map with the body's bytes replaced by null (0xf6): the map header counts entries, not bytes.
+    const b = new Uint8Array(bytes.length - (body.end - body.start) + 1);
+    b.set(bytes.subarray(0, body.start), 0);
+    b[body.start] = 0xf6;
+    b.set(bytes.subarray(body.end), body.start + 1);
+    source = b;
+  }
   let value: unknown;
   try {
-    value = decoder.decode(bytes);
+    value = decoder.decode(source);
   } catch (e) {
     throw new FerryError('ENVELOPE_MALFORMED', `envelope is not valid CBOR: ${(e as Error).message}`, { field: 'envelope' }, { cause: e });
   }
-  return validateEnvelope(value);
+  const env = validateEnvelope(value);
+  checkWireIntegers(scan);
+  return scan.bodyError ? { env, bodyError: scan.bodyError } : { env };
+}
+
+/** `v`, `ts` and `ttl` are unsigned integers on the wire (major type 0), not floats that happen to be whole. */
+function checkWireIntegers(scan: SubsetScan): void {
+  for (const k of ['v', 'ts', 'ttl']) {
+    const t = scan.top.get(k);
+    if (t && t.major !== 0) throw malformed(k, 'an unsigned integer (CBOR major type 0)', t.major === 7 && t.info >= 25 && t.info <= 27 ? 'a float' : `CBOR major type ${t.major}`);
+  }
 }
 
 /** Encodes any body value with the same standard-CBOR settings (used by bulk transfer and tests). */
@@ -149,8 +183,9 @@ export function encodeCbor(value: unknown): Buffer {
   return encoder.encode(value);
 }
 
-/** Decodes standard CBOR with the envelope decoder settings; throws ENVELOPE_MALFORMED. */
+/** Decodes CBOR of Ferry's subset (§3.2) with the envelope decoder settings; throws ENVELOPE_MALFORMED. */
 export function decodeCbor(bytes: Uint8Array): unknown {
+  checkCborSubset(bytes, 'payload');
   try {
     return decoder.decode(bytes);
   } catch (e) {

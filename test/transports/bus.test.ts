@@ -282,7 +282,7 @@ describe.each(BROKERS)('MqttBus on %s', (_name, start) => {
     const invalid: FerryError[] = [];
     b.on('invalid', (e) => invalid.push(e as FerryError));
     await b.subscribe(topic, c.handler);
-    const base = { v: 1, type: 't', id: newMessageId(), from: 'x', ts: Date.now(), body: null };
+    const base = { v: 1, type: 't', id: newMessageId(), from: 'x', ts: BigInt(Date.now()), body: null };
     await a.publishRaw(topic, Buffer.from([0xff, 0x00, 0x13])); // not CBOR
     await a.publishRaw(topic, Buffer.from([0xa2, 0x61])); // truncated
     await a.publishRaw(topic, encodeCbor([1, 2, 3])); // not a map

@@ -6,6 +6,7 @@ import { decodeEnvelope, encodeCbor, encodeEnvelope, isExpired, newMessageId } f
 import { RecentIds } from '../../transports/recent-ids.js';
 import { isValidFilter, topicMatches } from '../../transports/topics.js';
 import { foreignDecode } from './foreign-cbor.js';
+import { caught } from '../helpers/ferry-error.js';
 
 /** Byte strings decode as Buffer (a Uint8Array subclass); compare contents only. */
 function plain(v: unknown): unknown {
@@ -94,11 +95,17 @@ describe('envelope', () => {
     ['string ttl', { ...base(), ttl: '5s' }, 'ENVELOPE_MALFORMED', 'envelope.ttl'],
     ['no body', { ...base(), body: undefined }, 'ENVELOPE_MALFORMED', 'envelope.body'],
   ];
+  // What a foreign client writes: a whole ts above 2^32 as uint64 (cbor-x alone would write a float64).
+  const wire = (value: unknown) => {
+    if (!value || typeof value !== 'object' || Array.isArray(value) || value instanceof Uint8Array) return encodeCbor(value);
+    const o = Object.fromEntries(Object.entries(value).filter(([, x]) => x !== undefined));
+    if (typeof o.ts === 'number' && Number.isInteger(o.ts) && o.ts > 0xffffffff) o.ts = BigInt(o.ts);
+    return encodeCbor(o);
+  };
   it.each(bad)('refuses %s with a typed error naming the field', (_label, value, code, field) => {
-    const strip = (v: unknown) => (v && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Uint8Array) ? Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined)) : v);
     let err: unknown;
     try {
-      decodeEnvelope(encodeCbor(strip(value)));
+      decodeEnvelope(wire(value));
     } catch (e) {
       err = e;
     }
@@ -108,6 +115,19 @@ describe('envelope', () => {
     expect((err as FerryError).message).toContain(field);
   });
 
+  it('refuses a whole ts or ttl written as a float, and v as a half float (the wire says unsigned integer)', () => {
+    // cbor-x writes a whole number above 2^32 as float64 (0xfb): a Ferry receiver before this accepted it.
+    const ts = encodeCbor({ ...base(), ts: 1_790_000_000_000 });
+    const ttl = encodeCbor({ ...base(), ts: 5, ttl: 2 ** 33 });
+    // {"v": 1.0 as f16, ...}: the bytes of v: 1 (61 76 01) with the value as 0xf9 3c00.
+    const v = Buffer.from(encodeCbor({ ...base(), ts: 5 }).toString('hex').replace('617601', '6176f93c00'), 'hex');
+    for (const [bytes, field] of [[ts, 'envelope.ts'], [ttl, 'envelope.ttl'], [v, 'envelope.v']] as const) {
+      const e = caught(() => decodeEnvelope(bytes));
+      expect(e.code).toBe('ENVELOPE_MALFORMED');
+      expect(e.details.field).toBe(field);
+    }
+  });
+
   it('refuses invalid CBOR and trailing bytes', () => {
     for (const hex of ['', 'ff', 'a26176', '1c', 'a1617601ff']) {
       expect(() => decodeEnvelope(Buffer.from(hex, 'hex'))).toThrow(expect.objectContaining({ code: 'ENVELOPE_MALFORMED', details: expect.objectContaining({ field: 'envelope' }) }));
@@ -115,7 +135,7 @@ describe('envelope', () => {
   });
 
   it('ignores unknown extra keys (forward compatible) and does not keep them', () => {
-    const env = decodeEnvelope(encodeCbor({ ...base(), future: 1 }));
+    const env = decodeEnvelope(wire({ ...base(), future: 1 }));
     expect('future' in env).toBe(false);
   });
 
