@@ -26,28 +26,57 @@ export interface TopValue {
   end: number;
 }
 
+/** The top-level keys whose values the envelope checks on the wire (each has its own length: found by length, then bytes). */
+const TOP_KEYS = ['', 'v', 'ts', 'ttl', 'body'] as const;
+export type TopKey = 'v' | 'ts' | 'ttl' | 'body';
+
 export interface SubsetScan {
-  /** The top-level map's values by key (empty when the item is not a map). */
-  top: Map<string, TopValue>;
+  /** Where the top-level map's `v`, `ts`, `ttl` and `body` values sit (none when the item is not a map). */
+  top: Partial<Record<TopKey, TopValue>>;
   /** Set when the only offences are inside the value of the top-level key `body` (skipped whole). */
   bodyError?: FerryError;
 }
 
 class Scanner {
   pos = 0;
-  private readonly path: (string | number)[] = [];
-  private readonly text: Buffer;
+  // The last head() read: major type, additional information, argument. Fields, not a returned
+  // object: this runs for every item of every message received.
+  major = 0;
+  info = 0;
+  arg = 0;
+  // The path to the current item, for errors only: a key as its byte range [start, end), an
+  // array index as [index, -1].
+  private readonly pathA: number[] = [];
+  private readonly pathB: number[] = [];
 
-  constructor(private readonly b: Uint8Array, private readonly root: string) {
-    this.text = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  constructor(private readonly b: Uint8Array, private readonly root: string) {}
+
+  private keyText(start: number, end: number): string {
+    // Short ASCII keys (every envelope key) without a Buffer view: that costs ~0.5 µs a key.
+    if (end - start <= 16) {
+      let k = '';
+      for (let i = start; i < end; i++) {
+        const c = this.b[i]!;
+        if (c >= 0x80) return Buffer.from(this.b.buffer, this.b.byteOffset + start, end - start).toString('utf8');
+        k += String.fromCharCode(c);
+      }
+      return k;
+    }
+    return Buffer.from(this.b.buffer, this.b.byteOffset + start, end - start).toString('utf8');
   }
 
   where(): string {
     let s = this.root;
     // A path 64 levels deep is no help to anyone: the first 12 steps, then an ellipsis.
-    for (const [i, k] of this.path.entries()) {
+    for (let i = 0; i < this.pathA.length; i++) {
       if (i === 12) return `${s}…`;
-      s += typeof k === 'number' ? `[${k}]` : /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(k) ? `.${k}` : `[${JSON.stringify(k)}]`;
+      const a = this.pathA[i]!;
+      const b = this.pathB[i]!;
+      if (b < 0) s += `[${a}]`;
+      else {
+        const k = this.keyText(a, b);
+        s += /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(k) ? `.${k}` : `[${JSON.stringify(k)}]`;
+      }
     }
     return s;
   }
@@ -61,44 +90,64 @@ class Scanner {
     if (this.pos + n > this.b.length) this.fail('is cut short: the CBOR ends inside it');
   }
 
-  /** Reads an initial byte and its argument. Lengths above 2^53 cannot fit any message anyway. */
-  head(): { major: number; info: number; arg: number } {
+  /** Reads an initial byte and its argument into major/info/arg. Lengths above 2^53 cannot fit any message anyway. */
+  head(): void {
     this.need(1);
-    const ib = this.b[this.pos++]!;
+    const b = this.b;
+    const ib = b[this.pos++]!;
     const major = ib >> 5;
     const info = ib & 31;
     let arg = info;
-    if (info === 24) {
-      this.need(1);
-      arg = this.b[this.pos]!;
-      this.pos += 1;
-    } else if (info === 25) {
-      this.need(2);
-      arg = (this.b[this.pos]! << 8) | this.b[this.pos + 1]!;
-      this.pos += 2;
-    } else if (info === 26) {
-      this.need(4);
-      arg = this.b[this.pos]! * 2 ** 24 + ((this.b[this.pos + 1]! << 16) | (this.b[this.pos + 2]! << 8) | this.b[this.pos + 3]!);
-      this.pos += 4;
-    } else if (info === 27) {
-      this.need(8);
-      const hi = this.b[this.pos]! * 2 ** 24 + ((this.b[this.pos + 1]! << 16) | (this.b[this.pos + 2]! << 8) | this.b[this.pos + 3]!);
-      const lo = this.b[this.pos + 4]! * 2 ** 24 + ((this.b[this.pos + 5]! << 16) | (this.b[this.pos + 6]! << 8) | this.b[this.pos + 7]!);
-      arg = hi * 2 ** 32 + lo; // exact below 2^53; only compared with lengths left
-      this.pos += 8;
-    } else if (info === 31) {
-      if (major >= 2 && major <= 5) this.fail('has an indefinite length (only definite lengths are allowed)');
-      this.fail(major === 7 ? 'is a stray "break" (0xff)' : `uses reserved additional information 31 with major type ${major}`);
-    } else if (info > 27) {
-      this.fail(`uses reserved additional information ${info}`);
+    if (info >= 24) {
+      if (info === 24) {
+        this.need(1);
+        arg = b[this.pos]!;
+        this.pos += 1;
+      } else if (info === 25) {
+        this.need(2);
+        arg = (b[this.pos]! << 8) | b[this.pos + 1]!;
+        this.pos += 2;
+      } else if (info === 26) {
+        this.need(4);
+        arg = b[this.pos]! * 2 ** 24 + ((b[this.pos + 1]! << 16) | (b[this.pos + 2]! << 8) | b[this.pos + 3]!);
+        this.pos += 4;
+      } else if (info === 27) {
+        this.need(8);
+        const hi = b[this.pos]! * 2 ** 24 + ((b[this.pos + 1]! << 16) | (b[this.pos + 2]! << 8) | b[this.pos + 3]!);
+        const lo = b[this.pos + 4]! * 2 ** 24 + ((b[this.pos + 5]! << 16) | (b[this.pos + 6]! << 8) | b[this.pos + 7]!);
+        arg = hi * 2 ** 32 + lo; // exact below 2^53; only compared with lengths left
+        this.pos += 8;
+      } else if (info === 31) {
+        if (major >= 2 && major <= 5) this.fail('has an indefinite length (only definite lengths are allowed)');
+        this.fail(major === 7 ? 'is a stray "break" (0xff)' : `uses reserved additional information 31 with major type ${major}`);
+      } else {
+        this.fail(`uses reserved additional information ${info}`);
+      }
     }
-    return { major, info, arg };
+    this.major = major;
+    this.info = info;
+    this.arg = arg;
+  }
+
+  /** Text of `n` bytes at pos: valid UTF-8 (an ASCII loop first: most text is ASCII, and a native call costs more). */
+  private utf8(n: number, what: string): void {
+    this.need(n);
+    const b = this.b;
+    const end = this.pos + n;
+    for (let i = this.pos; i < end; i++) {
+      if (b[i]! >= 0x80) {
+        if (!isUtf8(b.subarray(this.pos, end))) this.fail(what);
+        break;
+      }
+    }
+    this.pos = end;
   }
 
   /** Checks one item at nesting `depth` (the item's own level if it is a container). */
   item(depth: number): void {
-    const { major, info, arg } = this.head();
-    switch (major) {
+    this.head();
+    const arg = this.arg;
+    switch (this.major) {
       case 0:
       case 1:
         return;
@@ -107,18 +156,18 @@ class Scanner {
         this.pos += arg;
         return;
       case 3:
-        this.need(arg);
-        if (!isUtf8(this.b.subarray(this.pos, this.pos + arg))) this.fail('is a text string that is not valid UTF-8');
-        this.pos += arg;
+        this.utf8(arg, 'is a text string that is not valid UTF-8');
         return;
       case 4:
         if (depth > MAX_DEPTH) this.fail(`is nested deeper than ${MAX_DEPTH} levels of arrays and maps`);
         // Each element takes at least one byte: a length beyond what is left is a lie.
         if (arg > this.b.length - this.pos) this.fail(`claims ${arg} elements in ${this.b.length - this.pos} bytes`);
         for (let i = 0; i < arg; i++) {
-          this.path.push(i);
+          this.pathA.push(i);
+          this.pathB.push(-1);
           this.item(depth + 1);
-          this.path.pop();
+          this.pathA.pop();
+          this.pathB.pop();
         }
         return;
       case 5:
@@ -127,34 +176,56 @@ class Scanner {
       case 6:
         this.fail(`carries CBOR tag ${arg} (tags are not allowed)`);
       // falls through: fail never returns
-      default:
+      default: {
         // Major 7: false, true, null, undefined and floats; other simple values are not allowed.
-        if (info >= 20 && info <= 23) return;
-        if (info === 25 || info === 26 || info === 27) return; // the argument was the float
+        const info = this.info;
+        if ((info >= 20 && info <= 23) || info === 25 || info === 26 || info === 27) return; // a float's argument was the float
         this.fail(`is the simple value ${arg} (only false, true, null, undefined and floats are allowed)`);
+      }
     }
+  }
+
+  /** Which of TOP_KEYS the key bytes [s, e) are, if any (no string is made). */
+  private topKey(s: number, e: number): TopKey | undefined {
+    const k = TOP_KEYS[e - s];
+    if (k === undefined || k === '') return undefined;
+    for (let i = 0; i < k.length; i++) if (this.b[s + i] !== k.charCodeAt(i)) return undefined;
+    return k;
+  }
+
+  /** True if the key bytes [s, e) equal one of the keys before it in this map (byte equality: UTF-8 is canonical). */
+  private repeated(keys: number[], s: number, e: number): boolean {
+    const b = this.b;
+    const n = e - s;
+    outer: for (let j = 0; j < keys.length; j += 2) {
+      const ks = keys[j]!;
+      if (keys[j + 1]! - ks !== n) continue;
+      for (let i = 0; i < n; i++) if (b[ks + i] !== b[s + i]) continue outer;
+      return true;
+    }
+    return false;
   }
 
   /** A map's entries; `top` collects where each value sits (the top-level map). */
   map(n: number, depth: number, top: SubsetScan | null): void {
     if (depth > MAX_DEPTH) this.fail(`is nested deeper than ${MAX_DEPTH} levels of arrays and maps`);
     if (n * 2 > this.b.length - this.pos) this.fail(`claims ${n} entries in ${this.b.length - this.pos} bytes`);
-    const keys = new Set<string>();
+    // Keys as byte ranges; a large map compares by text in a Set instead of pairwise.
+    const keys: number[] = [];
+    const many = n > 16 ? new Set<string>() : null;
     for (let i = 0; i < n; i++) {
-      const k = this.head();
-      if (k.major !== 3) this.fail(`has a key of major type ${k.major} (map keys are text strings)`);
-      this.need(k.arg);
-      if (!isUtf8(this.b.subarray(this.pos, this.pos + k.arg))) this.fail('has a key that is not valid UTF-8');
-      const key = this.text.toString('utf8', this.pos, this.pos + k.arg);
-      this.pos += k.arg;
-      if (keys.has(key)) {
-        this.path.push(key);
-        this.fail('appears twice in its map (each key once)');
-      }
-      keys.add(key);
-      this.path.push(key);
+      this.head();
+      if (this.major !== 3) this.fail(`has a key of major type ${this.major} (map keys are text strings)`);
+      const ks = this.pos;
+      this.utf8(this.arg, 'has a key that is not valid UTF-8');
+      const ke = this.pos;
+      this.pathA.push(ks);
+      this.pathB.push(ke);
+      if (many ? many.size === many.add(this.keyText(ks, ke)).size : this.repeated(keys, ks, ke)) this.fail('appears twice in its map (each key once)');
+      if (!many) keys.push(ks, ke);
       const start = this.pos;
-      if (top && key === 'body') {
+      const topKey = top ? this.topKey(ks, ke) : undefined;
+      if (top && topKey === 'body') {
         try {
           this.item(depth + 1);
         } catch (e) {
@@ -167,35 +238,59 @@ class Scanner {
       } else {
         this.item(depth + 1);
       }
-      this.path.pop();
-      if (top) {
+      this.pathA.pop();
+      this.pathB.pop();
+      if (top && topKey) {
         const ib = this.b[start]!;
-        top.top.set(key, { major: ib >> 5, info: ib & 31, start, end: this.pos });
+        top.top[topKey] = { major: ib >> 5, info: ib & 31, start, end: this.pos };
       }
     }
   }
 
-  /** Skips one well-formed definite-length item without recursion; false if it cannot. */
+  /**
+   * Skips one well-formed item without recursion (any depth, indefinite lengths too: only where
+   * it ends matters); false if the bytes are not well-formed CBOR.
+   */
   private skip(): boolean {
-    let left = 1;
-    while (left > 0) {
+    // Items left in each open container; -1 for an indefinite one (ended by a break).
+    const open: number[] = [1];
+    while (open.length > 0) {
+      const top = open[open.length - 1]!;
+      if (top === 0) {
+        open.pop();
+        continue;
+      }
       if (this.pos >= this.b.length) return false;
       const ib = this.b[this.pos]!;
+      if (ib === 0xff) {
+        if (top !== -1) return false;
+        this.pos++;
+        open.pop();
+        continue;
+      }
+      if (top > 0) open[open.length - 1] = top - 1;
       const major = ib >> 5;
       const info = ib & 31;
+      if (info === 31) {
+        if (major < 2 || major > 5) return false;
+        this.pos++;
+        open.push(-1);
+        continue;
+      }
       if (info > 27) return false;
       try {
-        const { arg } = this.head();
-        left--;
-        if (major === 2 || major === 3) {
-          if (arg > this.b.length - this.pos) return false;
-          this.pos += arg;
-        } else if (major === 4) left += arg;
-        else if (major === 5) left += 2 * arg;
-        else if (major === 6) left += 1;
-        if (left > this.b.length - this.pos + 1) return false;
+        this.head();
       } catch {
         return false;
+      }
+      const arg = this.arg;
+      if (major === 2 || major === 3) {
+        if (arg > this.b.length - this.pos) return false;
+        this.pos += arg;
+      } else if (major === 4 || major === 5 || major === 6) {
+        const n = major === 5 ? 2 * arg : major === 6 ? 1 : arg;
+        if (n > this.b.length - this.pos) return false;
+        if (n > 0) open.push(n);
       }
     }
     return true;
@@ -209,12 +304,12 @@ class Scanner {
  */
 export function checkCborSubset(bytes: Uint8Array, root: string): SubsetScan {
   const s = new Scanner(bytes, root);
-  const scan: SubsetScan = { top: new Map() };
+  const scan: SubsetScan = { top: {} };
   if (bytes.length === 0) s.fail('is empty');
   const ib = bytes[0]!;
   if (ib >> 5 === 5 && (ib & 31) !== 31) {
-    const { arg } = s.head();
-    s.map(arg, 1, scan);
+    s.head();
+    s.map(s.arg, 1, scan);
   } else {
     s.item(1);
   }

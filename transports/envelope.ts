@@ -150,7 +150,7 @@ export function decodeEnvelope(bytes: Uint8Array): Envelope {
 export function readEnvelope(bytes: Uint8Array): { env: Envelope; bodyError?: FerryError } {
   const scan = checkCborSubset(bytes, 'envelope');
   let source = bytes;
-  const body = scan.top.get('body');
+  const body = scan.top.body;
   if (scan.bodyError && body) {
     // The same map with the body's bytes replaced by null (0xf6): the map header counts entries, not bytes.
     const b = new Uint8Array(bytes.length - (body.end - body.start) + 1);
@@ -172,8 +172,8 @@ export function readEnvelope(bytes: Uint8Array): { env: Envelope; bodyError?: Fe
 
 /** `v`, `ts` and `ttl` are unsigned integers on the wire (major type 0), not floats that happen to be whole. */
 function checkWireIntegers(scan: SubsetScan): void {
-  for (const k of ['v', 'ts', 'ttl']) {
-    const t = scan.top.get(k);
+  for (const k of ['v', 'ts', 'ttl'] as const) {
+    const t = scan.top[k];
     if (t && t.major !== 0) throw malformed(k, 'an unsigned integer (CBOR major type 0)', t.major === 7 && t.info >= 25 && t.info <= 27 ? 'a float' : `CBOR major type ${t.major}`);
   }
 }

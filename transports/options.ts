@@ -9,6 +9,9 @@ import type { BusSessionOptions, BusWill } from './contract.js';
  * field (`options.maxInFlight must be an integer in 1..65535, got 0`).
  */
 
+/** The bus's default largest payload, bytes (PROTOCOL.md §1). */
+export const DEFAULT_MAX_MESSAGE_BYTES = 262_144;
+
 /** A device id: one MQTT topic level, so no `/`, `+`, `#`. */
 export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
 
@@ -87,7 +90,7 @@ export function readBusOptions(options: BusOptions): ResolvedBusOptions {
     connectTimeoutMs: r.number('connectTimeoutMs', { min: 100, max: 600_000 }, 10_000),
     reconnectMinMs,
     reconnectMaxMs: r.number('reconnectMaxMs', { min: reconnectMinMs, max: 600_000 }, Math.max(5_000, reconnectMinMs)),
-    maxMessageBytes: r.number('maxMessageBytes', { min: 1024, max: MQTT_MAX_PACKET_BYTES }, 262_144),
+    maxMessageBytes: r.number('maxMessageBytes', { min: 1024, max: MQTT_MAX_PACKET_BYTES }, DEFAULT_MAX_MESSAGE_BYTES),
     maxInFlight: r.number('maxInFlight', { min: 1, max: 65_535 }, 16),
     maxQueued: r.number('maxQueued', { min: 0, max: 1_000_000 }, 10_000),
     offlineQueue: r.boolean('offlineQueue', true),

@@ -7,6 +7,7 @@ import { ENVELOPE_VERSION } from '../../transports/contract.js';
 import { DurableSession, type DurableSessionOptions } from '../../transports/durable-session.js';
 import { appMailboxTopic } from '../../transports/topics.js';
 import type { MqttBus } from '../../transports/mqtt-bus.js';
+import { DEFAULT_MAX_MESSAGE_BYTES } from '../../transports/options.js';
 import { startServices, type HeldLease, type Services } from '../services/index.js';
 import { readAgentOptions, type AgentOptions, type ResolvedAgentOptions } from './agent-options.js';
 import { checkModuleFile } from './app-installer.js';
@@ -284,6 +285,8 @@ export class Agent {
         },
         now: () => Date.now(),
         maxClockSkewMs: 1000,
+        // The agent's bus runs with the default limit (§1); its mailbox sessions take the same.
+        maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
       },
       this.options.maxBatch,
     );

@@ -1,5 +1,5 @@
 import { isFerryError, FerryError } from '../../core/errors.js';
-import { decodeEnvelope, isExpired } from '../../transports/envelope.js';
+import { isExpired, readEnvelope } from '../../transports/envelope.js';
 import type { SessionMessage } from '../../transports/durable-session.js';
 import type { AppInstance, CallOutcome, OutboxEntry } from './app-instance.js';
 
@@ -19,6 +19,8 @@ export interface RunnerHost {
   now(): number;
   /** Clock difference tolerated when checking a request's ttl, ms. */
   maxClockSkewMs: number;
+  /** Largest mailbox payload taken, bytes (PROTOCOL §1: the bus's maxMessageBytes); bigger ones are dropped unread. */
+  maxMessageBytes: number;
 }
 
 /** Group-commit figures. */
@@ -121,25 +123,35 @@ export class AppRunner {
   }
 
   private handle(m: SessionMessage): void {
-    let env;
+    // §1: a payload over the limit is dropped unread (never decoded, so it cannot be answered).
+    if (m.payload.length > this.host.maxMessageBytes) {
+      this.drop(m, 'too-large', { bytes: m.payload.length, limit: this.host.maxMessageBytes });
+      return;
+    }
+    let read;
     try {
-      env = decodeEnvelope(m.payload);
+      read = readEnvelope(m.payload);
     } catch (e) {
       this.drop(m, 'malformed', { error: (e as FerryError).message });
       return;
     }
+    const env = read.env;
     if (isExpired(env, this.host.now(), this.host.maxClockSkewMs)) {
       this.drop(m, 'expired', { id: env.id });
       return;
     }
     const body = env.body as { handler?: unknown; message?: unknown } | null;
     const replyTo = env.replyTo;
-    if (env.type !== 'app.call' || body === null || typeof body !== 'object' || typeof body.handler !== 'string') {
-      const why = env.type !== 'app.call' ? `type must be app.call, got ${JSON.stringify(env.type)}` : 'body.handler must be a handler name';
-      const bad: CallOutcome = { ok: false, code: 'APP_BAD_REQUEST', message: `request ${env.id} to app ${this.instance.instance}: ${why}`, field: env.type !== 'app.call' ? 'envelope.type' : 'body.handler' };
-      this.drop(m, 'bad-request', { id: env.id, detail: why }, replyTo ? () => this.host.answer(replyTo, env.id, bad, m.ack) : undefined);
-      return;
-    }
+    // A.4 step 3: a request that cannot run is refused in its turn. Nothing is recorded, so the
+    // same id with a valid body runs: an id names an accepted request, and this one was not.
+    const refuse = (field: string, why: string): void => {
+      const bad: CallOutcome = { ok: false, code: 'APP_BAD_REQUEST', message: `request ${env.id} to app ${this.instance.instance}: ${why}`, field };
+      this.drop(m, 'bad-request', { id: env.id, field, detail: why }, replyTo ? () => this.host.answer(replyTo, env.id, bad, m.ack) : undefined);
+    };
+    if (env.type !== 'app.call') return refuse('envelope.type', `type must be app.call, got ${JSON.stringify(env.type)}`);
+    // The body alone is outside the CBOR subset (a tag, a duplicate key, too deep): never reaches a handler.
+    if (read.bodyError) return refuse(String(read.bodyError.details.field), read.bodyError.message);
+    if (body === null || typeof body !== 'object' || typeof body.handler !== 'string') return refuse('body.handler', 'body.handler must be a handler name');
     this.call(body.handler, body.message === undefined ? null : body.message, env.id, (outcome) => {
       if (replyTo) this.host.answer(replyTo, env.id, outcome, m.ack);
       else m.ack();
