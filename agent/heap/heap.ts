@@ -307,6 +307,12 @@ export class Heap implements ProxyHost {
       // the same outcome as a failed commit with no lines lost.
       this.counters.failedCheckpoints++;
       const code = isFerryError(e) ? e.code : 'INTERNAL';
+      const lost = this.pager.lost.size;
+      if (lost > 0) {
+        // Paged-out lines were lost with an aborted transaction: the write-backs reached one.
+        this.rollbackToCommitted();
+        throw new FerryError('HEAP_CHECKPOINT_FAILED', `checkpoint of app ${this.app} failed: ${lost} paged-out lines were lost when the store failed a write, so the heap went back to version ${this.version}`, { field: 'heap', app: this.app, rolledBack: true, cause: code }, { cause: e });
+      }
       throw new FerryError('HEAP_CHECKPOINT_FAILED', `checkpoint of app ${this.app} failed before its commit (${code}: ${(e as Error).message}); version ${this.version} stays current and changes stay in memory`, { field: 'heap', app: this.app, rolledBack: false, cause: code }, { cause: e });
     }
     const user = options.state ?? this.userState;

@@ -63,6 +63,12 @@ export class Pager {
   private readonly pins = new Map<number, number>();
   /** After a failed checkpoint: dirty lines may not be paged out until a commit succeeds. */
   restricted = false;
+  /**
+   * Lines paged out into a transaction the store then aborted (a failed line write): their
+   * newest bytes are gone. A fault on one is refused — the committed bytes would be stale — and
+   * the next commit is refused, so the heap goes back to the committed version.
+   */
+  readonly lost = new Set<number>();
   resident = 0;
   readonly stats: PagerStats = { faults: 0, evictions: 0, flushes: 0, bytesFlushed: 0, accesses: 0 };
   private readonly lineShift: number;
@@ -193,6 +199,10 @@ export class Pager {
       return t.slot[line]!;
     }
     const st = t.state[line];
+    if (this.lost.has(line)) {
+      this.free.push(slot);
+      throw new FerryError('HEAP_CHECKPOINT_FAILED', `line ${line} of app ${this.cfg.app} was paged out into a store transaction that failed: its newest bytes are gone; the next checkpoint goes back to the last committed version`, { field: 'heap', app: this.cfg.app, line });
+    }
     const dst = this.arena.subarray(slot << this.lineShift, (slot + 1) << this.lineShift);
     if (st === LineState.Persistent || st === LineState.Staged) {
       const bytes = this.tx ? this.tx.read(line) : this.cfg.store.readLine(this.cfg.app, line, { version: this.cfg.readVersion });
@@ -290,6 +300,7 @@ export class Pager {
       tx.write(line, this.arena.subarray(off, off + this.cfg.lineSize));
     } catch (e) {
       t.setState(line, LineState.Dirty);
+      if (!tx.isOpen) this.txAborted();
       throw this.txFailed(e);
     }
     t.setState(line, LineState.Resident);
@@ -324,11 +335,29 @@ export class Pager {
   }
 
   private openTx(): WriteTransaction {
-    if (!this.tx || !this.tx.isOpen) {
+    if (this.tx && !this.tx.isOpen) this.txAborted();
+    if (!this.tx) {
       this.tx = this.cfg.store.begin(this.cfg.app);
       this.staged.clear();
     }
     return this.tx;
+  }
+
+  /**
+   * The store aborted the open transaction (a line write failed): what was written into it is
+   * gone. Lines still in memory become dirty again; lines paged out into it are lost (see
+   * `lost`). Dirty lines stay in memory until a checkpoint succeeds (restricted), so nothing
+   * more is lost while the store fails.
+   */
+  private txAborted(): void {
+    const t = this.table;
+    for (const line of this.staged) {
+      if (t.slot[line]! >= 0) t.setState(line, LineState.Dirty);
+      else this.lost.add(line);
+    }
+    this.staged.clear();
+    this.tx = null;
+    this.restricted = true;
   }
 
   private txFailed(e: unknown): FerryError {
@@ -345,6 +374,12 @@ export class Pager {
   commit(state: Uint8Array): CommitResult | CommitFailure {
     const t = this.table;
     const written: number[] = [];
+    if (this.tx && !this.tx.isOpen) this.txAborted();
+    if (this.lost.size > 0) {
+      this.tx?.abort();
+      this.tx = null;
+      return { error: new FerryError('HEAP_CHECKPOINT_FAILED', `${this.lost.size} paged-out lines of app ${this.cfg.app} were lost when the store failed a write`, { field: 'heap', app: this.cfg.app }), lostLines: this.lost.size };
+    }
     try {
       const tx = this.openTx();
       for (let s = 0; s < this.slotLine.length; s++) {

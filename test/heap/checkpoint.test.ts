@@ -2,6 +2,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { openHeap } from '../../agent/heap/index.js';
 import { getProfile } from '../../hw-profiles/index.js';
 import { Temp, caught, faultyIo, sameGraph } from './graph.js';
+import { FerryError } from '../../core/errors.js';
+import { fsBlockIo, type BlockIo } from '../../store/index.js';
 
 /**
  * Checkpoints: versions grow and older ones reopen with the same graph; bad options name the
@@ -129,5 +131,68 @@ describe('heap checkpoints', () => {
     expect(sameGraph(got, committed)).toBeNull();
     again.close();
     expect(store.integrityCheck().ok).toBe(true);
+  });
+});
+
+describe('a line write that fails while paging out (the store aborts the open transaction)', () => {
+  it('never reads back stale bytes: the lines already paged out are known lost, and the next checkpoint goes back to the committed version', () => {
+    const fail = { write: false, writes: 0 };
+    const io: BlockIo = {
+      ...fsBlockIo,
+      pwrite(fd, data, position) {
+        if (fail.write) {
+          fail.writes++;
+          throw Object.assign(new Error('EIO: injected write failure'), { code: 'EIO' });
+        }
+        fsBlockIo.pwrite(fd, data, position);
+      },
+    };
+    const store = temp.store({ io });
+    const options = { store, app: 'lost', profile, budgetBytes: 8 * 1024, maxObjectBytes: 2048 };
+    const heap = openHeap(options);
+    const root = heap.root as Record<string, any>;
+    for (let i = 0; i < 40; i++) root[`k${i}`] = { i, pad: 'c'.repeat(600) };
+    heap.checkpoint();
+    const committed = heap.toPlain(heap.root);
+    // Change every object: dirty lines are paged out into the open transaction as the walk goes on.
+    const evictions = heap.stats().evictions;
+    for (let i = 0; i < 40; i++) root[`k${i}`].pad = 'n'.repeat(600);
+    expect(heap.stats().evictions).toBeGreaterThan(evictions);
+    // Now a write-out fails: the store aborts the transaction, and with it what was paged out into it.
+    fail.write = true;
+    let refused = 0;
+    for (let i = 0; i < 40; i++) {
+      try {
+        root[`k${i}`].more = 'x'.repeat(300);
+      } catch (e) {
+        refused++;
+        expect((e as FerryError).code).toMatch(/^(HEAP|STORE)_/);
+      }
+    }
+    expect(fail.writes).toBeGreaterThan(0);
+    fail.write = false;
+    // Reading an object whose newest bytes were lost is refused; it never shows the older bytes as if current.
+    for (let i = 0; i < 40; i++) {
+      try {
+        const pad = root[`k${i}`].pad as string;
+        expect(pad[0], `k${i} read back`).toBe('n');
+      } catch (e) {
+        if (!(e instanceof FerryError)) throw e;
+        expect(['HEAP_CHECKPOINT_FAILED', 'HEAP_CLOSED']).toContain(e.code);
+      }
+    }
+    const e = caught(() => heap.checkpoint());
+    expect(e.code).toBe('HEAP_CHECKPOINT_FAILED');
+    expect(e.details.rolledBack).toBe(true);
+    // Back at the committed version, and working.
+    expect(sameGraph(heap.toPlain(heap.root), committed)).toBeNull();
+    (heap.root as Record<string, any>).after = 1;
+    heap.checkpoint();
+    heap.close();
+    const again = openHeap(options);
+    expect((again.root as Record<string, any>).k3.pad[0]).toBe('c');
+    expect((again.root as Record<string, any>).after).toBe(1);
+    expect(refused).toBeGreaterThanOrEqual(0);
+    again.close();
   });
 });
