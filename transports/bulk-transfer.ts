@@ -344,7 +344,7 @@ export class BulkReceiver {
     };
     const size = body.size;
     if (typeof size === 'number' && size > this.o.maxTransferBytes) {
-      throw new FerryError('MESSAGE_TOO_LARGE', `transfer ${transferId} is ${size} bytes; this receiver takes at most ${this.o.maxTransferBytes} (options.maxTransferBytes)`, { field: 'body.size' });
+      throw new FerryError('MESSAGE_TOO_LARGE', `transfer ${transferId} is ${size} bytes; this receiver takes at most ${this.o.maxTransferBytes} (options.maxTransferBytes)`, { field: 'body.size', limit: this.o.maxTransferBytes });
     }
     int('size', 0, this.o.maxTransferBytes);
     const chunkBytes = int('chunkBytes', 1, this.bus.options.maxMessageBytes);

@@ -9,7 +9,7 @@ export { encodeEnvelope, decodeEnvelope, validateEnvelope, newMessageId, isExpir
 export { sendBulk, abortBulk, BulkReceiver, bitmapHas, type BulkSendResult, type ReceivedTransfer, type BulkReceiverStats } from './bulk-transfer.js';
 export { startEmbeddedBroker, type EmbeddedBroker, type EmbeddedBrokerOptions } from './embedded-broker.js';
 export { startLinkEmulator, type LinkEmulator, type LinkEmulatorStats } from './link-emulator.js';
-export { errorAnswerBody, errorFromAnswer } from './pending-requests.js';
+export { errorAnswerBody, errorFromAnswer, type ErrorAnswerBody, type PlainValue } from './pending-requests.js';
 export { TOPIC_ROOT, inboxTopic, appMailboxTopic, topicMatches, isValidFilter } from './topics.js';
 export { DEVICE_ID_PATTERN, type BusOptions, type BulkSendOptions, type BulkReceiverOptions, type LinkEmulatorOptions, type EmulatorClock } from './options.js';
 export { DurableSession, type DurableSessionOptions, type SessionMessage } from './durable-session.js';

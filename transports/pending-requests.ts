@@ -1,4 +1,4 @@
-import { ERROR_CODES, FerryError, isFerryError, type ErrorCode } from '../core/errors.js';
+import { ERROR_CODES, FerryError, isFerryError, WIRE_DETAILS, type ErrorCode } from '../core/errors.js';
 import type { Envelope } from './contract.js';
 
 interface Waiter {
@@ -135,19 +135,62 @@ export class PendingRequests {
   }
 }
 
-/** The body of an `error` answer for a handler's failure: `{code, message, field?}`. */
-export function errorAnswerBody(e: unknown): { code: string; message: string; field?: string } {
-  if (isFerryError(e)) return { code: e.code, message: e.message, ...(e.details.field !== undefined ? { field: e.details.field } : {}) };
-  return { code: 'REMOTE_ERROR', message: e instanceof Error ? e.message : String(e) };
+/** A plain value that may cross the wire in an error answer's `details`. */
+export type PlainValue = string | number | boolean;
+
+/** The body of an `error` answer (PROTOCOL.md §4.1). */
+export interface ErrorAnswerBody {
+  code: string;
+  message: string;
+  field?: string;
+  /** Plain values chosen by the code (core/errors.ts WIRE_DETAILS); absent when there are none. */
+  details?: Record<string, PlainValue>;
 }
 
-/** A FerryError from an `error` answer: its code if this end knows it, else REMOTE_ERROR keeping the foreign code. */
+function isPlain(v: unknown): v is PlainValue {
+  return typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v));
+}
+
+/**
+ * The body of an `error` answer for a handler's failure: `{code, message, field?, details?}`.
+ * `details` holds only the keys WIRE_DETAILS lists for the code, with plain values: the rest
+ * of the error's details (topics, paths, foreign input) never leaves this device.
+ */
+export function errorAnswerBody(e: unknown): ErrorAnswerBody {
+  if (!isFerryError(e)) return { code: 'REMOTE_ERROR', message: e instanceof Error ? e.message : String(e) };
+  const body: ErrorAnswerBody = { code: e.code, message: e.message };
+  if (e.details.field !== undefined) body.field = e.details.field;
+  const keys = WIRE_DETAILS[e.code];
+  if (keys) {
+    let details: Record<string, PlainValue> | undefined;
+    for (const k of keys) {
+      const v = e.details[k];
+      if (isPlain(v)) (details ??= {})[k] = v;
+    }
+    if (details) body.details = details;
+  }
+  return body;
+}
+
+/** Keys of a FerryError's details that an answer's `details` map cannot override. */
+const RESERVED_DETAILS = new Set(['from', 'field', 'remoteCode']);
+
+/**
+ * A FerryError from an `error` answer: its code if this end knows it, else REMOTE_ERROR keeping
+ * the foreign code. The answer's `details` (plain values only; other values are dropped) become
+ * the error's details, beside `from` and `field`.
+ */
 export function errorFromAnswer(env: Envelope): FerryError {
-  const b = env.body as { code?: unknown; message?: unknown; field?: unknown } | null;
+  const b = env.body as { code?: unknown; message?: unknown; field?: unknown; details?: unknown } | null;
   const message = b && typeof b.message === 'string' ? b.message : `request failed at ${env.from}`;
   const remoteCode = b && typeof b.code === 'string' ? b.code : undefined;
   const code: ErrorCode = remoteCode !== undefined && Object.prototype.hasOwnProperty.call(ERROR_CODES, remoteCode) ? (remoteCode as ErrorCode) : 'REMOTE_ERROR';
-  const details: Record<string, unknown> = { from: env.from };
+  const details: Record<string, unknown> = {};
+  const wire = b ? b.details : undefined;
+  if (wire !== null && typeof wire === 'object' && !Array.isArray(wire) && !(wire instanceof Uint8Array)) {
+    for (const [k, v] of Object.entries(wire as Record<string, unknown>)) if (!RESERVED_DETAILS.has(k) && isPlain(v)) details[k] = v;
+  }
+  details.from = env.from;
   if (b && typeof b.field === 'string') details.field = b.field;
   if (code === 'REMOTE_ERROR' && remoteCode !== undefined) details.remoteCode = remoteCode;
   return new FerryError(code, message, details);

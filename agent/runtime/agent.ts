@@ -127,6 +127,8 @@ export class Agent {
       grantor: { stateFile: join(o.dataDir, 'grantor.db') },
       system: { profile: this.profile },
       bus: { maxInFlight: 256 },
+      // Malformed service requests are logged, rate-limited (PROTOCOL §3.4).
+      log: (level, event, fields) => this.log.log(level, event, fields),
     });
     const alt = this.services.alternates;
     alt.on('alternate', (old: HeldLease, next: HeldLease) => {

@@ -99,11 +99,19 @@ export type DownReason = 'death' | 'withdrawn';
 export class Discovery extends EventEmitter {
   private readonly t: ReturnType<typeof topics>;
   private readonly known = new Map<string, ServiceDescription>();
+  /** The envelope id of the announcement each known description came from. */
+  private readonly announceIds = new Map<string, string>();
+  /**
+   * Per service id, the envelope id of an announcement a withdrawal superseded. A broker may
+   * deliver a retained replay (read before the withdrawal replaced it) after the live
+   * withdrawal; it carries the same envelope id, and must not bring the service back.
+   */
+  private readonly withdrawnIds = new Map<string, string>();
   private readonly deaths = new Map<string, number>();
   private readonly mine = new Map<string, Offer>();
   private readonly unsubs: (() => Promise<void>)[] = [];
   private readonly onConnect = () => void this.reannounce();
-  private readonly o: { epochFile?: string; topicPrefix: string };
+  private readonly o: ReturnType<typeof readDiscoveryOptions>;
 
   private constructor(
     readonly bus: Bus,
@@ -118,7 +126,7 @@ export class Discovery extends EventEmitter {
 
   static async start(bus: Bus, epoch?: ConnectionEpoch, options: DiscoveryOptions = {}): Promise<Discovery> {
     const d = new Discovery(bus, epoch, options);
-    d.unsubs.push(await bus.subscribe(d.t.deathFilter, (env) => d.onDeath(env)));
+    d.unsubs.push(await bus.subscribe(d.t.deathFilter, (env, topic) => d.onDeath(env, topic)));
     d.unsubs.push(await bus.subscribe(d.t.announceFilter, (env, topic) => d.onAnnounce(env, topic)));
     bus.on('connect', d.onConnect);
     return d;
@@ -224,16 +232,21 @@ export class Discovery extends EventEmitter {
     }
   }
 
-  private onDeath(env: Envelope): void {
+  private onDeath(env: Envelope, topic: string): void {
     let provider: string;
     let epoch: number;
     try {
       const b = asMap(env.body);
       provider = String(b.provider);
       epoch = Number(b.epoch);
-      if (!Number.isInteger(epoch)) return;
-    } catch {
-      return; // malformed notices are ignored: they cannot remove anything
+      if (!Number.isInteger(epoch)) {
+        this.o.log.ignored(env, topic, 'death-malformed');
+        return;
+      }
+    } catch (e) {
+      // Malformed notices are ignored: they cannot remove anything.
+      this.o.log.ignored(env, topic, 'death-malformed', e as FerryError);
+      return;
     }
     const prev = this.deaths.get(provider);
     if (prev !== undefined && prev >= epoch) return;
@@ -250,20 +263,34 @@ export class Discovery extends EventEmitter {
       const b = env.body as { epoch?: unknown } | null;
       if (b && typeof b.epoch === 'number' && b.epoch < prev.epoch) return; // stale withdrawal
       this.known.delete(id);
+      const aid = this.announceIds.get(id);
+      this.announceIds.delete(id);
+      if (aid !== undefined) this.withdrawnIds.set(id, aid);
       if (isLive(prev, this.deaths.get(prev.provider))) this.emit('down', prev, 'withdrawn' satisfies DownReason);
       return;
     }
-    if (env.type !== 'svc.announce') return;
+    if (env.type !== 'svc.announce') {
+      this.o.log.ignored(env, topic, 'unknown-type');
+      return;
+    }
+    if (this.withdrawnIds.get(id) === env.id) return; // a late replay of an announcement already withdrawn
     let d: ServiceDescription;
     try {
       d = parseDescription(env.body);
-    } catch {
+    } catch (e) {
+      this.o.log.ignored(env, topic, 'description-malformed', e as FerryError);
       return;
     }
-    if (d.id !== id || env.from !== d.provider) return; // a description must come from its provider, on its own topic
+    if (d.id !== id || env.from !== d.provider) {
+      // A description must come from its provider, on its own topic.
+      this.o.log.ignored(env, topic, d.id !== id ? 'id-not-topic' : 'provider-not-sender');
+      return;
+    }
     if (prev && prev.epoch > d.epoch) return; // out of order: an older announcement
     const wasLive = prev !== undefined && isLive(prev, this.deaths.get(prev.provider));
     this.known.set(id, d);
+    this.announceIds.set(id, env.id);
+    this.withdrawnIds.delete(id);
     if (isLive(d, this.deaths.get(d.provider)) && (!wasLive || prev!.epoch !== d.epoch)) this.emit('up', d);
   }
 }

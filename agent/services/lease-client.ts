@@ -94,7 +94,7 @@ export class LeaseClient {
   /** Renews one lease; throws the typed error of a refused renewal. */
   async renew(lease: HeldLease, durationMs: RequestedDuration = 'any'): Promise<HeldLease> {
     const [r] = await this.renewBatch(lease.leaseTopic, [{ lease, durationMs }]);
-    if (r && !r.ok) throw remote(r.code, r.message);
+    if (r && !r.ok) throw remote(r);
     return lease;
   }
 
@@ -155,7 +155,22 @@ function bodyOf<R>(r: R): R {
   return r;
 }
 
-export function remote(code: string, message: string): FerryError {
-  const c: ErrorCode = Object.prototype.hasOwnProperty.call(ERROR_CODES, code) ? (code as ErrorCode) : 'REMOTE_ERROR';
-  return new FerryError(c, message, { field: 'leaseId' });
+/**
+ * The FerryError of a failed renewal entry (PROTOCOL §S.3): its code if this end knows it
+ * (else REMOTE_ERROR keeping the foreign code), its field (`body.leases[i].leaseId`) and its
+ * plain details (`retryAfterMs`, `ended`, ...), as an `error` answer would give them.
+ */
+export function remote(r: { code: string; message: string; field?: unknown; details?: unknown }): FerryError {
+  const known = Object.prototype.hasOwnProperty.call(ERROR_CODES, r.code);
+  const c: ErrorCode = known ? (r.code as ErrorCode) : 'REMOTE_ERROR';
+  const details: Record<string, unknown> = {};
+  const d = r.details;
+  if (d !== null && typeof d === 'object' && !Array.isArray(d)) {
+    for (const [k, v] of Object.entries(d as Record<string, unknown>)) {
+      if (typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v))) details[k] = v;
+    }
+  }
+  details.field = typeof r.field === 'string' ? r.field : 'body.leases[0].leaseId';
+  if (!known) details.remoteCode = r.code;
+  return new FerryError(c, r.message, details);
 }

@@ -1,10 +1,11 @@
-import { FerryError, isFerryError, type ErrorCode, ERROR_CODES } from '../../core/errors.js';
+import { isFerryError, type ErrorCode, ERROR_CODES } from '../../core/errors.js';
 import type { Bus, Envelope } from '../../transports/contract.js';
+import { errorAnswerBody, type ErrorAnswerBody } from '../../transports/pending-requests.js';
 import { systemClock, type Clock } from './clock.js';
 import { GrantorState } from './grantor-state.js';
 import { LeaseTable, type Lease, type LeaseEnd, type ResourceSpec } from './lease-table.js';
 import { readGrantorOptions, topicLevel, type LeaseGrantorOptions, type ResolvedGrantorOptions } from './options.js';
-import { asMap, bad, duration, str, topics, type LeaseInfo, type RenewResult } from './protocol.js';
+import { asMap, bad, duration, errorAgain, holderId, refield, requestBody, serviceName, str, topics, type LeaseInfo, type RenewResult } from './protocol.js';
 
 interface Remembered {
   at: number;
@@ -55,7 +56,14 @@ export class LeaseGrantor {
   static async start(bus: Bus, options: LeaseGrantorOptions, clock: Clock = systemClock): Promise<LeaseGrantor> {
     const g = new LeaseGrantor(bus, options, clock);
     try {
-      g.unserve = await bus.serve(g.topic, (env) => g.handle(env));
+      g.unserve = await bus.serve(g.topic, (env, topic) => {
+        try {
+          return g.handle(env);
+        } catch (e) {
+          if (isFerryError(e, 'SERVICE_BAD_REQUEST')) g.options.log.badRequest(env, topic, e);
+          throw e;
+        }
+      });
     } catch (e) {
       g.state.close();
       throw e;
@@ -121,31 +129,27 @@ export class LeaseGrantor {
 
   /** Handles one request envelope (exposed for the benchmark and in-process use). */
   handle(env: Envelope): unknown {
-    const body = asMap(env.body);
+    // Envelope first (type, sender), then the body: an unknown type is named as envelope.type.
+    const body = requestBody(env, LEASE_TYPES, 'a grantor');
     const reqId = str(body, 'reqId', 128);
     const key = `${env.from}\u0000${env.type}\u0000${reqId}`;
     const seen = this.answers.get(key);
     if (seen) {
       this.stats.repeats++;
       if (seen.ok) return seen.body;
-      const e = seen.body as { code: ErrorCode; message: string; field?: string };
-      throw new FerryError(e.code, e.message, e.field !== undefined ? { field: e.field } : {});
+      throw errorAgain(seen.body as ErrorAnswerBody);
     }
-    let ok = true;
     let out: unknown;
     try {
       out = this.dispatch(env.type, env.from, body);
     } catch (e) {
       if (!isFerryError(e)) throw e;
       this.stats.errors++;
-      ok = false;
-      out = { code: e.code, message: e.message, ...(e.details.field !== undefined ? { field: e.details.field } : {}) };
       // Bad requests are not remembered: they are not state changes, and a flood of them must not fill the memory.
-      if (e.code === 'SERVICE_BAD_REQUEST') throw e;
-      this.remember(key, ok, out);
+      if (e.code !== 'SERVICE_BAD_REQUEST') this.remember(key, false, errorAnswerBody(e));
       throw e;
     }
-    this.remember(key, ok, out);
+    this.remember(key, true, out);
     return out;
   }
 
@@ -160,7 +164,7 @@ export class LeaseGrantor {
   private dispatch(type: string, from: string, body: Record<string, unknown>): unknown {
     switch (type) {
       case 'lease.grant': {
-        const service = str(body, 'service', 128);
+        const service = serviceName(str(body, 'service', 256), this.bus.deviceId);
         const l = this.grantLocal(service, from, duration(body, 'durationMs')!);
         this.stats.grants++;
         return info(l);
@@ -170,21 +174,25 @@ export class LeaseGrantor {
         if (!Array.isArray(list) || list.length === 0 || list.length > this.options.maxBatch) {
           throw bad('leases', `an array of 1..${this.options.maxBatch} entries`, list);
         }
+        // Every entry is checked before any is renewed: a malformed entry refuses the whole
+        // request (naming the entry), so nothing is half-applied by a bad batch.
         const items = list.map((x, i) => {
-          const o = asMap(x, `body.leases[${i}]`);
-          return { leaseId: str(o, 'leaseId', 64), durationMs: duration(o, 'durationMs')! };
+          const at = `body.leases[${i}]`;
+          const o = asMap(x, at);
+          return { leaseId: str(o, 'leaseId', 64, at), durationMs: duration(o, 'durationMs', false, at)!, at };
         });
         this.stats.renewBatches++;
-        const results: RenewResult[] = items.map(({ leaseId, durationMs }) => {
+        // Then each entry succeeds or fails on its own (the batch is not atomic).
+        const results: RenewResult[] = items.map(({ leaseId, durationMs, at }) => {
           try {
             const l = this.table.renew(leaseId, from, durationMs);
             this.state.cover(l.expiresAt);
             this.stats.renewals++;
             for (const f of this.changeListeners) f(l);
-            return { leaseId, ok: true, durationMs: l.durationMs, ...(l.fence !== undefined ? { fence: l.fence } : {}) };
+            return l.fence !== undefined ? { leaseId, ok: true, durationMs: l.durationMs, fence: l.fence } : { leaseId, ok: true, durationMs: l.durationMs };
           } catch (e) {
             if (!isFerryError(e)) throw e;
-            return { leaseId, ok: false, code: e.code, message: e.message };
+            return { leaseId, ok: false, ...errorAnswerBody(refield(e, at)) };
           }
         });
         return { results };
@@ -194,20 +202,23 @@ export class LeaseGrantor {
         this.stats.cancels++;
         return { ended: end };
       }
-      case 'lease.handover': {
-        const newHolder = str(body, 'newHolder', 256);
+      default: {
+        // lease.handover (requestBody admitted only the four types)
+        const leaseId = str(body, 'leaseId', 64);
+        const newHolder = holderId(body.newHolder, 'body.newHolder');
         const d = duration(body, 'durationMs', true);
-        const l = this.table.handover(str(body, 'leaseId', 64), from, newHolder, d);
+        const l = this.table.handover(leaseId, from, newHolder, d);
         this.state.cover(l.expiresAt);
         this.stats.handovers++;
         for (const f of this.changeListeners) f(l);
         return info(l);
       }
-      default:
-        throw new FerryError('SERVICE_BAD_REQUEST', `message type ${JSON.stringify(type)} is not a lease request (lease.grant, lease.renew, lease.cancel, lease.handover)`, { field: 'envelope.type' });
     }
   }
 }
+
+/** The requests a grantor serves on its lease topic. */
+export const LEASE_TYPES = ['lease.grant', 'lease.renew', 'lease.cancel', 'lease.handover'] as const;
 
 function info(l: Lease): LeaseInfo {
   // Two literal shapes rather than a spread: no temporary object per answer.

@@ -55,6 +55,8 @@ export interface ResourceSpec {
 
 interface Resource extends ResourceSpec {
   leases: Set<string>;
+  /** The newest fencing token issued on this resource (exclusive grants and handovers), if any. */
+  fence?: number;
 }
 
 export type EndListener = (lease: Lease, end: LeaseEnd) => void;
@@ -117,13 +119,22 @@ export class LeaseTable {
     return this.resources.has(name);
   }
 
+  /**
+   * The newest fencing token this table issued on an exclusive resource (grant or handover),
+   * or undefined if none yet (or the resource was redefined). A request carrying a lower token
+   * comes from a stale holder (fencing, see system-services.ts and FenceGate).
+   */
+  newestFence(name: string): number | undefined {
+    return this.resources.get(name)?.fence;
+  }
+
   /** The grantor's decision on a requested duration: `any` gets the default; shorter than the minimum is refused; longer than the maximum is cut. */
   decide(requested: RequestedDuration): number {
     const o = this.options;
     if (requested === 'any') return o.defaultDurationMs;
     if (typeof requested !== 'number' || !Number.isFinite(requested) || requested < o.minDurationMs) {
       throw new FerryError('LEASE_DENIED', `durationMs ${String(requested)} is below the grantor's minimum of ${o.minDurationMs} ms`, {
-        field: 'durationMs',
+        field: 'body.durationMs',
         minDurationMs: o.minDurationMs,
       });
     }
@@ -132,34 +143,36 @@ export class LeaseTable {
 
   grant(resource: string, holder: string, requested: RequestedDuration): Lease {
     const r = this.resources.get(resource);
-    if (!r) throw new FerryError('SERVICE_NOT_FOUND', `resource ${JSON.stringify(resource)} is not offered by this grantor`, { field: 'service' });
+    if (!r) throw new FerryError('SERVICE_NOT_FOUND', `service ${JSON.stringify(resource)} is not offered by this grantor`, { field: 'body.service' });
     const now = this.clock.now();
     if (r.leases.size > 0) this.expireResource(r, now);
     const durationMs = this.decide(requested);
     if (r.exclusive) {
       if (now < this.exclusiveNotBefore) {
         throw new FerryError('LEASE_DENIED', `the grantor restarted; exclusive grants resume in ${this.exclusiveNotBefore - now} ms`, {
-          field: 'service',
+          field: 'body.service',
           retryAfterMs: this.exclusiveNotBefore - now,
         });
       }
       if (r.leases.size > 0) {
         const other = this.live.get(r.leases.values().next().value!);
-        throw new FerryError('LEASE_DENIED', `resource ${JSON.stringify(resource)} is held exclusively`, {
-          field: 'service',
+        throw new FerryError('LEASE_DENIED', `service ${JSON.stringify(resource)} is held exclusively`, {
+          field: 'body.service',
           retryAfterMs: other ? other.expiresAt - now : 0,
         });
       }
     } else if (r.maxHolders !== undefined && r.leases.size >= r.maxHolders) {
-      throw new FerryError('LEASE_DENIED', `resource ${JSON.stringify(resource)} already has its ${r.maxHolders} holders`, { field: 'service' });
+      let first = Infinity;
+      for (const id of r.leases) first = Math.min(first, this.live.get(id)!.expiresAt);
+      throw new FerryError('LEASE_DENIED', `service ${JSON.stringify(resource)} already has its ${r.maxHolders} holders`, { field: 'body.service', retryAfterMs: first - now });
     }
     if (this.live.size >= this.options.maxLeases) {
-      throw new FerryError('LEASE_DENIED', `the grantor holds its maximum of ${this.options.maxLeases} leases`, { field: 'service' });
+      throw new FerryError('LEASE_DENIED', `the grantor holds its maximum of ${this.options.maxLeases} leases`, { field: 'body.service' });
     }
     let id = this.newId();
     while (this.live.has(id) || this.tombs.has(id)) id = this.newId();
     const lease: Lease = { id, resource, holder, exclusive: r.exclusive, since: now, durationMs, expiresAt: now + durationMs };
-    if (r.exclusive) lease.fence = this.nextFence();
+    if (r.exclusive) lease.fence = r.fence = this.nextFence();
     this.live.set(id, lease);
     r.leases.add(id);
     return lease;
@@ -207,7 +220,11 @@ export class LeaseTable {
       l.expiresAt = now + durationMs;
     }
     l.holder = newHolder;
-    if (l.exclusive) l.fence = this.nextFence();
+    if (l.exclusive) {
+      l.fence = this.nextFence();
+      const r = this.resources.get(l.resource);
+      if (r) r.fence = l.fence;
+    }
     return l;
   }
 
@@ -278,7 +295,7 @@ export class LeaseTable {
     if (t) {
       if (t.holder !== holder) throw notHolder(id, verb);
       if (t.end === 'expired') throw expired(id, t.at);
-      throw new FerryError('LEASE_UNKNOWN', `lease ${id} was cancelled`, { field: 'leaseId', ended: 'cancelled' });
+      throw new FerryError('LEASE_UNKNOWN', `lease ${id} was cancelled`, { field: 'body.leaseId', ended: 'cancelled' });
     }
     throw unknown(id);
   }
@@ -323,11 +340,11 @@ export class LeaseTable {
 }
 
 function notHolder(id: string, verb: string): FerryError {
-  return new FerryError('LEASE_NOT_HOLDER', `only the holder of lease ${id} may ${verb} it`, { field: 'leaseId' });
+  return new FerryError('LEASE_NOT_HOLDER', `only the holder of lease ${id} may ${verb} it`, { field: 'body.leaseId' });
 }
 function unknown(id: string): FerryError {
-  return new FerryError('LEASE_UNKNOWN', `no lease ${id} at this grantor`, { field: 'leaseId' });
+  return new FerryError('LEASE_UNKNOWN', `no lease ${id} at this grantor`, { field: 'body.leaseId' });
 }
 function expired(id: string, at: number): FerryError {
-  return new FerryError('LEASE_EXPIRED', `lease ${id} expired`, { field: 'leaseId', expiredAt: at });
+  return new FerryError('LEASE_EXPIRED', `lease ${id} expired`, { field: 'body.leaseId', expiredAt: at });
 }

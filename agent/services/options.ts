@@ -5,6 +5,8 @@
  */
 import { FerryError } from '../../core/errors.js';
 import { OptionReader } from '../../core/options.js';
+import type { Clock } from './clock.js';
+import { DEFAULT_LOG_LIMITS, ServicesLog, type ResolvedLogLimits, type ServicesLogLimits, type ServicesLogSink } from './service-log.js';
 
 const DAY = 86_400_000;
 const TOPIC_PREFIX = /^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/;
@@ -13,6 +15,35 @@ export const TOPIC_LEVEL = /^[A-Za-z0-9._:@~-]{1,128}$/;
 
 function reader(o: unknown, prefix: string): OptionReader {
   return new OptionReader((o ?? {}) as Record<string, unknown>, prefix);
+}
+
+// ---------------------------------------------------------------- log
+
+/**
+ * The `log` option of each part (grantor, discovery, spaces, system services): where lines
+ * about malformed and refused messages go (service-log.ts). Either a sink
+ * `(level, event, fields) => void`, rate-limited with the default limits
+ * (5 lines per source per 60 s, 100 in all), or a `ServicesLog` shared by a device's parts
+ * (`startServices` makes one from its `log` and `logLimits`). Default: no log.
+ */
+export type ServicesLogOption = ServicesLogSink | ServicesLog;
+
+export function readLogOption(r: OptionReader, clock?: Clock): ServicesLog {
+  const v = r.raw('log');
+  if (v === undefined) return new ServicesLog(undefined);
+  if (v instanceof ServicesLog) return v;
+  if (typeof v !== 'function') r.fail('log', 'a function (level, event, fields) or a ServicesLog', v);
+  return new ServicesLog(v as ServicesLogSink, DEFAULT_LOG_LIMITS, clock);
+}
+
+export function readLogLimits(o: ServicesLogLimits | undefined, prefix = 'options.logLimits'): ResolvedLogLimits {
+  const r = reader(o, prefix);
+  r.rejectUnknown(['linesPerSource', 'intervalMs', 'maxLines']);
+  return {
+    linesPerSource: r.number('linesPerSource', { min: 1, max: 10_000 }, DEFAULT_LOG_LIMITS.linesPerSource),
+    intervalMs: r.number('intervalMs', { min: 100, max: DAY }, DEFAULT_LOG_LIMITS.intervalMs),
+    maxLines: r.number('maxLines', { min: 1, max: 1_000_000 }, DEFAULT_LOG_LIMITS.maxLines),
+  };
 }
 
 // ---------------------------------------------------------------- lease table
@@ -71,6 +102,8 @@ export interface LeaseGrantorOptions extends LeaseTableOptions {
   maxBatch?: number;
   /** First topic level(s) of every services topic. Default `ferry/v1`. */
   topicPrefix?: string;
+  /** Where refused malformed requests are logged (see ServicesLogOption). Default: no log. */
+  log?: ServicesLogOption;
 }
 
 export interface ResolvedGrantorOptions {
@@ -82,11 +115,12 @@ export interface ResolvedGrantorOptions {
   maxDedupe: number;
   maxBatch: number;
   topicPrefix: string;
+  log: ServicesLog;
 }
 
 export function readGrantorOptions(o: LeaseGrantorOptions): ResolvedGrantorOptions {
   const r = reader(o, 'options');
-  const own = ['stateFile', 'fenceBlock', 'sweepIntervalMs', 'dedupeWindowMs', 'maxDedupe', 'maxBatch', 'topicPrefix'];
+  const own = ['stateFile', 'fenceBlock', 'sweepIntervalMs', 'dedupeWindowMs', 'maxDedupe', 'maxBatch', 'topicPrefix', 'log'];
   const table = readLeaseTableOptions(o, 'options', r, [...LEASE_TABLE_FIELDS, ...own]);
   return {
     table,
@@ -97,6 +131,7 @@ export function readGrantorOptions(o: LeaseGrantorOptions): ResolvedGrantorOptio
     maxDedupe: r.number('maxDedupe', { min: 100, max: 10_000_000 }, 200_000),
     maxBatch: r.number('maxBatch', { min: 1, max: 100_000 }, 1000),
     topicPrefix: r.string('topicPrefix', 'ferry/v1', TOPIC_PREFIX),
+    log: readLogOption(r),
   };
 }
 
@@ -160,21 +195,28 @@ export interface DiscoveryOptions {
   epochFile?: string;
   /** First topic level(s) of every services topic. Default `ferry/v1`. */
   topicPrefix?: string;
+  /** Where ignored descriptions and death notices are logged (see ServicesLogOption). Default: no log. */
+  log?: ServicesLogOption;
 }
 
-export function readDiscoveryOptions(o: DiscoveryOptions = {}): { epochFile?: string; topicPrefix: string } {
+export function readDiscoveryOptions(o: DiscoveryOptions = {}): { epochFile?: string; topicPrefix: string; log: ServicesLog } {
   const r = reader(o, 'options');
-  r.rejectUnknown(['epochFile', 'topicPrefix']);
+  r.rejectUnknown(['epochFile', 'topicPrefix', 'log']);
   return {
     ...(r.has('epochFile') ? { epochFile: r.string('epochFile') } : {}),
     topicPrefix: r.string('topicPrefix', 'ferry/v1', TOPIC_PREFIX),
+    log: readLogOption(r),
   };
 }
 
 // ---------------------------------------------------------------- spaces
 
 export interface SpaceOptions extends LeaseTableOptions {
-  /** Space name, a topic level (`[A-Za-z0-9._:@~-]`, 1..128). Required. */
+  /**
+   * Space name, a topic level of `[A-Za-z0-9._:@~-]`, 1..122 characters (its description is
+   * announced as the service `space.<name>`, a 128-character topic level). Required; unique
+   * among the spaces of a device (another space of that name on the bus is BAD_OPTION).
+   */
   name: string;
   /** `transient`: entries in memory at the host (rendezvous). `persistent`: entries in the device's store. Default `transient`. */
   kind?: 'transient' | 'persistent';
@@ -192,6 +234,15 @@ export interface SpaceOptions extends LeaseTableOptions {
   sweepIntervalMs?: number;
   /** First topic level(s). Default `ferry/v1`. */
   topicPrefix?: string;
+  /**
+   * The device's Discovery: the space is announced through it (a description of type `space`,
+   * PROTOCOL §S.6) while it runs, and withdrawn at close. Default none: the space is served
+   * but not announced (a client must be told its topic). `Services.hostSpace` passes the
+   * device's own.
+   */
+  discovery?: import('./discovery.js').Discovery;
+  /** Where refused malformed requests are logged (see ServicesLogOption). Default: no log. */
+  log?: ServicesLogOption;
 }
 
 export interface ResolvedSpaceOptions {
@@ -203,11 +254,16 @@ export interface ResolvedSpaceOptions {
   maxEntryBytes: number;
   sweepIntervalMs: number;
   topicPrefix: string;
+  discovery?: import('./discovery.js').Discovery;
+  log: ServicesLog;
 }
+
+/** Space names: a topic level short enough that `space.<name>` is one too. */
+const SPACE_NAME = /^[A-Za-z0-9._:@~-]{1,122}$/;
 
 export function readSpaceOptions(o: SpaceOptions): ResolvedSpaceOptions {
   const r = reader(o, 'options');
-  const own = ['name', 'kind', 'store', 'maxEntries', 'maxEntryBytes', 'sweepIntervalMs', 'topicPrefix'];
+  const own = ['name', 'kind', 'store', 'maxEntries', 'maxEntryBytes', 'sweepIntervalMs', 'topicPrefix', 'discovery', 'log'];
   const table = readLeaseTableOptions(o, 'options', r, [...LEASE_TABLE_FIELDS, ...own]);
   const kind = r.oneOf('kind', ['transient', 'persistent'] as const, 'transient');
   const store = r.raw('store') as { begin?: unknown; createApp?: unknown } | undefined;
@@ -215,15 +271,21 @@ export function readSpaceOptions(o: SpaceOptions): ResolvedSpaceOptions {
     r.fail('store', "the device's Store (openStore) for a persistent space", store);
   }
   if (kind === 'transient' && r.has('store')) r.fail('store', 'absent for a transient space', store);
+  const discovery = r.raw('discovery') as { announce?: unknown; withdraw?: unknown } | undefined;
+  if (discovery !== undefined && (discovery === null || typeof discovery !== 'object' || typeof discovery.announce !== 'function' || typeof discovery.withdraw !== 'function')) {
+    r.fail('discovery', "the device's Discovery", discovery);
+  }
   return {
     table,
-    name: r.string('name', undefined, TOPIC_LEVEL),
+    name: r.string('name', undefined, SPACE_NAME),
     kind,
     ...(kind === 'persistent' ? { store: store as unknown as import('../../store/index.js').Store } : {}),
     maxEntries: r.number('maxEntries', { min: 1, max: 10_000_000 }, 10_000),
     maxEntryBytes: r.number('maxEntryBytes', { min: 16, max: 16_777_216 }, 65_536),
     sweepIntervalMs: r.number('sweepIntervalMs', { min: 10, max: 60_000 }, 250),
     topicPrefix: r.string('topicPrefix', 'ferry/v1', TOPIC_PREFIX),
+    ...(discovery !== undefined ? { discovery: discovery as unknown as import('./discovery.js').Discovery } : {}),
+    log: readLogOption(r),
   };
 }
 
@@ -246,11 +308,13 @@ export interface SystemServicesOptions {
   seed?: number;
   /** Most frames/tones/codes an emulated output device records (oldest dropped). Default 1,000, limits 1..1,000,000. */
   maxRecorded?: number;
+  /** Where refused malformed calls are logged (see ServicesLogOption). Default: no log. */
+  log?: ServicesLogOption;
 }
 
-export function readSystemServicesOptions(o: SystemServicesOptions): { profile: unknown; kinds: string[] | undefined; seed: number; maxRecorded: number } {
+export function readSystemServicesOptions(o: SystemServicesOptions): { profile: unknown; kinds: string[] | undefined; seed: number; maxRecorded: number; log: ServicesLog } {
   const r = reader(o, 'options');
-  r.rejectUnknown(['profile', 'kinds', 'seed', 'maxRecorded']);
+  r.rejectUnknown(['profile', 'kinds', 'seed', 'maxRecorded', 'log']);
   const profile = r.raw('profile');
   if (typeof profile !== 'string' && (profile === null || typeof profile !== 'object')) r.fail('profile', 'a profile name or an HwProfile', profile);
   const kinds = r.raw('kinds');
@@ -260,5 +324,6 @@ export function readSystemServicesOptions(o: SystemServicesOptions): { profile: 
     kinds: kinds as string[] | undefined,
     seed: r.number('seed', { min: 0, max: 2 ** 31 - 1 }, 1),
     maxRecorded: r.number('maxRecorded', { min: 1, max: 1_000_000 }, 1000),
+    log: readLogOption(r),
   };
 }

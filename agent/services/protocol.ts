@@ -3,9 +3,13 @@
  * "Services"). Request bodies arriving from the network are checked here, field by
  * field, so a malformed one becomes a SERVICE_BAD_REQUEST naming the field.
  */
-import { FerryError } from '../../core/errors.js';
+import { FerryError, type ErrorCode } from '../../core/errors.js';
 import { describe } from '../../core/options.js';
+import type { Envelope } from '../../transports/contract.js';
+import { DEVICE_ID_PATTERN } from '../../transports/options.js';
+import type { ErrorAnswerBody } from '../../transports/pending-requests.js';
 import type { RequestedDuration } from './lease-table.js';
+import { TOPIC_LEVEL } from './options.js';
 
 export const SCHEMA = 1;
 
@@ -24,8 +28,14 @@ export const topics = (prefix: string) => ({
   space: (deviceId: string, name: string) => `${prefix}/space/${deviceId}/${name}`,
 });
 
+/** SERVICE_BAD_REQUEST naming a full field path (`body.leases[3].leaseId`, `envelope.from`). */
+export function badAt(field: string, expected: string, got: unknown): FerryError {
+  return new FerryError('SERVICE_BAD_REQUEST', `${field} must be ${expected}, got ${describe(got)}`, { field });
+}
+
+/** SERVICE_BAD_REQUEST naming a field of the request body (`body.<field>`). */
 export function bad(field: string, expected: string, got: unknown): FerryError {
-  return new FerryError('SERVICE_BAD_REQUEST', `body.${field} must be ${expected}, got ${describe(got)}`, { field: `body.${field}` });
+  return badAt(`body.${field}`, expected, got);
 }
 
 export function asMap(body: unknown, field = 'body'): Record<string, unknown> {
@@ -35,22 +45,92 @@ export function asMap(body: unknown, field = 'body'): Record<string, unknown> {
   return body as Record<string, unknown>;
 }
 
-export function str(o: Record<string, unknown>, field: string, max = 256): string {
+/** A text field of 1..max characters of the map at path `at` (errors name `<at>.<field>`). */
+export function str(o: Record<string, unknown>, field: string, max = 256, at = 'body'): string {
   const v = o[field];
-  if (typeof v !== 'string' || v.length === 0 || v.length > max) throw bad(field, `a string of 1..${max} characters`, v);
+  if (typeof v !== 'string' || v.length === 0 || v.length > max) throw badAt(`${at}.${field}`, `a string of 1..${max} characters`, v);
   return v;
 }
 
-export function optStr(o: Record<string, unknown>, field: string, max = 256): string | undefined {
-  return o[field] === undefined ? undefined : str(o, field, max);
+export function optStr(o: Record<string, unknown>, field: string, max = 256, at = 'body'): string | undefined {
+  return o[field] === undefined ? undefined : str(o, field, max, at);
 }
 
-export function duration(o: Record<string, unknown>, field: string, optional = false): RequestedDuration | undefined {
+export function duration(o: Record<string, unknown>, field: string, optional = false, at = 'body'): RequestedDuration | undefined {
   const v = o[field];
   if (v === undefined && optional) return undefined;
   if (v === 'any') return 'any';
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 2 ** 31) throw bad(field, `"any" or an integer number of ms in 0..${2 ** 31}`, v);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 2 ** 31) throw badAt(`${at}.${field}`, `"any" or an integer number of ms in 0..${2 ** 31}`, v);
   return v;
+}
+
+/** An optional unsigned integer (≤ 2^53 − 1), e.g. a fencing token. */
+export function optUint(o: Record<string, unknown>, field: string, at = 'body'): number | undefined {
+  const v = o[field];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw badAt(`${at}.${field}`, 'a non-negative integer', v);
+  return v;
+}
+
+/**
+ * A holder's id: a device id as transports/PROTOCOL.md §2 defines it (1..64 characters of
+ * `A-Z a-z 0-9 . _ : -`, starting with a letter or digit; an app instance id is one too).
+ * No topic wildcards, no `/`: a holder id becomes part of topics and of answers.
+ */
+export function holderId(v: unknown, field: string): string {
+  if (typeof v !== 'string' || !DEVICE_ID_PATTERN.test(v)) {
+    throw badAt(field, 'a device id (1..64 characters of A-Z a-z 0-9 . _ : -, starting with a letter or digit)', v);
+  }
+  return v;
+}
+
+/**
+ * Checks a service request's envelope before its body, in this order: the message type
+ * (one of `types`, else SERVICE_BAD_REQUEST naming `envelope.type`), the sender (a device id,
+ * else naming `envelope.from`), then the body (a map, else naming `body`).
+ */
+export function requestBody(env: Envelope, types: readonly string[], what: string): Record<string, unknown> {
+  requestEnvelope(env, types, what);
+  return asMap(env.body);
+}
+
+/** The envelope half of `requestBody`: type, then sender. */
+export function requestEnvelope(env: Envelope, types: readonly string[], what: string): void {
+  if (!types.includes(env.type)) {
+    throw new FerryError('SERVICE_BAD_REQUEST', `message type ${describe(env.type)} is not a request of ${what} (${types.join(', ')})`, { field: 'envelope.type' });
+  }
+  holderId(env.from, 'envelope.from');
+}
+
+/**
+ * The `service` of a `lease.grant` (PROTOCOL §S.3): the service's name at this grantor, or its
+ * id `<grantor>/<name>`. Returns the name; an id of another device is SERVICE_NOT_FOUND.
+ */
+export function serviceName(v: string, grantor: string): string {
+  const slash = v.indexOf('/');
+  const name = slash < 0 ? v : v.slice(slash + 1);
+  const device = slash < 0 ? grantor : v.slice(0, slash);
+  if (!TOPIC_LEVEL.test(name) || !DEVICE_ID_PATTERN.test(device)) {
+    throw badAt('body.service', 'a service name (1..128 characters of A-Z a-z 0-9 . _ : @ ~ -) or <grantor>/<name>', v);
+  }
+  if (device !== grantor) {
+    throw new FerryError('SERVICE_NOT_FOUND', `service ${JSON.stringify(v)} is offered by device ${device}, not by this grantor (${grantor}); send its lease requests to ${device}'s leaseTopic`, { field: 'body.service' });
+  }
+  return name;
+}
+
+/** An error answer remembered for a repeated request, thrown again as it was answered (code, message, field, details). */
+export function errorAgain(b: ErrorAnswerBody): FerryError {
+  const details: Record<string, unknown> = { ...(b.details ?? {}) };
+  if (b.field !== undefined) details.field = b.field;
+  return new FerryError(b.code as ErrorCode, b.message, details);
+}
+
+/** The same error with its field moved under `at` (`body.leaseId` → `body.leases[3].leaseId`). */
+export function refield(e: FerryError, at: string): FerryError {
+  const f = e.details.field;
+  if (typeof f === 'string' && f.startsWith('body.')) e.details.field = `${at}.${f.slice(5)}`;
+  return e;
 }
 
 // ---- bodies ----
@@ -81,8 +161,13 @@ export interface RenewBody {
   leases: { leaseId: string; durationMs: RequestedDuration }[];
 }
 
-/** One entry of `lease.renew.ok`. */
-export type RenewResult = { leaseId: string; ok: true; durationMs: number; fence?: number } | { leaseId: string; ok: false; code: string; message: string };
+/**
+ * One entry of `lease.renew.ok`. A failed entry carries its error like an `error` answer
+ * (§4.1): code, message, the field (`body.leases[i].leaseId`, ...) and the code's details.
+ */
+export type RenewResult =
+  | { leaseId: string; ok: true; durationMs: number; fence?: number }
+  | { leaseId: string; ok: false; code: string; message: string; field?: string; details?: Record<string, string | number | boolean> };
 
 export interface CancelBody {
   reqId: string;

@@ -216,7 +216,7 @@ export class RenewalManager extends EventEmitter {
         } else {
           this.items.delete(item.lease.leaseId);
           this.stats.failures++;
-          const err = r && !r.ok ? remoteCode(r.code, r.message) : new FerryError('LEASE_UNKNOWN', 'the grantor did not answer for this lease', { field: 'leaseId' });
+          const err = r && !r.ok ? remoteCode(r) : new FerryError('LEASE_UNKNOWN', 'the grantor did not answer for this lease', { field: 'body.leases' });
           this.emit('failed', item.lease, err, true);
         }
       }

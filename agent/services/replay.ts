@@ -1,5 +1,7 @@
-import { FerryError, isFerryError, type ErrorCode } from '../../core/errors.js';
+import { isFerryError } from '../../core/errors.js';
+import { errorAnswerBody, type ErrorAnswerBody } from '../../transports/pending-requests.js';
 import type { Clock } from './clock.js';
+import { errorAgain } from './protocol.js';
 
 /**
  * Remembers the answer to each (sender, type, reqId) for a window, so a repeated
@@ -23,17 +25,14 @@ export class Replay {
     if (seen) {
       this.repeats++;
       if (seen.ok) return seen.body;
-      const e = seen.body as { code: ErrorCode; message: string; field?: string };
-      throw new FerryError(e.code, e.message, e.field !== undefined ? { field: e.field } : {});
+      throw errorAgain(seen.body as ErrorAnswerBody);
     }
     try {
       const out = f();
       this.put(key, true, out);
       return out;
     } catch (e) {
-      if (isFerryError(e) && e.code !== 'SERVICE_BAD_REQUEST') {
-        this.put(key, false, { code: e.code, message: e.message, ...(e.details.field !== undefined ? { field: e.details.field } : {}) });
-      }
+      if (isFerryError(e) && e.code !== 'SERVICE_BAD_REQUEST') this.put(key, false, errorAnswerBody(e));
       throw e;
     }
   }

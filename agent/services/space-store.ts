@@ -109,7 +109,7 @@ export class SpaceStore {
   /** Commits a new entry (its lines and the directory) as one version. */
   add(e: Omit<PersistedEntry, 'slot' | 'len'>, bytes: Uint8Array): void {
     if (bytes.length > this.slotBytes) {
-      throw new FerryError('MESSAGE_TOO_LARGE', `entry is ${bytes.length} bytes; this persistent space's slots hold ${this.slotBytes} (its maxEntryBytes when created)`, { field: 'body.entry' });
+      throw new FerryError('MESSAGE_TOO_LARGE', `entry is ${bytes.length} bytes; this persistent space's slots hold ${this.slotBytes} (its maxEntryBytes when created)`, { field: 'body.entry', limit: this.slotBytes });
     }
     if (this.dir.size >= this.maxEntries) throw new FerryError('LEASE_DENIED', `the space holds its maximum of ${this.maxEntries} entries`, { field: 'body.entry' });
     const slot = this.freeSlots.pop() ?? this.nextSlot++;

@@ -6,8 +6,9 @@ import type { LeaseClient, HeldLease } from './lease-client.js';
 import type { LeaseGrantor } from './lease-grantor.js';
 import type { Lease, RequestedDuration } from './lease-table.js';
 import { readSpaceOptions, type ResolvedSpaceOptions, type SpaceOptions } from './options.js';
-import { asMap, bad, duration, str, topics } from './protocol.js';
+import { asMap, duration, requestEnvelope, str, topics, type ServiceDescription } from './protocol.js';
 import { Replay } from './replay.js';
+import { ServicesLog } from './service-log.js';
 import { SpaceStore } from './space-store.js';
 
 /**
@@ -70,10 +71,12 @@ export class SpaceHost {
   private persisted: SpaceStore | undefined;
   /** Entries whose lease ended, removed from the store together at the next microtask. */
   private ended: string[] = [];
-  private unserve: (() => Promise<void>) | undefined;
   private readonly replay: Replay;
   private readonly prefix: string;
   private timer: NodeJS.Timeout | undefined;
+  private router: SpaceRouter | undefined;
+  /** The space's description while it is announced (options.discovery). */
+  description: ServiceDescription | undefined;
 
   private constructor(
     readonly bus: Bus,
@@ -87,14 +90,46 @@ export class SpaceHost {
     this.replay = new Replay(clock, 120_000, 100_000);
   }
 
-  /** Opens (or creates) the space and serves its topic. */
+  /** The service name a space is announced under (PROTOCOL §S.6): `space.<name>`. */
+  static serviceName(name: string): string {
+    return `space.${name}`;
+  }
+
+  /**
+   * Opens (or creates) the space and serves its topic through the device's SpaceRouter
+   * (started here if the bus has none); announces it when `options.discovery` is given.
+   */
   static async start(bus: Bus, grantor: LeaseGrantor, options: SpaceOptions, clock: Clock = systemClock): Promise<SpaceHost> {
     const s = new SpaceHost(bus, grantor, options, clock);
+    const router = await SpaceRouter.for(bus, s.options.topicPrefix, s.options.log);
+    if (router.has(s.options.name)) {
+      throw new FerryError('BAD_OPTION', `options.name: device ${bus.deviceId} already hosts a space ${JSON.stringify(s.options.name)}`, { field: 'options.name' });
+    }
     s.open();
-    s.unserve = await bus.serve(s.topic, (env) => s.handle(env));
+    router.add(s.options.name, s);
+    s.router = router;
     // The grantor sweeps leases; this sweep only wakes it for entries when no request comes by.
     s.timer = setInterval(() => grantor.table.sweep(), s.options.sweepIntervalMs);
     s.timer.unref();
+    const discovery = s.options.discovery;
+    if (discovery) {
+      const name = SpaceHost.serviceName(s.options.name);
+      // Leasing the space itself is optional (writes need no lease on it): it lets a holder that
+      // found it by lookup be told when the host goes, and move to an alternate.
+      grantor.offer(name, { exclusive: false });
+      try {
+        s.description = await discovery.announce({
+          name,
+          type: 'space',
+          attrs: { space: s.options.name, kind: s.options.kind, maxEntryBytes: s.options.maxEntryBytes },
+          exclusive: false,
+          callTopic: s.topic,
+        });
+      } catch (e) {
+        await s.close();
+        throw e;
+      }
+    }
     return s;
   }
 
@@ -129,7 +164,10 @@ export class SpaceHost {
   write(holder: string, fields: Entry, durationMs: RequestedDuration): { entryId: string; lease: Lease } {
     const bytes = enc.encode(fields);
     if (bytes.length > this.options.maxEntryBytes) {
-      throw new FerryError('MESSAGE_TOO_LARGE', `entry is ${bytes.length} bytes; the space takes at most ${this.options.maxEntryBytes} (options.maxEntryBytes)`, { field: 'body.entry' });
+      throw new FerryError('MESSAGE_TOO_LARGE', `entry is ${bytes.length} bytes; the space takes at most ${this.options.maxEntryBytes} (options.maxEntryBytes)`, {
+        field: 'body.entry',
+        limit: this.options.maxEntryBytes,
+      });
     }
     if (this.entries.size >= this.options.maxEntries) {
       throw new FerryError('LEASE_DENIED', `space ${this.options.name} holds its maximum of ${this.options.maxEntries} entries`, { field: 'body.entry' });
@@ -141,6 +179,8 @@ export class SpaceHost {
       lease = this.grantor.grantLocal(this.prefix + id, holder, durationMs);
     } catch (e) {
       this.grantor.withdraw(this.prefix + id);
+      // The grantor names its own request's field; a space.write has no `service`.
+      if (e instanceof FerryError && e.details.field === 'body.service') e.details.field = 'body.entry';
       throw e;
     }
     const s: Stored = { id, seq: ++this.seq, fields, leaseId: lease.id, holder, expiresAt: lease.expiresAt };
@@ -173,12 +213,18 @@ export class SpaceHost {
 
   async close(): Promise<void> {
     clearInterval(this.timer);
-    const u = this.unserve;
-    this.unserve = undefined;
-    try {
-      await u?.();
-    } catch {
-      // bus already closed
+    // From now on the device answers requests to this space with SPACE_NOT_FOUND.
+    this.router?.remove(this.options.name, this);
+    this.router = undefined;
+    if (this.description) {
+      this.description = undefined;
+      const name = SpaceHost.serviceName(this.options.name);
+      this.grantor.withdraw(name);
+      try {
+        await this.options.discovery?.withdraw(name);
+      } catch {
+        // bus already closed: the will (or the next announcement's absence) tells the others
+      }
     }
     this.flushEnded();
     // The store belongs to the device: the space only stops using it.
@@ -236,8 +282,8 @@ export class SpaceHost {
     this.persisted?.update(s.id, l.expiresAt, l.holder);
   }
 
-  private handle(env: Envelope): unknown {
-    const body = asMap(env.body);
+  /** One request whose envelope the router checked (type, sender) and whose body is a map. */
+  handle(env: Envelope, body: Record<string, unknown>): unknown {
     const reqId = str(body, 'reqId', 128);
     return this.replay.run(env.from, env.type, reqId, () => {
       switch (env.type) {
@@ -248,12 +294,109 @@ export class SpaceHost {
         }
         case 'space.read':
           return this.read(asMap(body.template, 'body.template'));
-        case 'space.take':
+        default: // space.take (the router admits only the three types)
           return this.take(asMap(body.template, 'body.template'));
-        default:
-          throw bad('type', 'space.write, space.read or space.take', env.type);
       }
     });
+  }
+
+  /** The log of refused requests of this space (options.log). */
+  get log(): ServicesLog {
+    return this.options.log;
+  }
+}
+
+/** The requests a space serves on its topic. */
+export const SPACE_TYPES = ['space.write', 'space.read', 'space.take'] as const;
+
+/**
+ * One per (bus, topic prefix): serves `<prefix>/space/<device>/+` and hands each request to
+ * the space named by the topic's last level. A name with no space is refused with
+ * SPACE_NOT_FOUND (field `topic`): a request to a space that does not exist is answered,
+ * never left in silence. `startServices` starts the device's router (so a device hosting no
+ * space refuses too); `SpaceHost.start` starts one on a bus that has none. It stays subscribed
+ * until `close()` (Services.close does it).
+ */
+export class SpaceRouter {
+  private static readonly routers = new WeakMap<Bus, Map<string, Promise<SpaceRouter>>>();
+  private readonly hosts = new Map<string, SpaceHost>();
+  private unserve: (() => Promise<void>) | undefined;
+  readonly filter: string;
+
+  private constructor(
+    readonly bus: Bus,
+    readonly topicPrefix: string,
+    private readonly log: ServicesLog,
+  ) {
+    this.filter = topics(topicPrefix).space(bus.deviceId, '+');
+  }
+
+  /** The router of `bus` for `topicPrefix`, started (subscribed) on first use. */
+  static for(bus: Bus, topicPrefix = 'ferry/v1', log: ServicesLog = new ServicesLog(undefined)): Promise<SpaceRouter> {
+    let byPrefix = SpaceRouter.routers.get(bus);
+    if (!byPrefix) SpaceRouter.routers.set(bus, (byPrefix = new Map()));
+    let p = byPrefix.get(topicPrefix);
+    if (!p) {
+      const r = new SpaceRouter(bus, topicPrefix, log);
+      const m = byPrefix;
+      p = r.start().then(
+        () => r,
+        (e: unknown) => {
+          m.delete(topicPrefix);
+          throw e;
+        },
+      );
+      byPrefix.set(topicPrefix, p);
+    }
+    return p;
+  }
+
+  private async start(): Promise<void> {
+    this.unserve = await this.bus.serve(this.filter, (env, topic) => this.route(env, topic));
+  }
+
+  has(name: string): boolean {
+    return this.hosts.has(name);
+  }
+
+  add(name: string, host: SpaceHost): void {
+    this.hosts.set(name, host);
+  }
+
+  remove(name: string, host: SpaceHost): void {
+    if (this.hosts.get(name) === host) this.hosts.delete(name);
+  }
+
+  /** The names of the spaces served, sorted. */
+  names(): string[] {
+    return [...this.hosts.keys()].sort();
+  }
+
+  /** Stops serving: requests to this device's spaces go unanswered again. */
+  async close(): Promise<void> {
+    const byPrefix = SpaceRouter.routers.get(this.bus);
+    if (byPrefix) byPrefix.delete(this.topicPrefix);
+    const u = this.unserve;
+    this.unserve = undefined;
+    try {
+      await u?.();
+    } catch {
+      // bus already closed
+    }
+  }
+
+  private route(env: Envelope, topic: string): unknown {
+    const name = topic.slice(topic.lastIndexOf('/') + 1);
+    const host = this.hosts.get(name);
+    try {
+      // Envelope first (type, sender), then which space, then the body.
+      requestEnvelope(env, SPACE_TYPES, 'a space');
+      if (!host) throw new FerryError('SPACE_NOT_FOUND', `device ${this.bus.deviceId} hosts no space ${JSON.stringify(name)}`, { field: 'topic' });
+      return host.handle(env, asMap(env.body));
+    } catch (e) {
+      if (e instanceof FerryError && e.code === 'SERVICE_BAD_REQUEST') (host?.log ?? this.log).badRequest(env, topic, e);
+      throw e;
+    }
   }
 }
 

@@ -7,7 +7,9 @@ import type { Discovery } from './discovery.js';
 import type { HeldLease } from './lease-client.js';
 import type { LeaseGrantor } from './lease-grantor.js';
 import { readSystemServicesOptions, type SystemServicesOptions } from './options.js';
-import { asMap, bad, str, topics, type ServiceDescription } from './protocol.js';
+import { fencedError } from './fence.js';
+import type { ServicesLog } from './service-log.js';
+import { asMap, badAt, optUint, requestEnvelope, str, topics, type ServiceDescription } from './protocol.js';
 import { Replay } from './replay.js';
 
 /**
@@ -29,11 +31,13 @@ export interface Driver {
 
 class Recorder<T> {
   readonly items: T[] = [];
+  private total = 0;
   constructor(private readonly max: number) {}
+  /** Records x; returns its ordinal since the driver started (1, 2, ...), which keeps counting past `max`. */
   push(x: T): number {
     this.items.push(x);
     if (this.items.length > this.max) this.items.shift();
-    return this.items.length;
+    return ++this.total;
   }
 }
 
@@ -46,10 +50,17 @@ function unknownOp(kind: string, op: string, ops: string[]): FerryError {
   return new FerryError('SERVICE_BAD_REQUEST', `${kind} has no operation ${JSON.stringify(op)} (has: ${ops.join(', ')})`, { field: 'body.op' });
 }
 
+/** Arguments of a call are `body.args.<name>` on the wire: errors name them so. */
+const ARGS = 'body.args';
+
 function num(args: Record<string, unknown>, f: string, min: number, max: number): number {
   const v = args[f];
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw bad(`args.${f}`, `an integer in ${min}..${max}`, v);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw badAt(`${ARGS}.${f}`, `an integer in ${min}..${max}`, v);
   return v;
+}
+
+function text(args: Record<string, unknown>, f: string, max: number): string {
+  return str(args, f, max, ARGS);
 }
 
 /** Builds the emulated driver of one kind. */
@@ -60,7 +71,7 @@ export function emulatedDriver(kind: LocalServiceKind, device: string, seed: num
       return {
         kind,
         call(op, args, caller) {
-          if (op === 'draw') return { frame: frames.push({ by: caller, text: str(args, 'text', 4096) }) };
+          if (op === 'draw') return { frame: frames.push({ by: caller, text: text(args, 'text', 4096) }) };
           if (op === 'frames') return { frames: frames.items };
           if (op === 'clear') return { frame: frames.push({ by: caller, text: '' }) };
           throw unknownOp(kind, op, ['draw', 'clear', 'frames']);
@@ -124,10 +135,10 @@ export function emulatedDriver(kind: LocalServiceKind, device: string, seed: num
         kind,
         call(op, args) {
           if (op === 'put') {
-            kv.set(str(args, 'key', 256), args.value ?? null);
+            kv.set(text(args, 'key', 256), args.value ?? null);
             return { ok: true };
           }
-          if (op === 'get') return { value: kv.get(str(args, 'key', 256)) ?? null };
+          if (op === 'get') return { value: kv.get(text(args, 'key', 256)) ?? null };
           throw unknownOp(kind, op, ['put', 'get']);
         },
       };
@@ -146,6 +157,7 @@ export class SystemServices {
     readonly grantor: LeaseGrantor,
     readonly profile: HwProfile,
     clock: Clock,
+    private readonly log: ServicesLog,
   ) {
     this.replay = new Replay(clock, 120_000, 100_000);
   }
@@ -160,9 +172,16 @@ export class SystemServices {
         throw new FerryError('BAD_OPTION', `options.kinds[${i}] ${JSON.stringify(k)} is not a service of profile ${profile.name} (${profile.services.join(', ')})`, { field: `options.kinds[${i}]` });
       }
     }
-    const s = new SystemServices(bus, grantor, profile, clock);
+    const s = new SystemServices(bus, grantor, profile, clock, o.log);
     const t = topics(grantor.options.topicPrefix);
-    s.unserve = await bus.serve(`${t.call(bus.deviceId, '+')}`, (env, topic) => s.handle(env, topic));
+    s.unserve = await bus.serve(`${t.call(bus.deviceId, '+')}`, (env, topic) => {
+      try {
+        return s.handle(env, topic);
+      } catch (e) {
+        if (e instanceof FerryError && e.code === 'SERVICE_BAD_REQUEST') s.log.badRequest(env, topic, e);
+        throw e;
+      }
+    });
     for (const kind of kinds) {
       s.drivers.set(kind, emulatedDriver(kind, bus.deviceId, o.seed, o.maxRecorded));
       const exclusive = EXCLUSIVE_KINDS.has(kind);
@@ -189,25 +208,44 @@ export class SystemServices {
     }
   }
 
+  /**
+   * One `svc.call` (PROTOCOL §S.5). Checked in this order: envelope type and sender, the
+   * service (the topic's last level), body, `reqId` (repeats answered from memory), `leaseId`,
+   * `op`, `fence`, `args`; then the fence against the newest token issued for the service
+   * (LEASE_FENCED), the lease (LEASE_UNKNOWN, LEASE_NOT_HOLDER), the fence against the lease's
+   * own token (LEASE_FENCED), and last the operation.
+   */
   private handle(env: Envelope, topic: string): unknown {
     const kind = topic.slice(topic.lastIndexOf('/') + 1);
+    requestEnvelope(env, CALL_TYPES, 'a system service');
+    const driver = this.drivers.get(kind);
+    if (!driver) throw new FerryError('SERVICE_NOT_FOUND', `device ${this.bus.deviceId} offers no system service ${JSON.stringify(kind)}`, { field: 'topic' });
     const body = asMap(env.body);
     const reqId = str(body, 'reqId', 128);
     return this.replay.run(env.from, env.type, reqId, () => {
-      if (env.type !== 'svc.call') throw bad('type', 'svc.call', env.type);
-      const driver = this.drivers.get(kind);
-      if (!driver) throw new FerryError('SERVICE_NOT_FOUND', `device ${this.bus.deviceId} offers no system service ${JSON.stringify(kind)}`, { field: 'topic' });
       const leaseId = str(body, 'leaseId', 64);
+      const op = str(body, 'op', 64);
+      const fence = optUint(body, 'fence');
+      const args = body.args === undefined ? {} : asMap(body.args, ARGS);
+      // A token older than the newest issued for the service is stale whoever sends it.
+      const newest = this.grantor.table.newestFence(kind);
+      if (fence !== undefined && newest !== undefined && fence < newest) throw fencedError(kind, fence, 'stale');
       const lease = this.grantor.table.get(leaseId);
       if (!lease || lease.resource !== kind) throw new FerryError('LEASE_UNKNOWN', `no live lease ${leaseId} on ${kind}`, { field: 'body.leaseId' });
       if (lease.holder !== env.from) throw new FerryError('LEASE_NOT_HOLDER', `only the holder of lease ${leaseId} may use ${kind}`, { field: 'body.leaseId' });
-      return driver.call(str(body, 'op', 64), body.args === undefined ? {} : asMap(body.args, 'body.args'), env.from);
+      // A shared lease has no token: a fence sent with one is ignored.
+      if (fence !== undefined && lease.fence !== undefined && fence !== lease.fence) throw fencedError(kind, fence, 'foreign');
+      return driver.call(op, args, env.from);
     });
   }
 }
 
-/** Calls a system service (local or remote) under a held lease. */
+/** The one request a system service serves on its call topic. */
+export const CALL_TYPES = ['svc.call'] as const;
+
+/** Calls a system service (local or remote) under a held lease; an exclusive lease's fencing token goes along (`fence`). */
 export async function callService<R = unknown>(bus: Bus, lease: HeldLease, callTopic: string, op: string, args: Record<string, unknown> = {}, timeoutMs = 2000): Promise<R> {
-  const env = await bus.request<R>(callTopic, 'svc.call', { reqId: randomId(), leaseId: lease.leaseId, op, args }, { timeoutMs });
+  const body = lease.fence !== undefined ? { reqId: randomId(), leaseId: lease.leaseId, op, args, fence: lease.fence } : { reqId: randomId(), leaseId: lease.leaseId, op, args };
+  const env = await bus.request<R>(callTopic, 'svc.call', body, { timeoutMs });
   return env.body;
 }
