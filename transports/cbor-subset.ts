@@ -16,6 +16,8 @@ import { FerryError } from '../core/errors.js';
 
 /** Most levels of nested arrays and maps in one message, the envelope's map included. */
 export const MAX_DEPTH = 64;
+/** Longest `field` an offence is named by, characters (then `…`). */
+export const MAX_FIELD_CHARS = 256;
 
 /** Where a top-level map's value sits: its major type (0 unsigned, 1 negative, 7 float/simple, ...) and byte range. */
 export interface TopValue {
@@ -65,18 +67,24 @@ class Scanner {
     return Buffer.from(this.b.buffer, this.b.byteOffset + start, end - start).toString('utf8');
   }
 
+  /**
+   * The path of the current item as PROTOCOL.md writes fields: `.key` (or `["key"]` for a key
+   * that is not an identifier), `[i]`; inside an envelope's body it starts at `body` (§4.1:
+   * `body.message.tags[2]`), elsewhere at the root (`envelope.from`). At most MAX_FIELD_CHARS
+   * characters, then `…`: a path is at most MAX_DEPTH steps, but a key may be long.
+   */
   where(): string {
     let s = this.root;
-    // A path 64 levels deep is no help to anyone: the first 12 steps, then an ellipsis.
     for (let i = 0; i < this.pathA.length; i++) {
-      if (i === 12) return `${s}…`;
       const a = this.pathA[i]!;
       const b = this.pathB[i]!;
       if (b < 0) s += `[${a}]`;
       else {
         const k = this.keyText(a, b);
-        s += /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(k) ? `.${k}` : `[${JSON.stringify(k)}]`;
+        if (i === 0 && this.root === 'envelope' && k === 'body') s = 'body';
+        else s += /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(k) ? `.${k}` : `[${JSON.stringify(k)}]`;
       }
+      if (s.length > MAX_FIELD_CHARS) return `${s.slice(0, MAX_FIELD_CHARS)}…`;
     }
     return s;
   }

@@ -46,9 +46,18 @@ function malformed(field: string, expected: string, got: unknown): FerryError {
   return new FerryError('ENVELOPE_MALFORMED', `envelope.${field} must be ${expected}, got ${describe(got)}`, { field: `envelope.${field}` });
 }
 
-function checkString(o: Record<string, unknown>, field: string, required: boolean, max: number): void {
+/**
+ * Whether an optional field is there. On the wire a key is there or not: present with the value
+ * `undefined` (0xf7) is a value, and a wrong one. An object built in code may spell absent as
+ * `undefined`.
+ */
+function given(o: Record<string, unknown>, field: string, wire: boolean): boolean {
+  return wire ? Object.hasOwn(o, field) : o[field] !== undefined;
+}
+
+function checkString(o: Record<string, unknown>, field: string, required: boolean, max: number, wire: boolean): void {
   const v = o[field];
-  if (v === undefined && !required) return;
+  if (!required && !given(o, field, wire)) return;
   if (typeof v !== 'string' || v.length === 0 || v.length > max) throw malformed(field, `a string of 1..${max} characters`, v);
 }
 
@@ -62,7 +71,7 @@ export function isPublishTopic(t: unknown): t is string {
  * Throws ENVELOPE_VERSION for an unknown `v`, ENVELOPE_MALFORMED (naming the field) otherwise.
  * Unknown extra keys are ignored so a later minor revision can add optional fields.
  */
-export function validateEnvelope(value: unknown): Envelope {
+export function validateEnvelope(value: unknown, wire = false): Envelope {
   if (value === null || typeof value !== 'object' || Array.isArray(value) || value instanceof Uint8Array) {
     throw new FerryError('ENVELOPE_MALFORMED', `envelope must be a CBOR map, got ${describe(value)}`, { field: 'envelope' });
   }
@@ -72,14 +81,15 @@ export function validateEnvelope(value: unknown): Envelope {
   if (o.v !== ENVELOPE_VERSION) {
     throw new FerryError('ENVELOPE_VERSION', `envelope.v is ${o.v}; this end speaks version ${ENVELOPE_VERSION}`, { field: 'envelope.v', version: o.v });
   }
-  checkString(o, 'type', true, MAX_FIELD_CHARS);
-  checkString(o, 'id', true, MAX_FIELD_CHARS);
-  checkString(o, 'from', true, MAX_FIELD_CHARS);
-  if (o.replyTo !== undefined && !isPublishTopic(o.replyTo)) throw malformed('replyTo', `a topic of 1..${MAX_TOPIC_CHARS} characters without wildcards`, o.replyTo);
-  checkString(o, 'corr', false, MAX_FIELD_CHARS);
+  checkString(o, 'type', true, MAX_FIELD_CHARS, wire);
+  checkString(o, 'id', true, MAX_FIELD_CHARS, wire);
+  checkString(o, 'from', true, MAX_FIELD_CHARS, wire);
+  if (given(o, 'replyTo', wire) && !isPublishTopic(o.replyTo)) throw malformed('replyTo', `a topic of 1..${MAX_TOPIC_CHARS} characters without wildcards`, o.replyTo);
+  checkString(o, 'corr', false, MAX_FIELD_CHARS, wire);
   if (typeof o.ts !== 'number' || !Number.isInteger(o.ts) || o.ts < 0) throw malformed('ts', 'a non-negative integer (ms since the epoch)', o.ts);
-  if (o.ttl !== undefined && (typeof o.ttl !== 'number' || !Number.isInteger(o.ttl) || o.ttl < 0)) throw malformed('ttl', 'a non-negative integer (ms)', o.ttl);
-  if (!Object.prototype.hasOwnProperty.call(o, 'body') || o.body === undefined) throw malformed('body', 'present (null for none)', o.body);
+  if (given(o, 'ttl', wire) && (typeof o.ttl !== 'number' || !Number.isInteger(o.ttl) || o.ttl < 0)) throw malformed('ttl', 'a non-negative integer (ms)', o.ttl);
+  // On the wire: present, whatever its value (`undefined`, 0xf7, is plain data of §3.2).
+  if (wire ? !Object.hasOwn(o, 'body') : o.body === undefined) throw malformed('body', 'present (null for none)', o.body);
   const env: Envelope = { v: o.v, type: o.type as string, id: o.id as string, from: o.from as string, ts: o.ts, body: o.body };
   if (o.replyTo !== undefined) env.replyTo = o.replyTo as string;
   if (o.corr !== undefined) env.corr = o.corr as string;
@@ -165,7 +175,7 @@ export function readEnvelope(bytes: Uint8Array): { env: Envelope; bodyError?: Fe
   } catch (e) {
     throw new FerryError('ENVELOPE_MALFORMED', `envelope is not valid CBOR: ${(e as Error).message}`, { field: 'envelope' }, { cause: e });
   }
-  const env = validateEnvelope(value);
+  const env = validateEnvelope(value, true);
   checkWireIntegers(scan);
   return scan.bodyError ? { env, bodyError: scan.bodyError } : { env };
 }

@@ -190,7 +190,7 @@ export class AppInstance {
     const fn = this.definition.handlers.get(name);
     const outcome: CallOutcome = fn
       ? this.run(name, fn, message, requestId, true)
-      : { ok: false, code: 'APP_NO_HANDLER', message: `app ${this.instance} has no handler ${JSON.stringify(name)} (it has ${[...this.definition.handlers.keys()].join(', ')})`, field: 'handler' };
+      : { ok: false, code: 'APP_NO_HANDLER', message: `app ${this.instance} has no handler ${JSON.stringify(name)} (it has ${[...this.definition.handlers.keys()].join(', ')})`, field: 'body.handler' };
     // Successes were recorded inside their transaction (run); failures are recorded after the rollback.
     if (!outcome.ok) this.remember(requestId, outcome);
     this.uncommitted.push({ kind: 'call', handler: name, message, requestId, failed: outcome.ok ? undefined : outcome });

@@ -125,7 +125,7 @@ describe('the ferry command, end to end against a real agent', () => {
     [['checkpoint', 'drop', 'counter', '1'], 'CLI_USAGE', 'subcommand'],
     [['apps', '--colour', 'blue'], 'CLI_USAGE', '--colour'],
     [['run', 'nope'], 'APP_UNKNOWN', 'app'],
-    [['call', 'counter', 'nope'], 'APP_NO_HANDLER', 'handler'],
+    [['call', 'counter', 'nope'], 'APP_NO_HANDLER', 'body.handler'],
     [['install', 'missing.mjs'], 'APP_BAD_MODULE', 'path'],
     [['install', join(import.meta.dirname, 'fixtures', 'async-handler.mjs')], 'APP_BAD_DEFINITION', 'app.handlers.increment'],
     [['restore', 'counter', '--version', '999999'], 'STORE_UNKNOWN_VERSION', 'version'],

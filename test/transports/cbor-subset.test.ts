@@ -35,24 +35,24 @@ const nested = (depth: number) => Buffer.concat([Buffer.alloc(depth, 0x81), hex(
 
 describe('the subset, one rule at a time (in the body: the envelope survives, the body is refused)', () => {
   const cases: [string, Buffer, string, RegExp][] = [
-    ['an indefinite-length map', hex('bf 61 61 01 ff'), 'envelope.body', /indefinite length/],
-    ['an indefinite-length array', hex('9f 01 ff'), 'envelope.body', /indefinite length/],
-    ['an indefinite-length text', hex('7f 61 61 ff'), 'envelope.body', /indefinite length/],
-    ['tag 55799 (self-describe)', hex('d9 d9f7 a0'), 'envelope.body', /tag 55799/],
-    ['tag 28 (shareable)', hex('d8 1c 81 00'), 'envelope.body', /tag 28/],
-    ['tag 29 (shared reference)', hex('a1 61 61 d8 1d 00'), 'envelope.body.a', /tag 29/],
-    ['tag 2 (bignum)', hex('c2 49 010000000000000000'), 'envelope.body', /tag 2/],
-    ['tag 64 (typed array)', hex('d8 40 43 010203'), 'envelope.body', /tag 64/],
-    ['tag 24 (embedded CBOR)', hex('d8 18 41 00'), 'envelope.body', /tag 24/],
-    ['a duplicate key', hex('a2 61 61 01 61 61 02'), 'envelope.body.a', /twice/],
-    ['invalid UTF-8 in a text', hex('a1 61 61 62 c328'), 'envelope.body.a', /UTF-8/],
-    ['invalid UTF-8 in a key', hex('a1 62 c328 01'), 'envelope.body', /UTF-8/],
-    ['an integer map key', hex('a1 01 02'), 'envelope.body', /keys are text/],
-    ['a simple value other than false/true/null/undefined', hex('f0'), 'envelope.body', /simple value 16/],
-    ['a one-byte simple value', hex('f8 20'), 'envelope.body', /simple value 32/],
-    [`nesting ${MAX_DEPTH} levels (the envelope is one)`, nested(MAX_DEPTH), 'envelope.body', /deeper than 64/],
-    ['nesting 2,000 levels', nested(2000), 'envelope.body', /deeper than 64/],
-    ['nesting 3,000 levels', nested(3000), 'envelope.body', /deeper than 64/],
+    ['an indefinite-length map', hex('bf 61 61 01 ff'), 'body', /indefinite length/],
+    ['an indefinite-length array', hex('9f 01 ff'), 'body', /indefinite length/],
+    ['an indefinite-length text', hex('7f 61 61 ff'), 'body', /indefinite length/],
+    ['tag 55799 (self-describe)', hex('d9 d9f7 a0'), 'body', /tag 55799/],
+    ['tag 28 (shareable)', hex('d8 1c 81 00'), 'body', /tag 28/],
+    ['tag 29 (shared reference)', hex('a1 61 61 d8 1d 00'), 'body.a', /tag 29/],
+    ['tag 2 (bignum)', hex('c2 49 010000000000000000'), 'body', /tag 2/],
+    ['tag 64 (typed array)', hex('d8 40 43 010203'), 'body', /tag 64/],
+    ['tag 24 (embedded CBOR)', hex('d8 18 41 00'), 'body', /tag 24/],
+    ['a duplicate key', hex('a2 61 61 01 61 61 02'), 'body.a', /twice/],
+    ['invalid UTF-8 in a text', hex('a1 61 61 62 c328'), 'body.a', /UTF-8/],
+    ['invalid UTF-8 in a key', hex('a1 62 c328 01'), 'body', /UTF-8/],
+    ['an integer map key', hex('a1 01 02'), 'body', /keys are text/],
+    ['a simple value other than false/true/null/undefined', hex('f0'), 'body', /simple value 16/],
+    ['a one-byte simple value', hex('f8 20'), 'body', /simple value 32/],
+    [`nesting ${MAX_DEPTH} levels (the envelope is one)`, nested(MAX_DEPTH), 'body', /deeper than 64/],
+    ['nesting 2,000 levels', nested(2000), 'body', /deeper than 64/],
+    ['nesting 3,000 levels', nested(3000), 'body', /deeper than 64/],
   ];
   for (const [what, body, field, message] of cases) {
     it(`${what}: ENVELOPE_MALFORMED naming ${field}; readEnvelope keeps the envelope with body null`, () => {
@@ -164,7 +164,8 @@ describe('fuzz: the envelope decoder never crashes and never lets a value outsid
       }
       expect(plainSubset(r.env.body, 2, new Set())).toBe(true);
       // A value the scanner let through is also exactly what a re-check of its own encoding accepts.
-      expect(() => checkCborSubset(encodeEnvelope(r.env), 'envelope')).not.toThrow();
+      // (A body of undefined is a value on the wire; an envelope built in code spells none as null.)
+      expect(() => checkCborSubset(encodeEnvelope({ ...r.env, body: r.env.body ?? null }), 'envelope')).not.toThrow();
     }), { numRuns: 3000, seed: 1207 });
     expect(seen.accepted).toBeGreaterThan(100);
     expect(seen.refused).toBeGreaterThan(100);
