@@ -1,6 +1,6 @@
 export { openHeap, Heap, type CheckpointResult, type HeapStats, type Savepoint } from './heap.js';
 export { resolveHeapOptions, type HeapOptions, type HeapClock } from './options.js';
-export { HeapMap, HeapSet } from './proxies.js';
+export { HeapMap, HeapSet } from './collections.js';
 export { acceptRealm, kindOf } from './values.js';
 export type { CompactMode, MajorResult } from './collector.js';
 export { installLines, importObjects, type LineImage, type InstallLine, type ExportedObject, type ObjectImage } from './migration.js';

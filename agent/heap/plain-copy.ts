@@ -1,6 +1,6 @@
 import type { Cell } from './cell.js';
 import { handleCell } from './object-space.js';
-import type { HeapMap, HeapSet } from './proxies.js';
+import type { HeapMap, HeapSet } from './collections.js';
 
 /** A plain deep copy of a heap value (shared references and cycles kept); other values pass through. */
 export function toPlain(value: unknown): unknown {
