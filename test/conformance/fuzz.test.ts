@@ -462,7 +462,13 @@ describe.each(BROKERS)('fuzzing the app mailbox of a real agent, on %s', (name, 
   it(`${FUZZ_RUNS} random envelopes and bodies (at most ${FUZZ_MS / 1000} s, seed ${seed}): the agent lives, applies only what runs, never answers app.call.ok outside the subset, and answers a valid request after each`, async () => {
     const tally: Record<string, number> = {};
     let runs = 0;
+    // The time bound is kept here, not by fast-check's interruptAfterTimeLimit: that abandons the
+    // run in flight, whose increment the agent may still apply after the pass has ended (the count
+    // would then be one ahead of what the suite accounted — seen once in CI). Runs past the bound
+    // do nothing.
+    const t0 = Date.now();
     const property = fc.asyncProperty(specArb, async (spec) => {
+      if (Date.now() - t0 > FUZZ_MS) return;
       runs++;
       const now = Date.now();
       const b = build(spec, { id: freshId(), me: wire.me, inbox: wire.inbox, now });
@@ -526,7 +532,7 @@ describe.each(BROKERS)('fuzzing the app mailbox of a real agent, on %s', (name, 
       }
     });
     try {
-      await fc.assert(property, { seed, numRuns: FUZZ_RUNS, interruptAfterTimeLimit: FUZZ_MS, markInterruptAsFailure: false, includeErrorInReport: true });
+      await fc.assert(property, { seed, numRuns: FUZZ_RUNS, includeErrorInReport: true });
     } catch (e) {
       throw new Error(`fuzz failed on ${name} (seed ${seed}; rerun with FERRY_FUZZ_SEED=${SEED}, which gives this broker seed ${seed}): ${(e as Error).message}`);
     }
