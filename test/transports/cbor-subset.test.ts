@@ -145,7 +145,6 @@ describe('fuzz: the envelope decoder never crashes and never lets a value outsid
   });
 
   it('3,000 payloads: an envelope of plain subset data, or a typed ENVELOPE_* error; 3,000-deep input never overflows the stack', () => {
-    const t0 = Date.now();
     const seen = { accepted: 0, refused: 0, bodyRefused: 0 };
     fc.assert(fc.property(payload, (bytes) => {
       let r: ReturnType<typeof readEnvelope>;
@@ -170,6 +169,5 @@ describe('fuzz: the envelope decoder never crashes and never lets a value outsid
     expect(seen.accepted).toBeGreaterThan(100);
     expect(seen.refused).toBeGreaterThan(100);
     expect(seen.bodyRefused).toBeGreaterThan(100);
-    expect(Date.now() - t0).toBeLessThan(60_000);
   });
 });
