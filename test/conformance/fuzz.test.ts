@@ -22,7 +22,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BROKERS, type TestBroker } from '../helpers/brokers.js';
 import { C, childPath, diag, encode, firstOffence, isNode, keyStep, plain, type Node } from './cbor.js';
 import { ProtocolDoc } from './protocol-doc.js';
-import { docFacts, errorOf, freshId, Mailbox, startFerry, WireClient, type DocFacts, type Ferry, type Received } from './wire.js';
+import { docFacts, errorOf, freshId, startRig, stopRig, type DocFacts, type Ferry, type Mailbox, type Received, type WireClient } from './wire.js';
 
 const SEED = Number(process.env.FERRY_FUZZ_SEED ?? 0x5eed_f00d);
 const FUZZ_RUNS = Number(process.env.FERRY_FUZZ_RUNS ?? 300);
@@ -446,18 +446,10 @@ describe.each(BROKERS)('fuzzing the app mailbox of a real agent, on %s', (name, 
   let mb: Mailbox;
 
   beforeAll(async () => {
-    broker = await start();
-    ferry = await startFerry(broker.url, `fuzz-${name}-${process.pid}`);
-    wire = await WireClient.connect(broker.url, `fuzz-client-${name}-${process.pid}`, MAX_DEPTH);
-    mb = new Mailbox(wire, ferry, facts);
-    await mb.ready();
+    ({ broker, ferry, wire, mb } = await startRig(start, `fuzz-${name}`, MAX_DEPTH, facts));
   }, 60_000);
 
-  afterAll(async () => {
-    await wire?.close();
-    await ferry?.stop();
-    await broker?.stop();
-  });
+  afterAll(() => stopRig({ wire, ferry, broker }));
 
   it(`${FUZZ_RUNS} random envelopes and bodies (at most ${FUZZ_MS / 1000} s, seed ${seed}): the agent lives, applies only what runs, never answers app.call.ok outside the subset, and answers a valid request after each`, async () => {
     const tally: Record<string, number> = {};

@@ -14,7 +14,7 @@ import { BROKERS, type TestBroker } from '../helpers/brokers.js';
 import { C, encode } from './cbor.js';
 import { assertReadable, fieldCases, HOSTILE_BY, step3Cases, subsetCases, type Case, type EnvelopeFn } from './cases.js';
 import { ANY, ProtocolDoc } from './protocol-doc.js';
-import { docFacts, errorOf, expectOk, freshId, Mailbox, startFerry, WireClient, type DocFacts, type Ferry, type Parts, type Received } from './wire.js';
+import { docFacts, errorOf, expectOk, freshId, startRig, stopRig, type DocFacts, type Ferry, type Mailbox, type Parts, type Received, type WireClient } from './wire.js';
 
 const doc = ProtocolDoc.read();
 let facts: DocFacts | undefined;
@@ -40,19 +40,11 @@ describe.each(BROKERS)('the app mailbox of a real agent, on %s', (name, start) =
 
   beforeAll(async () => {
     if (!facts) throw factsError;
-    broker = await start();
-    ferry = await startFerry(broker.url, `conf-${name}-${process.pid}`, { rememberReplies: REMEMBER });
-    wire = await WireClient.connect(broker.url, `conformance-${name}-${process.pid}`, maxDepth);
+    ({ broker, ferry, wire, mb } = await startRig(start, `conf-${name}`, maxDepth, facts, { rememberReplies: REMEMBER }));
     inbox = wire.inbox;
-    mb = new Mailbox(wire, ferry, facts);
-    await mb.ready();
   }, 60_000);
 
-  afterAll(async () => {
-    await wire?.close();
-    await ferry?.stop();
-    await broker?.stop();
-  });
+  afterAll(() => stopRig({ wire, ferry, broker }));
 
   it('PROTOCOL.md can be read: §3.1, §3.2, §4.1, A.3 and A.4 have the shape the suite reads', () => {
     if (factsError) throw factsError;

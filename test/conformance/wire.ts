@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { startAgentProcess, type AgentProcess } from '../helpers/agent-process.js';
+import type { TestBroker } from '../helpers/brokers.js';
 import { C, decodeStrict, encode, isNode, type Node, type Written } from './cbor.js';
 import type { DetailsRow, ProtocolDoc } from './protocol-doc.js';
 
@@ -323,4 +324,29 @@ export function expectOk(r: Received, id: string): void {
 export function errorOf(r: Received): { code?: string; field?: string } {
   if (r.env?.type !== 'error') return {};
   return r.env.body as { code?: string; field?: string };
+}
+
+/** What each broker's suite runs on: the broker, a real agent on it, a raw client, the counter's mailbox. */
+export interface Rig {
+  broker: TestBroker;
+  ferry: Ferry;
+  wire: WireClient;
+  mb: Mailbox;
+}
+
+/** Starts a rig: `tag` names the agent's device and the client (unique per process and broker). */
+export async function startRig(start: () => Promise<TestBroker>, tag: string, maxDepth: number, facts: DocFacts, agentConfig: Record<string, unknown> = {}): Promise<Rig> {
+  const broker = await start();
+  const ferry = await startFerry(broker.url, `${tag}-${process.pid}`, agentConfig);
+  const wire = await WireClient.connect(broker.url, `${tag}-client-${process.pid}`, maxDepth);
+  const mb = new Mailbox(wire, ferry, facts);
+  await mb.ready();
+  return { broker, ferry, wire, mb };
+}
+
+/** Stops what a rig started (any part may be missing when the start failed halfway). */
+export async function stopRig(r: Partial<Rig>): Promise<void> {
+  await r.wire?.close();
+  await r.ferry?.stop();
+  await r.broker?.stop();
 }
