@@ -40,8 +40,8 @@ class Model {
   }
 }
 
-async function runChild(dir: string, durability: Durability, segmentBytes: number, killAfterMs: number): Promise<{ lastAck: number; ready: boolean; stderr: string }> {
-  const { out, stderr } = await runUntilKilled(CHILD, [dir, durability, String(segmentBytes)], killAfterMs);
+async function runChild(dir: string, durability: Durability, segmentBytes: number, killAfterMs: number, fromReady: boolean): Promise<{ lastAck: number; ready: boolean; stderr: string }> {
+  const { out, stderr } = await runUntilKilled(CHILD, [dir, durability, String(segmentBytes)], killAfterMs, fromReady);
   let lastAck = 0;
   for (const m of out.matchAll(/^ACK (\d+)$/gm)) lastAck = Math.max(lastAck, Number(m[1]));
   return { lastAck, ready: /^READY/m.test(out), stderr };
@@ -62,9 +62,10 @@ async function crashLoop(durability: Durability, segmentBytes: number, kills: nu
   const random = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
   let i = 0;
   for (; i < kills || (head <= minVersions && i < kills * 4); i++) {
-    // Most kills land mid-loop; a few land during open and recovery.
-    const killAfter = random() < 0.15 ? 5 + random() * 60 : 60 + random() * 140;
-    const run = await runChild(dir, durability, segmentBytes, killAfter);
+    // Most kills land mid-loop (timed from READY); a few land during open and recovery (from the spawn).
+    const early = random() < 0.15;
+    const killAfter = early ? 5 + random() * 60 : 20 + random() * 140;
+    const run = await runChild(dir, durability, segmentBytes, killAfter, !early);
     lastAck = Math.max(lastAck, run.lastAck);
 
     const store = openStore({ dir, durability, segmentBytes, keepVersions: 3, spaceFactor: 1.5 });
