@@ -76,6 +76,24 @@ export const ERROR_CODES = {
   AGENT_BAD_REQUEST: 'a control-channel request is malformed or names an unknown command; the error names the field',
   CONFIG_INVALID: 'ferry.config.json cannot be read, is not JSON, or has an unknown or out-of-range field',
   CLI_USAGE: 'the ferry command was given an unknown command, a missing argument, or a bad flag',
+
+  // agent/bridge
+  IDENTITY_CORRUPT: "the device's identity key file is missing (while the device has a peer registry), unreadable, malformed, or not the identity its peers were paired with; no new identity was made",
+  PEERS_CORRUPT: 'the paired-peer registry file cannot be read, fails its checksum, or holds a malformed record; it was not replaced by an empty list',
+  PAIR_TIMEOUT: 'a pairing attempt got no answer from the peer (or its owner) within the pairing timeout; nothing was stored',
+  PAIR_CANCELLED: 'a pairing attempt was cancelled on this device or the peer; nothing was stored',
+  PAIR_REFUSED: "the owner (on this device or the peer) refused the pairing, or the codes did not match on the peer's side; nothing was stored",
+  PAIR_CODE_MISMATCH: 'the code given with --confirm is not the code this device computed: a man in the middle, or a typo; the attempt ended and nothing was stored',
+  PAIR_PROTOCOL: "a pairing message broke the protocol: wrong step, a revealed nonce that does not open the peer's commitment, a bad confirmation MAC, a malformed field; the attempt ended and nothing was stored",
+  PAIR_UNKNOWN: 'no pairing attempt with that peer is in progress on this device (nothing to accept, confirm or cancel)',
+  PAIR_BUSY: 'a pairing attempt with that peer is already in progress on this device',
+  PEER_UNKNOWN: 'no paired peer has that device id',
+  BRIDGE_NOT_PAIRED: 'bridge traffic came from (or was addressed to) a device that is not paired with this one, or was unpaired; it was refused and nothing was acted on',
+  BRIDGE_HANDSHAKE_FAILED: 'the sealed-channel handshake failed: the peer does not hold the identity key this device paired with, or a handshake message was modified',
+  BRIDGE_RECORD_REFUSED: 'a sealed record failed authentication (modified, truncated, or sealed under another session key); it was dropped and nothing was acted on',
+  BRIDGE_REPLAY: 'a sealed record arrived with a counter already used (replayed) or out of order; it was dropped and nothing was acted on',
+  BRIDGE_FRAME_MALFORMED: 'a bridge frame is too large, too short, of an unknown version or kind, or names a malformed device id; it was dropped',
+  BRIDGE_CLOSED: 'the sealed channel (or the bridge) was closed; the operation did not complete',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

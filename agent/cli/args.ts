@@ -7,7 +7,7 @@ export interface ParsedArgs {
 }
 
 /** Flags that take no value. */
-const BOOLEAN_FLAGS = new Set(['json', 'help', 'samples']);
+const BOOLEAN_FLAGS = new Set(['json', 'help', 'samples', 'no-check']);
 
 /** Splits argv; `--name value`, `--name=value` and boolean `--json`. A flag missing its value is CLI_USAGE. */
 export function parseArgs(argv: readonly string[]): ParsedArgs {

@@ -2,36 +2,12 @@ import { resolve } from 'node:path';
 import { FerryError, isFerryError } from '../../core/errors.js';
 import { getProfile, profileNames } from '../../hw-profiles/index.js';
 import { Flags, type ParsedArgs } from './args.js';
-import { readConfig, type FerryConfig } from './config.js';
+import { agent, need, noMore, type Command, type CommandResult } from './command.js';
+import { readConfig } from './config.js';
 import { controlRequest } from './control-client.js';
+import { PAIR_COMMANDS } from './pair-commands.js';
 
-/** What a command produced: a result to print, or an exit code (start). */
-export type CommandResult = { result: unknown } | { exitCode: number };
-
-export interface CommandContext {
-  parsed: ParsedArgs;
-  /** Writes a human line to stderr (start's banner). */
-  say(text: string): void;
-}
-
-interface Command {
-  usage: string;
-  summary: string;
-  flags: string[];
-  run(ctx: CommandContext, words: string[], f: Flags, config: FerryConfig, dataDir: string): Promise<CommandResult>;
-}
-
-const agent = (dataDir: string, cmd: string, args: Record<string, unknown> = {}) => controlRequest(dataDir, cmd, args).then((result) => ({ result }));
-
-function need(words: string[], i: number, what: string, usage: string): string {
-  const w = words[i];
-  if (w === undefined || w === '') throw new FerryError('CLI_USAGE', `missing <${what}>; usage: ferry ${usage}`, { field: what });
-  return w;
-}
-
-function noMore(words: string[], n: number, usage: string): void {
-  if (words.length > n) throw new FerryError('CLI_USAGE', `unexpected ${JSON.stringify(words[n])}; usage: ferry ${usage}`, { field: 'arguments' });
-}
+export type { CommandContext, CommandResult } from './command.js';
 
 function version(v: string, usage: string): number {
   if (!/^\d+$/.test(v) || Number(v) < 1) throw new FerryError('CLI_USAGE', `<version> must be a positive integer, got ${JSON.stringify(v)}; usage: ferry ${usage}`, { field: 'version' });
@@ -41,9 +17,9 @@ function version(v: string, usage: string): number {
 /** Every `ferry` command. The agent's own commands go over the control socket. */
 export const COMMANDS: Record<string, Command> = {
   start: {
-    usage: 'start [--profile <name>] [--broker <url>] [--port <n>] [--device-id <id>] [--log-level <l>] [--samples]',
+    usage: 'start [--profile <name>] [--broker <url>] [--port <n>] [--device-id <id>] [--label <text>] [--log-level <l>] [--samples]',
     summary: 'run the agent in the foreground (embedded broker without --broker)',
-    flags: ['profile', 'broker', 'port', 'samples', 'log-level', 'device-id'],
+    flags: ['profile', 'broker', 'port', 'samples', 'log-level', 'device-id', 'label'],
     async run(ctx, words, f, config, dataDir) {
       noMore(words, 0, this.usage);
       const { runAgent } = await import('./start.js');
@@ -67,6 +43,10 @@ export const COMMANDS: Record<string, Command> = {
         },
         f.bool('samples'),
         ctx.say,
+        {
+          ...((f.str('label') ?? config.label) !== undefined ? { label: f.str('label') ?? config.label } : {}),
+          ...(config.pairTimeoutMs !== undefined ? { pairTimeoutMs: config.pairTimeoutMs } : {}),
+        },
       ).catch((e: unknown) => {
         // The usual cause: a broker (Mosquitto as a service, another agent) already holds 1883.
         if (isFerryError(e) && e.details.field === 'options.port' && broker === undefined) {
@@ -192,6 +172,7 @@ export const COMMANDS: Record<string, Command> = {
   },
   services: { usage: 'services', summary: 'services discovered on the broker', flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'services'), agent(d, 'services')) },
   leases: { usage: 'leases', summary: "leases held by this agent's apps", flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'leases'), agent(d, 'leases')) },
+  ...PAIR_COMMANDS,
   shutdown: { usage: 'shutdown', summary: 'stop the agent (apps are checkpointed and resume at the next start)', flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'shutdown'), agent(d, 'shutdown')) },
 };
 

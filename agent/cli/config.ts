@@ -20,9 +20,13 @@ export interface FerryConfig {
   maxBatch?: number;
   durability?: string;
   logLevel?: string;
+  /** The name the other owner sees when pairing (0..64 printable characters). Default: the host name. */
+  label?: string;
+  /** How long one pairing attempt may take, ms (1,000..600,000; default 120,000). */
+  pairTimeoutMs?: number;
 }
 
-const KEYS = ['data', 'profile', 'broker', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch', 'durability', 'logLevel'];
+const KEYS = ['data', 'profile', 'broker', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch', 'durability', 'logLevel', 'label', 'pairTimeoutMs'];
 
 /** Reads `path`, or `./ferry.config.json` if it exists; none: `{}`. Bad files are CONFIG_INVALID naming the field. */
 export function readConfig(path: string | undefined): FerryConfig {
@@ -39,6 +43,11 @@ export function readConfig(path: string | undefined): FerryConfig {
   const c: FerryConfig = {};
   // Type checks here; ranges are checked where the agent reads its options (same field names).
   for (const k of ['data', 'profile', 'broker', 'deviceId', 'durability', 'logLevel'] as const) if (r.has(k)) c[k] = r.string(k);
+  if (r.has('label')) {
+    if (typeof r.raw('label') !== 'string') r.fail('label', 'a string', r.raw('label'));
+    c.label = r.raw('label') as string;
+  }
+  if (r.has('pairTimeoutMs')) c.pairTimeoutMs = r.number('pairTimeoutMs', { min: 0, max: Number.MAX_SAFE_INTEGER });
   for (const k of ['brokerPort', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch'] as const) if (r.has(k)) c[k] = r.number(k, { min: 0, max: Number.MAX_SAFE_INTEGER });
   if (c.data !== undefined) c.data = resolve(dirname(resolve(file)), c.data);
   return c;

@@ -3,6 +3,11 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
+import { FerryError } from '../../core/errors.js';
+import type { MqttBus } from '../../transports/mqtt-bus.js';
+import { Bridge, isBridgeFileError } from '../bridge/bridge.js';
+import { bridgeControl } from '../bridge/control.js';
+import type { BridgeOptions } from '../bridge/options.js';
 import { Agent } from '../runtime/agent.js';
 import type { AgentOptions } from '../runtime/agent-options.js';
 import { ControlServer } from '../runtime/control-server.js';
@@ -35,7 +40,7 @@ export function reexecWithAgentFlags(): Promise<number> {
  * `ferry start`: runs the agent in this process until SIGINT/SIGTERM or
  * `ferry shutdown`. With `samples`, a data directory without apps gets the sample apps installed and running.
  */
-export async function runAgent(options: AgentOptions, samples: boolean, say: (text: string) => void): Promise<number> {
+export async function runAgent(options: AgentOptions, samples: boolean, say: (text: string) => void, bridgeOptions: Partial<BridgeOptions> = {}): Promise<number> {
   if (!vmModulesAvailable()) return reexecWithAgentFlags();
   // V8's memory-saving mode: an agent mostly idles on a small device. About 10 MB less idle RSS,
   // mailbox throughput within the noise (bench/agent.ts). Set here, not in AGENT_NODE_FLAGS, so an agent
@@ -45,9 +50,11 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
   const agent = await Agent.start(options);
   let stopping: Promise<void> | undefined;
   let control: ControlServer | undefined;
+  let bridge: Bridge | FerryError | undefined;
   const stop = () =>
     (stopping ??= (async () => {
       await control?.close();
+      if (bridge instanceof Bridge) await bridge.close();
       await agent.close();
     })());
   const exit = () =>
@@ -59,7 +66,8 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
       },
     );
   try {
-    control = await ControlServer.listen(agent, agent.options.dataDir, () => void exit());
+    bridge = await startBridge(agent, bridgeOptions);
+    control = await ControlServer.listen(agent, agent.options.dataDir, () => void exit(), bridgeControl(bridge));
     if (samples && agent.registry.apps().length === 0) {
       for (const name of SAMPLE_APPS) {
         await agent.install(join(samplesDir(), `${name}.mjs`));
@@ -88,4 +96,23 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
     ].join('\n'),
   );
   return new Promise<number>(() => undefined); // runs until a signal or `ferry shutdown`
+}
+
+/**
+ * Starts the bridge on the agent's connection. A missing or corrupt identity or peer registry
+ * does not stop the agent (its apps run on): the bridge stays off, every bridge command answers
+ * with that error, and `ferry status` says so.
+ */
+async function startBridge(agent: Agent, extra: Partial<BridgeOptions>): Promise<Bridge | FerryError> {
+  const c = agent.connection!;
+  try {
+    return await Bridge.start(
+      { ...extra, dataDir: agent.options.dataDir, deviceId: agent.options.deviceId, profile: agent.profile.name },
+      { bus: c.bus as MqttBus, discovery: c.discovery, log: (level, event, fields) => agent.log.log(level, event, fields) },
+    );
+  } catch (e) {
+    if (!isBridgeFileError(e)) throw e;
+    agent.log.error('bridge.disabled', { error: String(e) });
+    return e as FerryError;
+  }
 }

@@ -179,6 +179,11 @@ export class Agent {
     return next;
   }
 
+  /** The agent's services stack (bus, discovery, leases), for the parts above the runtime (the bridge); undefined before recovery connects. */
+  get connection(): Services | undefined {
+    return this.services;
+  }
+
   get brokerUrl(): string {
     return this.options.brokerUrl ?? this.services?.broker?.url ?? '';
   }

@@ -25,8 +25,17 @@ export type ControlAnswer = { id: number; ok: true; result: unknown } | { id: nu
 
 type Handler = (agent: Agent, a: ArgReader) => unknown;
 
+/**
+ * Commands a part above the runtime adds to the control channel (the bridge's pairing
+ * commands), and fields it adds to `status`. Its names must not shadow the agent's own.
+ */
+export interface ControlExtension {
+  commands: Record<string, (a: ArgReader) => unknown>;
+  status?(): Record<string, unknown>;
+}
+
 /** Reads a request's arguments; a missing or wrong one is AGENT_BAD_REQUEST naming it. */
-class ArgReader {
+export class ArgReader {
   constructor(private readonly args: Record<string, unknown>) {}
   str(name: string): string {
     const v = this.args[name];
@@ -46,6 +55,11 @@ class ArgReader {
   }
   raw(name: string): unknown {
     return this.args[name];
+  }
+  optBool(name: string): boolean | undefined {
+    const v = this.args[name];
+    if (v !== undefined && typeof v !== 'boolean') throw new FerryError('AGENT_BAD_REQUEST', `args.${name} must be a boolean`, { field: `args.${name}` });
+    return v;
   }
 }
 
@@ -87,7 +101,10 @@ export class ControlServer {
     if (await answers(controlSocketPath(dataDir))) throw new FerryError('AGENT_RUNNING', `an agent already runs on ${dataDir} (its control socket answers)`, { field: 'dataDir' });
   }
 
-  static async listen(agent: Agent, dataDir: string, onShutdown: () => void): Promise<ControlServer> {
+  static async listen(agent: Agent, dataDir: string, onShutdown: () => void, extension?: ControlExtension): Promise<ControlServer> {
+    for (const name of Object.keys(extension?.commands ?? {})) {
+      if (Object.prototype.hasOwnProperty.call(COMMANDS, name) || name === 'shutdown') throw new FerryError('BAD_OPTION', `extension command ${name} shadows an agent command`, { field: 'extension.commands' });
+    }
     await ControlServer.checkFree(dataDir);
     const path = controlSocketPath(dataDir);
     rmSync(path, { force: true }); // a stale socket of an agent that died
@@ -95,7 +112,7 @@ export class ControlServer {
     const server = createServer((sock) => {
       sockets.add(sock);
       sock.on('close', () => sockets.delete(sock));
-      serve(agent, sock, onShutdown);
+      serve(agent, sock, onShutdown, extension);
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -124,7 +141,7 @@ function answers(path: string): Promise<boolean> {
   });
 }
 
-function serve(agent: Agent, sock: Socket, onShutdown: () => void): void {
+function serve(agent: Agent, sock: Socket, onShutdown: () => void, ext: ControlExtension | undefined): void {
   let buf = '';
   let chain = Promise.resolve();
   sock.setEncoding('utf8');
@@ -144,12 +161,12 @@ function serve(agent: Agent, sock: Socket, onShutdown: () => void): void {
       buf = buf.slice(nl + 1);
       if (line.trim() === '') continue;
       // Requests of one connection are answered in order.
-      chain = chain.then(() => handle(agent, line, onShutdown).then((a) => write(sock, a)));
+      chain = chain.then(() => handle(agent, line, onShutdown, ext).then((a) => write(sock, a)));
     }
   });
 }
 
-async function handle(agent: Agent, line: string, onShutdown: () => void): Promise<ControlAnswer> {
+async function handle(agent: Agent, line: string, onShutdown: () => void, ext: ControlExtension | undefined): Promise<ControlAnswer> {
   let req: Partial<ControlRequest>;
   try {
     req = JSON.parse(line) as Partial<ControlRequest>;
@@ -163,11 +180,15 @@ async function handle(agent: Agent, line: string, onShutdown: () => void): Promi
       setImmediate(onShutdown);
       return { id, ok: true, result: { stopping: true } };
     }
-    const h = typeof req.cmd === 'string' && Object.prototype.hasOwnProperty.call(COMMANDS, req.cmd) ? COMMANDS[req.cmd] : undefined;
-    if (!h) throw new FerryError('AGENT_BAD_REQUEST', `cmd must be one of ${[...CONTROL_COMMANDS, 'shutdown'].join(', ')}, got ${JSON.stringify(req.cmd)}`, { field: 'cmd' });
+    const cmd = req.cmd;
+    const own = typeof cmd === 'string' && Object.prototype.hasOwnProperty.call(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
+    const added = typeof cmd === 'string' && ext && Object.prototype.hasOwnProperty.call(ext.commands, cmd) ? ext.commands[cmd] : undefined;
+    if (!own && !added) throw new FerryError('AGENT_BAD_REQUEST', `cmd must be one of ${[...CONTROL_COMMANDS, ...Object.keys(ext?.commands ?? {}), 'shutdown'].join(', ')}, got ${JSON.stringify(cmd)}`, { field: 'cmd' });
     const args = req.args ?? {};
     if (args === null || typeof args !== 'object' || Array.isArray(args)) throw new FerryError('AGENT_BAD_REQUEST', 'args must be a JSON object', { field: 'args' });
-    const result = await h(agent, new ArgReader(args));
+    const reader = new ArgReader(args);
+    let result = own ? await own(agent, reader) : await added!(reader);
+    if (cmd === 'status' && ext?.status) result = { ...(result as Record<string, unknown>), ...ext.status() };
     return { id, ok: true, result: result === undefined ? null : result };
   } catch (e) {
     if (isFerryError(e)) return { id, ok: false, error: errorAnswerBody(e) };

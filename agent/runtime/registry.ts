@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { FerryError } from '../../core/errors.js';
 import { NAME } from './app-definition.js';
@@ -111,10 +111,16 @@ function checkRecords(path: string, f: RegistryFile): void {
   }
 }
 
-/** Writes `text` to `path` so a power loss leaves the old or the new file, never a mix. */
-export function writeAtomically(path: string, text: string): void {
+/**
+ * Writes `text` to `path` so a power loss leaves the old or the new file, never a mix.
+ * `mode` (e.g. 0o600 for a secret): the temporary file is created afresh with it, so the new
+ * content is never readable by others, not even before the rename. A stale temporary file left
+ * by a crash is removed first: someone may hold it open, and a truncated file keeps its readers.
+ */
+export function writeAtomically(path: string, text: string, mode?: number): void {
   const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, 'w');
+  if (mode !== undefined) rmSync(tmp, { force: true });
+  const fd = mode === undefined ? openSync(tmp, 'w') : openSync(tmp, 'wx', mode);
   try {
     writeSync(fd, text);
     fsyncSync(fd);

@@ -1,0 +1,35 @@
+import { FerryError } from '../../core/errors.js';
+import type { ArgReader, ControlExtension } from '../runtime/control-server.js';
+import type { Bridge } from './bridge.js';
+
+/** The control commands the bridge adds (PROTOCOL.md, "Control channel"). */
+export const BRIDGE_COMMANDS = ['identity', 'pair', 'pair-confirm', 'pair-cancel', 'peers', 'unpair', 'peer-ping'] as const;
+
+/**
+ * The bridge's control commands, or, when the bridge could not start from its files
+ * (IDENTITY_CORRUPT, PEERS_CORRUPT), the same commands each answering that error, so every
+ * `ferry pair`/`peers` says why instead of "unknown command".
+ */
+export function bridgeControl(bridge: Bridge | FerryError): ControlExtension {
+  if (bridge instanceof FerryError) {
+    const fail = () => {
+      throw bridge;
+    };
+    return { commands: Object.fromEntries(BRIDGE_COMMANDS.map((c) => [c, fail])), status: () => ({ bridge: bridge.toString() }) };
+  }
+  const b = bridge;
+  const commands: Record<(typeof BRIDGE_COMMANDS)[number], (a: ArgReader) => unknown> = {
+    identity: () => ({ deviceId: b.options.deviceId, fingerprint: b.identity.fingerprint, deviceKey: b.identity.deviceKey.toString('base64url'), staticKey: b.identity.staticKey.publicKey.toString('base64url') }),
+    pair: (a) => b.pair(a.str('peer'), a.optBool('accept') ?? false),
+    'pair-confirm': (a) => {
+      const yes = a.optBool('yes');
+      if (yes === undefined) throw new FerryError('AGENT_BAD_REQUEST', 'args.yes must be a boolean (the owner said yes or no)', { field: 'args.yes' });
+      return b.confirm(a.str('peer'), yes, a.optStr('code'));
+    },
+    'pair-cancel': (a) => b.pairing.cancel(a.str('peer'), a.optBool('refuse') ?? false),
+    peers: (a) => b.peerList(a.optBool('check') ?? true),
+    unpair: (a) => b.unpair(a.str('peer')),
+    'peer-ping': (a) => b.ping(a.str('peer')),
+  };
+  return { commands, status: () => b.status() };
+}

@@ -1,0 +1,229 @@
+/**
+ * Real agent processes for the bridge's end-to-end tests: two devices on one broker, driven
+ * through the built `ferry` command (as an owner or a script would) and the raw control socket.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'vitest';
+import { controlSocketPath, type ControlAnswer } from '../../agent/runtime/control-server.js';
+import { FERRY_MAIN, startAgentProcess, type AgentProcess } from '../helpers/agent-process.js';
+
+export interface Ran {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built `ferry` command; stdin is a pipe, never a TTY (the script flow). */
+export function ferry(args: string[], timeoutMs = 60_000): Promise<Ran> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [FERRY_MAIN, ...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** The JSON a `--json` run printed: its result, or `{error}` with exit status 1. */
+export interface JsonRan<T> extends Ran {
+  value: T;
+  error?: { code: string; message: string; field?: string };
+}
+
+export async function ferryJson<T = unknown>(args: string[]): Promise<JsonRan<T>> {
+  const r = await ferry([...args, '--json']);
+  let value: unknown;
+  try {
+    value = JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`ferry ${args.join(' ')} printed no JSON (exit ${r.code}): ${r.stdout}${r.stderr}`);
+  }
+  const error = r.code !== 0 ? (value as { error?: JsonRan<T>['error'] }).error : undefined;
+  return { ...r, value: value as T, ...(error ? { error } : {}) };
+}
+
+/** Waits until `check` returns something truthy (it may throw meanwhile); fails after `timeoutMs`. */
+export async function until<T>(what: string, check: () => Promise<T | undefined | false | null> | T | undefined | false | null, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${String(last)})` : ''}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Sends one raw line on an agent's control socket and returns the first answer line, parsed. */
+export function rawControl(dataDir: string, request: unknown): Promise<ControlAnswer> {
+  return new Promise((resolve, reject) => {
+    const sock = connect(controlSocketPath(dataDir));
+    let buf = '';
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error('no control answer within 30 s'));
+    }, 30_000);
+    sock.setEncoding('utf8');
+    sock.once('connect', () => sock.write(`${typeof request === 'string' ? request : JSON.stringify(request)}\n`));
+    sock.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    sock.on('data', (d: string) => {
+      buf += d;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(JSON.parse(buf.slice(0, nl)) as ControlAnswer);
+    });
+  });
+}
+
+/** A paired peer and a pending attempt as `ferry peers --json` lists them. */
+export interface PeerRow {
+  deviceId: string;
+  fingerprint: string;
+  profile: string;
+  label: string;
+  reachable?: boolean;
+}
+export interface PendingRow {
+  peer: string;
+  role: 'initiator' | 'responder';
+  step: string;
+  code?: string;
+}
+export interface PeersView {
+  self: { deviceId: string; fingerprint: string };
+  paired: PeerRow[];
+  pending: PendingRow[];
+}
+
+/** One device: an agent process on its own data directory, restartable with the same files. */
+export class Device {
+  agent!: AgentProcess;
+
+  constructor(
+    readonly id: string,
+    readonly profile: string,
+    readonly dataDir: string,
+    private readonly args: string[],
+  ) {}
+
+  async start(): Promise<this> {
+    this.agent = startAgentProcess(this.dataDir, ['--device-id', this.id, '--profile', this.profile, ...this.args]);
+    await this.agent.ready;
+    return this;
+  }
+
+  /** Stops the agent gracefully (SIGTERM) and waits for its exit. */
+  async stop(): Promise<void> {
+    await this.agent?.kill('SIGTERM');
+  }
+
+  get logs(): Array<Record<string, unknown>> {
+    return this.agent.logs;
+  }
+
+  /** `ferry <args> --data <its dir>`. */
+  cli(args: string[]): Promise<Ran> {
+    return ferry([...args, '--data', this.dataDir]);
+  }
+
+  json<T = unknown>(args: string[]): Promise<JsonRan<T>> {
+    return ferryJson<T>([...args, '--data', this.dataDir]);
+  }
+
+  async peers(check = true): Promise<PeersView> {
+    const r = await this.json<PeersView>(['peers', ...(check ? [] : ['--no-check'])]);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    return r.value;
+  }
+
+  async fingerprint(): Promise<string> {
+    const r = await this.json<{ fingerprint: string }>(['status']);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    return r.value.fingerprint;
+  }
+
+  /** A control request by hand (`peer-ping` has no CLI); an error answer is thrown with its code. */
+  control(cmd: string, args: Record<string, unknown> = {}): Promise<unknown> {
+    return this.agent.control(cmd, args);
+  }
+}
+
+/** Temp directories for one suite; `cleanup()` removes them all. */
+export class Dirs {
+  private readonly all: string[] = [];
+  make(prefix: string): string {
+    const d = mkdtempSync(join(tmpdir(), `ferry-${prefix}-`));
+    this.all.push(d);
+    return d;
+  }
+  cleanup(): void {
+    for (const d of this.all.splice(0)) rmSync(d, { recursive: true, force: true });
+  }
+}
+
+let serial = 0;
+
+/**
+ * Starts an `rpi-4b` device and an `android-phone` device on `brokerUrl`, each on a fresh data
+ * directory; `pairTimeoutMs` goes in a ferry.config.json passed with `--config`.
+ */
+export async function startDevices(dirs: Dirs, brokerUrl: string, opts: { pairTimeoutMs?: number } = {}): Promise<[Device, Device]> {
+  const tag = `${process.pid}-${++serial}`;
+  const extra = ['--broker', brokerUrl];
+  if (opts.pairTimeoutMs !== undefined) {
+    const file = join(dirs.make('config'), 'ferry.config.json');
+    writeFileSync(file, JSON.stringify({ pairTimeoutMs: opts.pairTimeoutMs }));
+    extra.push('--config', file);
+  }
+  const pi = new Device(`pi-${tag}`, 'rpi-4b', dirs.make('pi'), [...extra, '--label', 'kitchen pi']);
+  const phone = new Device(`phone-${tag}`, 'android-phone', dirs.make('phone'), [...extra, '--label', 'my phone']);
+  await Promise.all([pi.start(), phone.start()]);
+  return [pi, phone];
+}
+
+/** The pending attempt `d` holds with `peer`, if any. */
+export async function pendingWith(d: Device, peer: string): Promise<PendingRow | undefined> {
+  return (await d.peers(false)).pending.find((p) => p.peer === peer);
+}
+
+/**
+ * The script flow up to the code: `ferry pair <b>` on a (it waits for b's answer) and, once the
+ * request is pending on b, `ferry pair --accept <a>` on b. Both print the code.
+ */
+export async function requestAndAccept(a: Device, b: Device): Promise<{ initiator: JsonRan<{ code: string; peer: string; fingerprint: string }>; responder: JsonRan<{ code: string; peer: string; fingerprint: string }> }> {
+  const asking = a.json<{ code: string; peer: string; fingerprint: string }>(['pair', b.id]);
+  await until(`the request from ${a.id} pending on ${b.id}`, () => pendingWith(b, a.id));
+  const responder = await b.json<{ code: string; peer: string; fingerprint: string }>(['pair', '--accept', a.id]);
+  const initiator = await asking;
+  expect(initiator.code, initiator.stdout + initiator.stderr).toBe(0);
+  expect(responder.code, responder.stdout + responder.stderr).toBe(0);
+  return { initiator, responder };
+}
+
+/** Pairs a with b through the CLI (request, accept, both confirm at once); returns the code. */
+export async function pairViaCli(a: Device, b: Device): Promise<string> {
+  const { initiator, responder } = await requestAndAccept(a, b);
+  expect(initiator.value.code).toMatch(/^\d{6}$/);
+  expect(responder.value.code).toBe(initiator.value.code);
+  const code = initiator.value.code;
+  const [ca, cb] = await Promise.all([a.json(['pair', b.id, '--confirm', code]), b.json(['pair', '--accept', a.id, '--confirm', code])]);
+  expect(ca.code, ca.stdout + ca.stderr).toBe(0);
+  expect(cb.code, cb.stdout + cb.stderr).toBe(0);
+  return code;
+}
+
+/** A 6-digit code that is not `code`. */
+export function otherCode(code: string): string {
+  return String((Number(code) + 1) % 1_000_000).padStart(6, '0');
+}
