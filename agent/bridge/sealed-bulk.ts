@@ -48,6 +48,8 @@ interface Incoming {
 interface Outgoing {
   acked: number;
   wake: (() => void) | undefined;
+  /** The first chunk that could not be sent: the session ended, so the transfer fails. */
+  failed: unknown;
 }
 
 function int(v: unknown, name: string, min: number, max: number): number {
@@ -94,14 +96,24 @@ export class SealedBulk {
     const x = randomBytes(12).toString('base64url');
     const chunks = Math.ceil(data.length / chunkBytes);
     const digest = createHash('sha256').update(data).digest();
-    const out: Outgoing = { acked: 0, wake: undefined };
+    const out: Outgoing = { acked: 0, wake: undefined, failed: undefined };
     this.outgoing.set(x, out);
     try {
       await this.channels.request(peer, 'bulk.open', { x, size: data.length, chunkBytes, chunks, digest, meta: options.meta ?? null }, options.timeoutMs);
+      let last: Promise<void> = Promise.resolve();
       for (let i = 0; i < chunks; i++) {
-        while (i - out.acked >= window) await new Promise<void>((r) => (out.wake = r));
-        await this.channels.send(peer, 'bulk.chunk', { x, n: i, d: data.subarray(i * chunkBytes, (i + 1) * chunkBytes) });
+        while (out.failed === undefined && i - out.acked >= window) await new Promise<void>((r) => (out.wake = r));
+        if (out.failed !== undefined) throw out.failed;
+        // Not awaited: the receiver's acks pace the chunks (the window). Waiting for each
+        // chunk's PUBACK as well would leave one chunk at a time on its way to the broker.
+        // The records are sealed in call order, so they still leave in counter order.
+        last = this.channels.send(peer, 'bulk.chunk', { x, n: i, d: data.subarray(i * chunkBytes, (i + 1) * chunkBytes) }).catch((e: unknown) => {
+          out.failed ??= e;
+          this.wake(out);
+        });
       }
+      await last;
+      if (out.failed !== undefined) throw out.failed;
       const r = (await this.channels.request(peer, 'bulk.commit', { x }, options.timeoutMs)) as { complete?: unknown };
       if (r?.complete !== true) throw new FerryError('BULK_FAILED', `${peer} did not complete sealed transfer ${x}`, { field: 'transfer' });
     } finally {
@@ -141,6 +153,10 @@ export class SealedBulk {
     const out = this.outgoing.get(transferId(b.x));
     if (!out) return;
     out.acked = Math.max(out.acked, int(b.n, 'n', 0, 0xffffffff) + 1);
+    this.wake(out);
+  }
+
+  private wake(out: Outgoing): void {
     const wake = out.wake;
     out.wake = undefined;
     wake?.();
