@@ -74,6 +74,9 @@ export interface ChannelStats {
 /** Sessions kept per peer: the newest and the one before (records of it may still be in flight). */
 const SESSIONS_PER_PEER = 2;
 
+/** Session ids remembered per peer to refuse a replayed first handshake message (in memory: see DESIGN.md). */
+const SEEN_SESSIONS_PER_PEER = 64;
+
 export class Channels {
   private readonly sessions = new Map<string, Session>();
   private readonly byPeer = new Map<string, Session[]>();
@@ -81,6 +84,8 @@ export class Channels {
   private readonly connecting = new Map<string, Promise<Session>>();
   private readonly waiting = new Map<string, Waiting>();
   private readonly handlers = new Map<string, RecordHandler>();
+  /** Session ids each peer opened with us lately (handshake replay guard), newest last. */
+  private readonly seenSessions = new Map<string, string[]>();
   private unsubscribe: (() => Promise<void>) | undefined;
   private closed = false;
   readonly stats: ChannelStats = { handshakes: 0, sealed: 0, opened: 0, refused: {} };
@@ -100,6 +105,17 @@ export class Channels {
 
   /** Sends a sealed request to a paired peer and resolves with its answer (an error answer is thrown with its code). */
   async request(peer: string, type: string, body: unknown, timeoutMs = this.o.requestTimeoutMs): Promise<unknown> {
+    try {
+      return await this.requestOnce(peer, type, body, timeoutMs);
+    } catch (e) {
+      // The peer said it holds no such session (it restarted): nothing was acted on, so ask once
+      // more on a new session. Requests must be idempotent anyway: a refusal is only a hint.
+      if (isFerryError(e, 'BRIDGE_CLOSED') && e.details.stale === true) return this.requestOnce(peer, type, body, timeoutMs);
+      throw e;
+    }
+  }
+
+  private async requestOnce(peer: string, type: string, body: unknown, timeoutMs: number): Promise<unknown> {
     const s = await this.session(peer);
     const corr = randomBytes(12).toString('base64url');
     const answer = new Promise<unknown>((resolve, reject) => {
@@ -269,6 +285,14 @@ export class Channels {
       this.refused('BRIDGE_NOT_PAIRED', f.from, new FerryError('BRIDGE_NOT_PAIRED', `a handshake from ${f.from}, which is not paired with ${this.o.deviceId}`, { field: 'frame.from' }), f);
       return;
     }
+    // A KK first message can be replayed as is: a session id seen before from this peer is a replay
+    // (initiators pick them at random), and answering it would replace the live session's keys.
+    const seen = this.seenSessions.get(f.from) ?? [];
+    const id = f.session.toString('hex');
+    if (seen.includes(id)) {
+      this.refused('BRIDGE_REPLAY', f.from, new FerryError('BRIDGE_REPLAY', `a handshake from ${f.from} for session ${id}, which was made before (replayed)`, { field: 'frame.session' }));
+      return;
+    }
     const hs = new KKHandshake({ initiator: false, prologue: bridgePrologue(f.from, this.o.deviceId, f.session), s: this.o.staticKey, rs });
     try {
       hs.readMessage(f.body);
@@ -276,6 +300,9 @@ export class Channels {
       this.refused('BRIDGE_HANDSHAKE_FAILED', f.from, e, f);
       return;
     }
+    seen.push(id);
+    if (seen.length > SEEN_SESSIONS_PER_PEER) seen.shift();
+    this.seenSessions.set(f.from, seen);
     const answer = encodeFrame({ kind: FrameKind.Hs2, session: f.session, from: this.o.deviceId }, hs.writeMessage(Buffer.alloc(0)));
     this.established(Buffer.from(f.session), f.from, hs.split());
     this.o.seen(f.from);
@@ -377,7 +404,7 @@ export class Channels {
     const { code, message } = decodeRefusal(f.body);
     const key = f.session.toString('hex');
     const known: ErrorCode = (['BRIDGE_NOT_PAIRED', 'BRIDGE_HANDSHAKE_FAILED', 'BRIDGE_CLOSED'] as const).find((c) => c === code) ?? 'BRIDGE_CLOSED';
-    const e = new FerryError(known, `${f.from} refused: ${message}`, { field: 'peer' });
+    const e = new FerryError(known, `${f.from} refused: ${message}`, { field: 'peer', ...(known === 'BRIDGE_CLOSED' ? { stale: true } : {}) });
     if (this.handshaking.get(key)?.peer === f.from) {
       this.failHandshake(key, e);
       return;

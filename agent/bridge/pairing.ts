@@ -110,8 +110,13 @@ interface Attempt {
   done: Deferred<PeerRecord>;
 }
 
+/** Ended attempts remembered per peer (why they ended), so an owner answering late learns why. */
+const REMEMBER_ENDED = 64;
+
 export class Pairing {
   private readonly attempts = new Map<string, Attempt>();
+  /** Why the last attempt with each peer ended, until a new attempt with it starts or timeoutMs passes. */
+  private readonly ended = new Map<string, { error: FerryError; at: number }>();
   private unsubscribe: (() => Promise<void>) | undefined;
   private readonly commit: boolean;
 
@@ -144,7 +149,7 @@ export class Pairing {
   accept(peerArg: unknown): Promise<CodeView> {
     const peer = this.checkPeer(peerArg);
     const a = this.attempts.get(peer);
-    if (!a || a.role !== 'responder') throw new FerryError('PAIR_UNKNOWN', `no pairing request from ${peer} is waiting here (ferry peers lists the pending ones; the request may have timed out)`, { field: 'peer' });
+    if (!a || a.role !== 'responder') throw this.whyEnded(peer) ?? new FerryError('PAIR_UNKNOWN', `no pairing request from ${peer} is waiting here (ferry peers lists the pending ones; the request may have timed out)`, { field: 'peer' });
     if (a.step === 'incoming') {
       a.step = 'revealing';
       this.send(a, 'pair.response', { pairing: a.id, ...this.introduction(a), nonce: a.nonce });
@@ -160,9 +165,10 @@ export class Pairing {
    */
   async confirm(peerArg: unknown, yes: boolean, code?: string): Promise<PeerRecord> {
     const peer = this.checkPeer(peerArg);
-    const a = this.attempts.get(peer);
-    if (!a) throw new FerryError('PAIR_UNKNOWN', `no pairing with ${peer} is in progress here (start one with ferry pair ${peer})`, { field: 'peer' });
+    // The arguments first: a malformed code is the same error whatever state the attempt is in.
     if (code !== undefined && !/^\d{6}$/.test(code)) throw new FerryError('BAD_OPTION', `the code must be 6 digits, got ${JSON.stringify(code)}`, { field: 'code' });
+    const a = this.attempts.get(peer);
+    if (!a) throw this.whyEnded(peer) ?? new FerryError('PAIR_UNKNOWN', `no pairing with ${peer} is in progress here (start one with ferry pair ${peer})`, { field: 'peer' });
     if (a.step === 'incoming') throw new FerryError('PAIR_UNKNOWN', `the request from ${peer} is not accepted yet: ferry pair --accept ${peer}`, { field: 'peer' });
     await a.codeReady.promise;
     if (this.attempts.get(peer) !== a) return a.done.promise; // ended meanwhile: its outcome
@@ -259,7 +265,10 @@ export class Pairing {
       // Both owners asked at once: the device with the lower id stays the initiator.
       if (this.o.self.deviceId < peer) return;
       this.drop(a);
-    } else if (a) this.drop(a); // a newer request from the same device replaces the old one
+    } else if (a) {
+      // A newer request from the same device replaces the old one; whoever waited on it learns so.
+      this.end(a, undefined, '', new FerryError('PAIR_CANCELLED', `${peer} started a new pairing attempt, which replaces this one (ferry peers)`, { field: 'peer' }));
+    }
     if ([...this.attempts.values()].filter((x) => x.step === 'incoming').length >= MAX_INCOMING) {
       const oldest = [...this.attempts.values()].find((x) => x.step === 'incoming')!;
       this.end(oldest, 'PAIR_CANCELLED', `${this.o.self.deviceId} holds too many pending requests`, 'too many pending requests');
@@ -347,9 +356,18 @@ export class Pairing {
     this.drop(a);
     if (cancel) this.send(a, 'pair.cancel', { pairing: a.id, code: cancel, message: toPeer });
     const e = isFerryError(why) ? why : new FerryError(cancel as ErrorCode, `pairing with ${a.peer}: ${String(why)}`, { field: 'peer' });
+    this.ended.delete(a.peer);
+    this.ended.set(a.peer, { error: e, at: Date.now() });
+    if (this.ended.size > REMEMBER_ENDED) this.ended.delete(this.ended.keys().next().value as string);
     this.o.log('info', 'pair.ended', { peer: a.peer, code: e.code });
     a.codeReady.reject(e);
     a.done.reject(e);
+  }
+
+  /** The error the last attempt with `peer` ended with, if that was less than timeoutMs ago. */
+  private whyEnded(peer: string): FerryError | undefined {
+    const e = this.ended.get(peer);
+    return e && Date.now() - e.at < this.o.timeoutMs ? e.error : undefined;
   }
 
   private drop(a: Attempt): void {
@@ -358,6 +376,7 @@ export class Pairing {
   }
 
   private newAttempt(peer: string, role: 'initiator' | 'responder', id: string): Attempt {
+    this.ended.delete(peer);
     const a: Attempt = {
       id,
       peer,
@@ -394,8 +413,13 @@ export class Pairing {
   }
 
   private checkPeer(v: unknown): string {
-    const peer = checkPeerId(v, 'peer');
-    if (peer === this.o.self.deviceId) throw new FerryError('BAD_OPTION', `a device cannot pair with itself (${peer})`, { field: 'peer' });
-    return peer;
+    return checkPairPeer(v, this.o.self.deviceId);
   }
+}
+
+/** A peer to pair with: a device id, not this device's own (BAD_OPTION naming `peer`). */
+export function checkPairPeer(v: unknown, self: string): string {
+  const peer = checkPeerId(v, 'peer');
+  if (peer === self) throw new FerryError('BAD_OPTION', `a device cannot pair with itself (${peer})`, { field: 'peer' });
+  return peer;
 }
