@@ -129,7 +129,7 @@ export class Bridge {
   /** Paired peers and attempts in progress; `check` pings each paired peer (REACH_MS at most). */
   async peerList(check = true): Promise<{ self: Record<string, unknown>; paired: PeerView[]; pending: AttemptView[] }> {
     const list = this.peers.list();
-    const reach = check ? await Promise.all(list.map((p) => this.pingOnce(p.deviceId, REACH_MS).then(() => true, () => false))) : [];
+    const reach = check ? await Promise.all(list.map((p) => this.channels.request(p.deviceId, 'bridge.ping', null, REACH_MS).then(() => true, () => false))) : [];
     return {
       self: { deviceId: this.options.deviceId, fingerprint: this.identity.fingerprint, profile: this.options.profile, label: this.options.label },
       paired: list.map((p, i) => ({
@@ -167,7 +167,7 @@ export class Bridge {
     // A one-way send only proves the broker took it (a session outlives a peer that went down):
     // a ping answered first shows the peer is there to read it.
     const tell = async () => {
-      await this.pingOnce(peer, REACH_MS);
+      await this.channels.request(peer, 'bridge.ping', null, REACH_MS);
       await this.channels.send(peer, 'bridge.unpair', null);
     };
     try {
@@ -194,24 +194,8 @@ export class Bridge {
     const id = this.peers.require(typeof peer === 'string' ? peer : String(peer)).deviceId;
     const kept = this.channels.hasSession(id);
     const t0 = performance.now();
-    const retried = await this.pingOnce(id);
-    return { peer: id, rttMs: Math.round((performance.now() - t0) * 10) / 10, session: kept && !retried ? 'kept' : 'new' };
-  }
-
-  /**
-   * A sealed ping. A peer that restarted since the last session refuses its records
-   * (BRIDGE_CLOSED: it has no such session), so the ping, which is idempotent, goes once more
-   * on a new session. Resolves true when it had to.
-   */
-  private async pingOnce(peer: string, timeoutMs?: number): Promise<boolean> {
-    try {
-      await this.channels.request(peer, 'bridge.ping', null, timeoutMs);
-      return false;
-    } catch (e) {
-      if (!isFerryError(e, 'BRIDGE_CLOSED')) throw e;
-      await this.channels.request(peer, 'bridge.ping', null, timeoutMs);
-      return true;
-    }
+    await this.channels.request(id, 'bridge.ping', null);
+    return { peer: id, rttMs: Math.round((performance.now() - t0) * 10) / 10, session: kept ? 'kept' : 'new' };
   }
 
   sendBulk(peer: string, data: Uint8Array, options?: SealedBulkOptions): Promise<SealedBulkResult> {

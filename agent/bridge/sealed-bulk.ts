@@ -5,7 +5,7 @@ import type { Channels } from './channel.js';
 
 /**
  * Bulk data over the sealed channel (DESIGN.md, "Sealed bulk"): the shape of the plain chunked
- * transfer (offer, chunks each acknowledged inside a window, a digest-checked commit), with every
+ * transfer (offer, chunks acknowledged inside a window, a digest-checked commit), with every
  * chunk and acknowledgement a sealed record. The channel's records arrive in order or not at all,
  * so there are no bitmaps and no resends: a lost record ends the session and the transfer fails
  * whole (the handoff that uses it starts over from its last durable step).
@@ -18,7 +18,7 @@ export interface SealedBulkOptions {
   window?: number;
   /** Passed to the receiver with the data. */
   meta?: unknown;
-  /** How long the open and commit requests wait, ms. Default: the channel's request timeout. */
+  /** How long the open and commit requests wait, ms. Default: the channel's request timeout. Also the longest wait for an ack (default 10,000). */
   timeoutMs?: number;
 }
 
@@ -35,7 +35,11 @@ export interface SealedTransfer {
   meta: unknown;
 }
 
+/** An incoming transfer with no chunk for this long is dropped at the next open, ms. */
+const IDLE_MS = 30_000;
+
 interface Incoming {
+  lastActivity: number;
   from: string;
   data: Buffer;
   chunkBytes: number;
@@ -45,10 +49,13 @@ interface Incoming {
   meta: unknown;
 }
 
+/** Longest wait for an ack when options.timeoutMs is not given, ms (the bridge's default request timeout). */
+const ACK_TIMEOUT_MS = 10_000;
+
 interface Outgoing {
   acked: number;
   wake: (() => void) | undefined;
-  /** The first chunk that could not be sent: the session ended, so the transfer fails. */
+  /** Why the transfer fails: a chunk could not be sent, or no ack came in time (the session ended). */
   failed: unknown;
 }
 
@@ -100,14 +107,18 @@ export class SealedBulk {
     this.outgoing.set(x, out);
     try {
       await this.channels.request(peer, 'bulk.open', { x, size: data.length, chunkBytes, chunks, digest, meta: options.meta ?? null }, options.timeoutMs);
+      // Records arrive in order, so an ack of chunk n covers 0..n: asking for one every quarter
+      // window keeps the window moving with a quarter of the ack records (each a sealed publish).
+      const ackEvery = Math.max(1, Math.floor(window / 4));
       let last: Promise<void> = Promise.resolve();
       for (let i = 0; i < chunks; i++) {
-        while (out.failed === undefined && i - out.acked >= window) await new Promise<void>((r) => (out.wake = r));
+        while (out.failed === undefined && i - out.acked >= window) await this.ackOrStall(out, peer, x, options.timeoutMs ?? ACK_TIMEOUT_MS);
         if (out.failed !== undefined) throw out.failed;
         // Not awaited: the receiver's acks pace the chunks (the window). Waiting for each
         // chunk's PUBACK as well would leave one chunk at a time on its way to the broker.
         // The records are sealed in call order, so they still leave in counter order.
-        last = this.channels.send(peer, 'bulk.chunk', { x, n: i, d: data.subarray(i * chunkBytes, (i + 1) * chunkBytes) }).catch((e: unknown) => {
+        const ack = (i + 1) % ackEvery === 0 || i === chunks - 1;
+        last = this.channels.send(peer, 'bulk.chunk', { x, n: i, d: data.subarray(i * chunkBytes, (i + 1) * chunkBytes), ...(ack ? {} : { a: false }) }).catch((e: unknown) => {
           out.failed ??= e;
           this.wake(out);
         });
@@ -129,8 +140,12 @@ export class SealedBulk {
     const chunks = int(b.chunks, 'chunks', 0, 0xffffffff);
     if (chunks !== Math.ceil(size / chunkBytes)) throw new FerryError('BRIDGE_FRAME_MALFORMED', `body.chunks must be ceil(size / chunkBytes)`, { field: 'body.chunks' });
     if (!(b.digest instanceof Uint8Array) || b.digest.length !== 32) throw new FerryError('BRIDGE_FRAME_MALFORMED', 'body.digest must be a 32-byte sha-256', { field: 'body.digest' });
+    // A transfer whose sender went quiet (its session ended, it gave up) is dropped, so failures
+    // do not pile up until every new transfer is refused.
+    const now = Date.now();
+    for (const [id, t] of this.incoming) if (now - t.lastActivity > IDLE_MS) this.incoming.delete(id);
     if (this.incoming.size >= this.limits.maxTransfers) throw new FerryError('BULK_FAILED', `this device already receives ${this.incoming.size} sealed transfers`, { field: 'transfer' });
-    this.incoming.set(x, { from: peer, data: Buffer.alloc(size), chunkBytes, chunks, next: 0, digest: Buffer.from(b.digest), meta: b.meta ?? null });
+    this.incoming.set(x, { from: peer, data: Buffer.alloc(size), chunkBytes, chunks, next: 0, digest: Buffer.from(b.digest), meta: b.meta ?? null, lastActivity: now });
     return { open: true };
   }
 
@@ -145,8 +160,10 @@ export class SealedBulk {
     const expect = Math.min(t.chunkBytes, t.data.length - n * t.chunkBytes);
     if (!(d instanceof Uint8Array) || d.length !== expect) throw new FerryError('BRIDGE_FRAME_MALFORMED', `body.d must be ${expect} bytes`, { field: 'body.d' });
     t.data.set(d, n * t.chunkBytes);
+    t.lastActivity = Date.now();
     t.next++;
-    this.channels.send(peer, 'bulk.ack', { x, n }).catch(() => undefined);
+    // `a: false`: the sender wants no ack for this chunk (an ack of n covers every chunk up to n).
+    if (b.a !== false) this.channels.send(peer, 'bulk.ack', { x, n }).catch(() => undefined);
   }
 
   private onAck(b: Record<string, unknown>): void {
@@ -154,6 +171,20 @@ export class SealedBulk {
     if (!out) return;
     out.acked = Math.max(out.acked, int(b.n, 'n', 0, 0xffffffff) + 1);
     this.wake(out);
+  }
+
+  /** Waits for the next ack; none in `ms` fails the transfer (its session ended: no ack will come). */
+  private ackOrStall(out: Outgoing, peer: string, x: string, ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        out.failed ??= new FerryError('BULK_FAILED', `${peer} acknowledged no chunk of sealed transfer ${x} within ${ms} ms (the session ended?)`, { field: 'transfer' });
+        resolve();
+      }, ms);
+      out.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
   }
 
   private wake(out: Outgoing): void {

@@ -4,6 +4,7 @@
  * ("Security"), read from the document itself so the tested layout is the
  * documented one.
  */
+import type { MqttBus } from '../../transports/mqtt-bus.js';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
@@ -106,5 +107,19 @@ describe('Mosquitto with passwords and the documented ACL', () => {
     const l = await h.client.grant(await h.discovery.waitFor({ type: 'real' }), 1000);
     await until(() => p.grantor!.table.leasesOf('real').length === 1, 2000, 'lease at the grantor');
     expect(p.grantor!.table.leasesOf('real')[0]!.id).toBe(l.leaseId);
+  });
+  it("bridge topics: anyone may send pairing messages and frames to a device, only it reads them", async () => {
+    const p = await devs.start('sp1', as('sp1'));
+    const h = await devs.start('sh1', as('sh1'));
+    const w = await devs.start('sw1', as('sw1'));
+    const mine: string[] = [];
+    const stolen: string[] = [];
+    await (p.bus as MqttBus).subscribeRaw('ferry/v1/bridge/sp1/+', (topic: string) => mine.push(topic));
+    expect(['ok', 'BAD_OPTION']).toContain(await codeOf((h.bus as MqttBus).subscribeRaw('ferry/v1/bridge/sp1/+', (topic: string) => stolen.push(topic))));
+    await w.bus.publishRaw('ferry/v1/bridge/sp1/ch', Buffer.from([1, 3]));
+    await w.bus.publishRaw('ferry/v1/bridge/sp1/pair', Buffer.from([1, 1]));
+    await until(() => mine.length === 2, 2000, 'the device reads its own bridge topics');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(stolen).toEqual([]);
   });
 });

@@ -1,0 +1,259 @@
+/**
+ * Bridge benchmark: `npm run bench:bridge -- [--json] [--quick]`.
+ *
+ * Two devices in this process (each a service stack with its own device id and a Bridge on a
+ * temp data directory), paired through the Pairing API, on aedes (in a child process of its
+ * own, as in the other benchmarks) and on Mosquitto (skipped when it is not installed). Per broker:
+ * - sealedOverPlainThroughput: the sealed bulk transfer (Bridge.sendBulk) against the plain
+ *   chunked one (sendBulk → BulkReceiver) of the same random payload between the same two
+ *   buses, same chunk size and window, alternated over ROUNDS rounds (order swapped every
+ *   round): median MB/s of each (min, max) and the ratio of the medians (target ≥ 0.8), and
+ *   cpuMsPerMB, the CPU time of this process per MB moved by each;
+ * - handshakeRoundTrips / handshakeFrames: the frames of one fresh Noise KK handshake as a bare
+ *   MQTT observer on `ferry/v1/bridge/#` sees them (hs1 one way, hs2 back: one round trip);
+ * - handshakeMs: median of fresh handshakes (the initiator drops its sessions first), sampled
+ *   alternately with busRequestMs, an envelope request/response (bus.request to a served
+ *   topic) between the same two buses; handshakeOverPingRatio = handshakeMs / busRequestMs;
+ * - pairingMessages / pairingMessageBytes / pairingTypes: the pairing envelopes of one complete
+ *   pairing on `ferry/v1/bridge/+/pair`; pairingMs: median machine time of a pairing with
+ *   instant confirmations (re-pairings of the same two devices).
+ * The top-level sealedOverPlainThroughput is the lower of the brokers'. Targets are checked
+ * (`pass`) but never fail the run. Prints one JSON object as its last line.
+ */
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { BulkReceiver, sendBulk } from '../transports/bulk-transfer.js';
+import { startMosquitto } from '../test/helpers/brokers.js';
+import { parseBenchArgs, percentile, report, round } from './lib/args.js';
+import { startBenchProcess } from './lib/bench-process.js';
+import { tag as benchTag } from './lib/transport-bench.js';
+import { observe, pair, startDevice, tempRoot, type Device } from './bridge-setup.js';
+
+const args = parseBenchArgs();
+const BYTES = (args.quick ? 4 : 16) * 1024 * 1024;
+const WARMUP_BYTES = (args.quick ? 1 : 4) * 1024 * 1024;
+/** Many short rounds: the median holds against a busy machine better than a few long ones. */
+const ROUNDS = 9;
+const CHUNK = 65_536;
+/** The sealed bulk's default window; the plain one is given the same. */
+const WINDOW = 16;
+const HANDSHAKES = args.quick ? 20 : 60;
+const HS_WARMUP = 5;
+const PAIRINGS = args.quick ? 3 : 7;
+const TARGETS = { sealedOverPlainThroughput: 0.8 };
+const LAYOUT = 'both devices (service stack + Bridge each) in the bench process; broker in its own process (aedes: a child process; mosquitto: its binary)';
+
+type Spread = { median: number; min: number; max: number };
+
+interface BrokerRun {
+  bytes: number;
+  rounds: number;
+  plainMBps: Spread;
+  sealedMBps: Spread;
+  sealedOverPlainThroughput: number;
+  /** sealed / plain within each round: the spread of the headline ratio. */
+  sealedOverPlainByRound: Spread;
+  /** CPU time of this process (both devices) per MB moved, medians: steadier than MB/s on a busy machine. */
+  cpuMsPerMB: { plain: number; sealed: number };
+  handshakeRoundTrips: number;
+  handshakeFrames: { hs1: number; hs2: number; other: number };
+  handshakeMs: number;
+  busRequestMs: number;
+  handshakeOverPingRatio: number;
+  pairingMessages: number;
+  pairingMessageBytes: number;
+  pairingTypes: string[];
+  pairingMs: number;
+  warnings: string[];
+  pass: { sealedOverPlainThroughput: boolean };
+}
+
+function spread(xs: number[], digits = 1): Spread {
+  const s = [...xs].sort((a, b) => a - b);
+  return { median: round(median(s), digits), min: round(s[0]!, digits), max: round(s[s.length - 1]!, digits) };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** A fresh Noise KK handshake from `a` to `b`, timed alone: `a` drops its sessions, then opens one. */
+async function freshHandshake(a: Device, b: Device): Promise<number> {
+  a.bridge.channels.drop(b.id);
+  // The session opener is internal to Channels (every public call adds a sealed record and its
+  // round trip); reached here so the figure is the handshake and nothing else.
+  const channels = a.bridge.channels as unknown as { session(peer: string): Promise<unknown> };
+  const t0 = performance.now();
+  await channels.session(b.id);
+  return performance.now() - t0;
+}
+
+async function measure(url: string, root: string): Promise<BrokerRun> {
+  const id = benchTag();
+  const a = await startDevice(url, `${id}-a`, root);
+  let b: Device | undefined;
+  let receiver: BulkReceiver | undefined;
+  let unserve: (() => Promise<void>) | undefined;
+  try {
+    b = await startDevice(url, `${id}-b`, root);
+    const B = b;
+
+    // One pairing and one handshake under the observer: what really goes on the bridge topics.
+    const obs = await observe(url);
+    let pairing: { messages: number; bytes: number; types: string[] };
+    let frames: { hs1: number; hs2: number; other: number };
+    try {
+      await pair(a, B);
+      await obs.quiet();
+      const env = obs.seen.filter((s) => s.topic.endsWith('/pair'));
+      pairing = { messages: env.length, bytes: env.reduce((n, s) => n + s.bytes, 0), types: env.map((s) => s.type ?? '?') };
+      obs.seen.length = 0;
+      await freshHandshake(a, B);
+      await obs.quiet();
+      const ch = obs.seen.filter((s) => s.topic.endsWith('/ch'));
+      frames = { hs1: ch.filter((s) => s.kind === 1).length, hs2: ch.filter((s) => s.kind === 2).length, other: ch.filter((s) => s.kind !== 1 && s.kind !== 2).length };
+    } finally {
+      await obs.close();
+    }
+
+    // Pairing time: re-pairings of the same two devices (each replaces the stored keys).
+    const pairMs: number[] = [];
+    for (let i = 0; i < PAIRINGS; i++) pairMs.push((await pair(a, B)).ms);
+
+    // Handshake beside a plain request/response between the same two buses, alternated.
+    const topic = `bench/${id}/ping`;
+    unserve = await B.bus.serve(topic, (env) => env.body);
+    const ping = async () => {
+      const t0 = performance.now();
+      await a.bus.request(topic, 'bench.ping', null);
+      return performance.now() - t0;
+    };
+    const hsMs: number[] = [];
+    const pingMs: number[] = [];
+    for (let i = 0; i < HS_WARMUP + HANDSHAKES; i++) {
+      const p = await ping();
+      const h = await freshHandshake(a, B);
+      if (i >= HS_WARMUP) (pingMs.push(p), hsMs.push(h));
+    }
+
+    // Throughput: the same payload, plain then sealed (order swapped each round), after a warm-up of each.
+    let plainGot = 0;
+    receiver = await BulkReceiver.start(B.bus, (t) => (plainGot = t.data.length), { maxTransferBytes: BYTES });
+    let n = 0;
+    const cpu: Record<'plain' | 'sealed', number[]> = { plain: [], sealed: [] };
+    /** One transfer of `data`: MB/s, and this process's CPU ms per MB (both devices run here) into `cpu`. */
+    const transfer = async (kind: 'plain' | 'sealed', data: Buffer): Promise<number> => {
+      plainGot = 0;
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      if (kind === 'plain') await sendBulk(a.bus, B.id, data, { chunkBytes: CHUNK, window: WINDOW, transferId: `${id}-${n++}` });
+      else await a.bridge.sendBulk(B.id, data, { chunkBytes: CHUNK, window: WINDOW });
+      const ms = performance.now() - t0;
+      const c = process.cpuUsage(c0);
+      const got = kind === 'plain' ? plainGot : B.received.at(-1);
+      if (got !== data.length) throw new Error(`${kind} bulk: receiver got ${String(got)} of ${data.length} bytes`);
+      cpu[kind].push((c.user + c.system) / 1000 / (data.length / 1e6));
+      return data.length / 1e6 / (ms / 1000);
+    };
+    const warm = randomBytes(WARMUP_BYTES);
+    await transfer('plain', warm);
+    await transfer('sealed', warm);
+    (cpu.plain.length = 0), (cpu.sealed.length = 0);
+    const data = randomBytes(BYTES);
+    const plainR: number[] = [];
+    const sealedR: number[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      if (r % 2 === 0) (plainR.push(await transfer('plain', data)), sealedR.push(await transfer('sealed', data)));
+      else (sealedR.push(await transfer('sealed', data)), plainR.push(await transfer('plain', data)));
+    }
+    const ratio = median(sealedR) / median(plainR);
+    return {
+      bytes: BYTES,
+      rounds: ROUNDS,
+      plainMBps: spread(plainR),
+      sealedMBps: spread(sealedR),
+      sealedOverPlainThroughput: round(ratio, 2),
+      sealedOverPlainByRound: spread(sealedR.map((s, i) => s / plainR[i]!), 2),
+      cpuMsPerMB: { plain: round(median(cpu.plain), 2), sealed: round(median(cpu.sealed), 2) },
+      handshakeRoundTrips: Math.min(frames.hs1, frames.hs2),
+      handshakeFrames: frames,
+      handshakeMs: round(median(hsMs)),
+      busRequestMs: round(median(pingMs)),
+      handshakeOverPingRatio: round(median(hsMs) / median(pingMs), 2),
+      pairingMessages: pairing.messages,
+      pairingMessageBytes: pairing.bytes,
+      pairingTypes: pairing.types,
+      pairingMs: round(median(pairMs), 1),
+      warnings: [...a.warnings, ...B.warnings].slice(0, 10),
+      pass: { sealedOverPlainThroughput: ratio >= TARGETS.sealedOverPlainThroughput },
+    };
+  } finally {
+    await receiver?.stop();
+    await unserve?.().catch(() => undefined);
+    await b?.close();
+    await a.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const root = tempRoot();
+  const t0 = performance.now();
+  try {
+    const aedes = await startBenchProcess({ role: 'aedes' });
+    let aedesRun: BrokerRun;
+    try {
+      aedesRun = await measure(aedes.info.url!, root);
+    } finally {
+      await aedes.close();
+    }
+    let mosqRun: BrokerRun | { skipped: string };
+    let mosq: Awaited<ReturnType<typeof startMosquitto>> | undefined;
+    try {
+      mosq = await startMosquitto();
+    } catch (e) {
+      mosqRun = { skipped: e instanceof Error ? e.message.split('\n')[0]! : String(e) };
+    }
+    if (mosq) {
+      try {
+        mosqRun = await measure(mosq.url, root);
+      } finally {
+        await mosq.stop();
+      }
+    }
+    const runs = [aedesRun, mosqRun!].filter((r): r is BrokerRun => !('skipped' in r));
+    const worst = Math.min(...runs.map((r) => r.sealedOverPlainThroughput));
+    const result = {
+      bench: 'bridge',
+      quick: args.quick,
+      layout: LAYOUT,
+      chunkBytes: CHUNK,
+      window: WINDOW,
+      sealedOverPlainThroughput: worst,
+      handshakeRoundTrips: aedesRun.handshakeRoundTrips,
+      pairingMessages: aedesRun.pairingMessages,
+      aedes: aedesRun,
+      mosquitto: mosqRun!,
+      targets: TARGETS,
+      pass: { sealedOverPlainThroughput: worst >= TARGETS.sealedOverPlainThroughput },
+      seconds: round((performance.now() - t0) / 1000, 1),
+    };
+    const line = (n: string, r: BrokerRun | { skipped: string }) =>
+      'skipped' in r
+        ? `${n.padEnd(10)} skipped: ${r.skipped}`
+        : `${n.padEnd(10)} bulk ${r.bytes / 1048576} MiB: plain ${r.plainMBps.median} MB/s (${r.plainMBps.min}–${r.plainMBps.max}), sealed ${r.sealedMBps.median} MB/s (${r.sealedMBps.min}–${r.sealedMBps.max}), ` +
+          `sealed/plain ${r.sealedOverPlainThroughput} (target ≥ 0.8; by round ${r.sealedOverPlainByRound.min}–${r.sealedOverPlainByRound.max}; CPU ms/MB ${r.cpuMsPerMB.plain} vs ${r.cpuMsPerMB.sealed}) | ` +
+          `handshake ${r.handshakeRoundTrips} round trip, ${r.handshakeMs} ms vs bus request ${r.busRequestMs} ms (×${r.handshakeOverPingRatio}) | ` +
+          `pairing ${r.pairingMessages} messages (${r.pairingTypes.join(', ')}), ${r.pairingMessageBytes} B, ${r.pairingMs} ms` +
+          (r.warnings.length ? ` | warnings: ${r.warnings.length}` : '');
+    report(args, result, [line('aedes', aedesRun), line('mosquitto', mosqRun!), `sealed/plain (lower of the brokers) ${worst}: ${result.pass.sealedOverPlainThroughput ? 'meets' : 'misses'} the 0.8 target`]);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});
