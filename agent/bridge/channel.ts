@@ -4,6 +4,8 @@ import { errorAnswerBody } from '../../transports/pending-requests.js';
 import { decodeCbor, encodeCbor } from '../../transports/envelope.js';
 import type { MqttBus } from '../../transports/mqtt-bus.js';
 import { TOPIC_ROOT } from '../../transports/topics.js';
+import { systemClock } from '../services/clock.js';
+import { ServicesLog } from '../services/service-log.js';
 import type { RawKeyPair } from './keys.js';
 import { KKHandshake } from './noise.js';
 import { bridgePrologue, decodeFrame, decodeRefusal, encodeFrame, encodeRefusal, FrameKind, RecordOpener, RecordSealer, type DecodedFrame } from './records.js';
@@ -34,7 +36,7 @@ export interface ChannelOptions {
   maxFrameBytes: number;
   /** Called on every authenticated frame from a peer (its "last seen"). */
   seen(peer: string): void;
-  log(level: 'debug' | 'info' | 'warn', event: string, fields: Record<string, unknown>): void;
+  log(level: 'debug' | 'info' | 'warn' | 'error', event: string, fields: Record<string, unknown>): void;
 }
 
 /** Answers a sealed request (its result is the reply body), or takes a one-way message. */
@@ -77,6 +79,9 @@ const SESSIONS_PER_PEER = 2;
 /** Session ids remembered per peer to refuse a replayed first handshake message (in memory: see DESIGN.md). */
 const SEEN_SESSIONS_PER_PEER = 64;
 
+/** `bridge.refused` lines (and refusal frames) per sender and in all, per minute. */
+const BRIDGE_LOG_LIMITS = { linesPerSource: 60, intervalMs: 60_000, maxLines: 300 };
+
 export class Channels {
   private readonly sessions = new Map<string, Session>();
   private readonly byPeer = new Map<string, Session[]>();
@@ -90,7 +95,12 @@ export class Channels {
   private closed = false;
   readonly stats: ChannelStats = { handshakes: 0, sealed: 0, opened: 0, refused: {} };
 
-  private constructor(private readonly o: ChannelOptions) {}
+  /** The refusals' log, rate-limited like the services' (BRIDGE_LOG_LIMITS). */
+  private readonly limited: ServicesLog;
+
+  private constructor(private readonly o: ChannelOptions) {
+    this.limited = new ServicesLog(o.log, BRIDGE_LOG_LIMITS, systemClock, 'bridge.log-suppressed');
+  }
 
   static async start(o: ChannelOptions): Promise<Channels> {
     const c = new Channels(o);
@@ -157,6 +167,7 @@ export class Channels {
     for (const peer of [...this.byPeer.keys()]) this.drop(peer, why);
     for (const k of [...this.handshaking.keys()]) this.failHandshake(k, why);
     await this.unsubscribe?.().catch(() => undefined);
+    this.limited.close();
   }
 
   // ---- sessions ----
@@ -244,12 +255,14 @@ export class Channels {
 
   // ---- receiving ----
 
-  private refused(code: ErrorCode, from: string | undefined, e: unknown, answer?: DecodedFrame): void {
+  private refused(code: ErrorCode, from: string | undefined, e: unknown, answer?: DecodedFrame, level: 'debug' | 'warn' = 'warn'): void {
     this.stats.refused[code] = (this.stats.refused[code] ?? 0) + 1;
     const err = isFerryError(e) ? e : undefined;
-    this.o.log('warn', 'bridge.refused', { code, from, field: err?.details.field, error: err?.message ?? String(e) });
+    // Rate-limited per sender: whoever can publish to the broker must not be able to fill the log,
+    // nor make this device send refusals to ids of their choosing at the rate they send.
+    const written = this.limited.report(level, 'bridge.refused', from ?? '(unknown sender)', { code, from, field: err?.details.field, error: err?.message ?? String(e) });
     // Tell the sender (a hint, unauthenticated) so it stops waiting or makes a new session.
-    if (answer && from !== undefined) {
+    if (written && answer && from !== undefined) {
       this.o.bus.publishRaw(channelTopic(from), encodeRefusal(answer.session, this.o.deviceId, code, err?.message ?? code)).catch(() => undefined);
     }
   }
@@ -346,8 +359,7 @@ export class Channels {
     } catch (e) {
       if (isFerryError(e, 'BRIDGE_REPLAY')) {
         // QoS 1 may deliver a record twice: dropping it is normal, so not a warning.
-        this.stats.refused.BRIDGE_REPLAY = (this.stats.refused.BRIDGE_REPLAY ?? 0) + 1;
-        this.o.log('debug', 'bridge.refused', { code: e.code, from: f.from, error: e.message });
+        this.refused(e.code, f.from, e, undefined, 'debug');
         return;
       }
       this.refused(isFerryError(e) ? e.code : 'BRIDGE_RECORD_REFUSED', f.from, e);

@@ -1,5 +1,6 @@
 import { createInterface } from 'node:readline';
 import { FerryError, isFerryError } from '../../core/errors.js';
+import { checkPairPeer } from '../bridge/pairing.js';
 import { agent, need, noMore, type Command } from './command.js';
 import { controlRequest } from './control-client.js';
 
@@ -54,6 +55,8 @@ export const PAIR_COMMANDS: Record<string, Command> = {
       const code = f.str('confirm');
       if (code !== undefined && !/^\d{3} ?\d{3}$/.test(code)) throw new FerryError('CLI_USAGE', `--confirm takes the 6-digit code the other device shows, got ${JSON.stringify(code)}`, { field: '--confirm' });
       const me = (await controlRequest(d, 'identity')) as { deviceId: string; fingerprint: string };
+      // Checked before the line below: a bad peer is one line of error, not an instruction then an error.
+      checkPairPeer(peer, me.deviceId);
       if (accepting === undefined) ctx.say(`asking ${peer} to pair; on ${peer} run: ferry pair --accept ${me.deviceId}`);
       const view = (await controlRequest(d, 'pair', { peer, accept: accepting !== undefined }, PAIR_WAIT_MS)) as CodeView;
       ctx.say(

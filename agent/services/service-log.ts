@@ -57,6 +57,8 @@ export class ServicesLog {
     private readonly sink: ServicesLogSink | undefined,
     readonly limits: ResolvedLogLimits = DEFAULT_LOG_LIMITS,
     private readonly clock: Clock = systemClock,
+    /** The event that reports suppressed lines (a part above the services keeps its own prefix). */
+    private readonly suppressedEvent = 'services.log-suppressed',
   ) {
     this.windowStart = clock.now();
   }
@@ -96,7 +98,15 @@ export class ServicesLog {
     this.timer = undefined;
   }
 
-  private line(level: ServicesLogLevel, event: string, source: string, fields: Record<string, unknown>): void {
+  /**
+   * A line of another part (the bridge's refusals) under the same limits: written, or counted
+   * when `source` (a device id, or a fixed word) is over its limit. True if written.
+   */
+  report(level: ServicesLogLevel, event: string, source: string, fields: Record<string, unknown>): boolean {
+    return this.sink ? this.line(level, event, source, fields) : false;
+  }
+
+  private line(level: ServicesLogLevel, event: string, source: string, fields: Record<string, unknown>): boolean {
     const now = this.clock.now();
     if (now - this.windowStart >= this.limits.intervalMs) this.roll(now);
     const n = this.lines.get(source) ?? 0;
@@ -112,17 +122,18 @@ export class ServicesLog {
         }, Math.max(1, this.windowStart + this.limits.intervalMs - now));
         this.timer.unref();
       }
-      return;
+      return false;
     }
     this.lines.set(source, n + 1);
     this.total++;
     this.write(level, event, { ...fields, source: clip(source) });
+    return true;
   }
 
   private roll(now: number): void {
     if (this.suppressedTotal > 0) {
       const top = [...this.suppressed].sort((a, b) => b[1] - a[1]).slice(0, 10);
-      this.write('warn', 'services.log-suppressed', { suppressed: this.suppressedTotal, intervalMs: this.limits.intervalMs, bySource: Object.fromEntries(top.map(([k, v]) => [clip(k), v])) });
+      this.write('warn', this.suppressedEvent, { suppressed: this.suppressedTotal, intervalMs: this.limits.intervalMs, bySource: Object.fromEntries(top.map(([k, v]) => [clip(k), v])) });
     }
     this.windowStart = now;
     this.total = 0;

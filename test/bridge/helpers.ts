@@ -197,22 +197,30 @@ export async function pendingWith(d: Device, peer: string): Promise<PendingRow |
   return (await d.peers(false)).pending.find((p) => p.peer === peer);
 }
 
+/** What `ferry pair` prints without a TTY and without --confirm: the code, and the next step. */
+export interface CodeResult {
+  peer: string;
+  code: string;
+  fingerprint: string;
+  next: string;
+}
+
 /**
  * The script flow up to the code: `ferry pair <b>` on a (it waits for b's answer) and, once the
  * request is pending on b, `ferry pair --accept <a>` on b. Both print the code.
  */
-export async function requestAndAccept(a: Device, b: Device): Promise<{ initiator: JsonRan<{ code: string; peer: string; fingerprint: string }>; responder: JsonRan<{ code: string; peer: string; fingerprint: string }> }> {
-  const asking = a.json<{ code: string; peer: string; fingerprint: string }>(['pair', b.id]);
+export async function requestAndAccept(a: Device, b: Device): Promise<{ initiator: JsonRan<CodeResult>; responder: JsonRan<CodeResult> }> {
+  const asking = a.json<CodeResult>(['pair', b.id]);
   await until(`the request from ${a.id} pending on ${b.id}`, () => pendingWith(b, a.id));
-  const responder = await b.json<{ code: string; peer: string; fingerprint: string }>(['pair', '--accept', a.id]);
+  const responder = await b.json<CodeResult>(['pair', '--accept', a.id]);
   const initiator = await asking;
   expect(initiator.code, initiator.stdout + initiator.stderr).toBe(0);
   expect(responder.code, responder.stdout + responder.stderr).toBe(0);
   return { initiator, responder };
 }
 
-/** Pairs a with b through the CLI (request, accept, both confirm at once); returns the code. */
-export async function pairViaCli(a: Device, b: Device): Promise<string> {
+/** Pairs a with b through the CLI (request, accept, both confirm at once); returns what each printed. */
+export async function pairViaCli(a: Device, b: Device): Promise<{ initiator: CodeResult; responder: CodeResult; confirmed: [unknown, unknown] }> {
   const { initiator, responder } = await requestAndAccept(a, b);
   expect(initiator.value.code).toMatch(/^\d{6}$/);
   expect(responder.value.code).toBe(initiator.value.code);
@@ -220,7 +228,7 @@ export async function pairViaCli(a: Device, b: Device): Promise<string> {
   const [ca, cb] = await Promise.all([a.json(['pair', b.id, '--confirm', code]), b.json(['pair', '--accept', a.id, '--confirm', code])]);
   expect(ca.code, ca.stdout + ca.stderr).toBe(0);
   expect(cb.code, cb.stdout + cb.stderr).toBe(0);
-  return code;
+  return { initiator: initiator.value, responder: responder.value, confirmed: [ca.value, cb.value] };
 }
 
 /** A 6-digit code that is not `code`. */
