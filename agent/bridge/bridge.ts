@@ -97,7 +97,11 @@ export class Bridge {
     const bulk = new SealedBulk(channels, { maxTransferBytes: o.maxTransferBytes, maxTransfers: 4, maxChunkBytes: o.maxFrameBytes - 256 }, onTransfer);
     bridge = new Bridge(o, identity, peers, links, pairing, channels, bulk);
     channels.handle('bridge.ping', () => ({ ts: Date.now() }));
-    channels.handle('bridge.unpair', (peer) => bridge!.forget(peer, 'peer'));
+    channels.handle('bridge.unpair', (peer) => {
+      // Answered first (the answer is sealed on the session this drops), then forgotten.
+      setImmediate(() => bridge!.forget(peer, 'peer'));
+      return { forgotten: true };
+    });
     await bridge.announce();
     links.log('info', 'bridge.ready', { deviceId: o.deviceId, fingerprint: identity.fingerprint, peers: peers.list().length });
     return bridge;
@@ -155,23 +159,19 @@ export class Bridge {
   }
 
   /**
-   * Unpairs: the peer is told (a sealed `bridge.unpair`, waiting REACH_MS at most) so it forgets
-   * this device too, then its record and sessions go: its channel is refused from then on. A peer
-   * that was not reachable learns at its next attempt, which is refused (BRIDGE_NOT_PAIRED).
+   * Unpairs: the peer is told (a sealed `bridge.unpair` request; `told` means it answered,
+   * within REACH_MS) so it forgets this device too, then its record and sessions go: its channel
+   * is refused from then on. A peer that was not reachable learns at its next attempt, which is
+   * refused (BRIDGE_NOT_PAIRED).
    */
   async unpair(peerArg: unknown): Promise<{ peer: string; told: boolean }> {
     const rec = this.peers.require(typeof peerArg === 'string' ? peerArg : String(peerArg));
     const peer = rec.deviceId;
     let told = false;
-    // Tell it first while the keys are here, but never wait long: unpairing must not hang on a dead peer.
-    // A one-way send only proves the broker took it (a session outlives a peer that went down):
-    // a ping answered first shows the peer is there to read it.
-    const tell = async () => {
-      await this.channels.request(peer, 'bridge.ping', null, REACH_MS);
-      await this.channels.send(peer, 'bridge.unpair', null);
-    };
+    // Tell it first while the keys are here, but never wait long: unpairing must not hang on a dead
+    // peer. A request, not a one-way message: only an answer shows the peer read it.
     try {
-      await Promise.race([tell(), new Promise((_, rej) => setTimeout(() => rej(new Error('slow')), REACH_MS).unref())]);
+      await this.channels.request(peer, 'bridge.unpair', null, REACH_MS);
       told = true;
     } catch {
       told = false;
@@ -192,10 +192,11 @@ export class Bridge {
   /** A sealed round trip to `peer` (`ferry peers --ping`): proves the pairing and the channel work. */
   async ping(peer: unknown): Promise<{ peer: string; rttMs: number; session: 'new' | 'kept' }> {
     const id = this.peers.require(typeof peer === 'string' ? peer : String(peer)).deviceId;
-    const kept = this.channels.hasSession(id);
+    const handshakes = this.channels.stats.handshakes;
     const t0 = performance.now();
     await this.channels.request(id, 'bridge.ping', null);
-    return { peer: id, rttMs: Math.round((performance.now() - t0) * 10) / 10, session: kept ? 'kept' : 'new' };
+    // A session the peer no longer held is replaced inside the request: count handshakes, not sessions.
+    return { peer: id, rttMs: Math.round((performance.now() - t0) * 10) / 10, session: this.channels.stats.handshakes === handshakes ? 'kept' : 'new' };
   }
 
   sendBulk(peer: string, data: Uint8Array, options?: SealedBulkOptions): Promise<SealedBulkResult> {

@@ -156,11 +156,6 @@ export class Channels {
     if (h) this.failHandshake(h[0], why);
   }
 
-  /** Is there an established session with `peer` now. */
-  hasSession(peer: string): boolean {
-    return (this.byPeer.get(peer) ?? []).some((s) => !s.dead);
-  }
-
   async close(): Promise<void> {
     this.closed = true;
     const why = new FerryError('BRIDGE_CLOSED', 'the bridge is shutting down', { field: 'bridge' });
