@@ -2,7 +2,7 @@ import { FerryError } from '../../core/errors.js';
 import type { ArgReader, ControlExtension } from '../runtime/control-server.js';
 import type { Bridge } from './bridge.js';
 
-/** The control commands the bridge adds (PROTOCOL.md, "Control channel"). */
+/** The control commands the bridge adds (agent/runtime/DESIGN.md, "The control channel"). */
 export const BRIDGE_COMMANDS = ['identity', 'pair', 'pair-confirm', 'pair-cancel', 'peers', 'unpair', 'peer-ping'] as const;
 
 /**
