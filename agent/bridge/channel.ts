@@ -143,6 +143,14 @@ export class Channels {
     return answer;
   }
 
+  /**
+   * Sends a sealed one-way record whose plaintext is given as CBOR in parts, sealed without
+   * joining them (sealed bulk: a record header and a chunk of data, see sealed-bulk.ts).
+   */
+  async sendEncoded(peer: string, parts: readonly Buffer[]): Promise<void> {
+    await this.seal(await this.session(peer), parts);
+  }
+
   /** Sends a sealed one-way message; resolves once the broker has it. */
   async send(peer: string, type: string, body: unknown): Promise<void> {
     await this.seal(await this.session(peer), { t: type, b: body });
@@ -205,7 +213,8 @@ export class Channels {
   }
 
   private established(id: Buffer, peer: string, split: ReturnType<KKHandshake['split']>): Session {
-    const s: Session = { id, peer, sealer: new RecordSealer(split.send, id, this.o.deviceId), opener: new RecordOpener(split.recv, id), dead: false };
+    const limits = { maxFrameBytes: this.o.maxFrameBytes };
+    const s: Session = { id, peer, sealer: new RecordSealer(split.send, id, this.o.deviceId, limits), opener: new RecordOpener(split.recv, id, limits), dead: false };
     this.sessions.set(id.toString('hex'), s);
     const list = [...(this.byPeer.get(peer) ?? []), s];
     while (list.length > SESSIONS_PER_PEER) this.kill(list.shift()!, new FerryError('BRIDGE_CLOSED', `a newer session with ${peer} replaced this one`, { field: 'peer' }));
@@ -221,14 +230,13 @@ export class Channels {
     for (const [corr, w] of this.waiting) if (w.session === s) this.settle(corr, undefined, why);
   }
 
-  private async seal(s: Session, record: Record<string, unknown>): Promise<void> {
+  /**
+   * Seals and publishes one record: a map, or its CBOR given already in parts (sendEncoded).
+   * An oversized record is refused by the sealer before it takes a counter, so the session goes on.
+   */
+  private async seal(s: Session, record: Record<string, unknown> | readonly Buffer[]): Promise<void> {
     if (s.dead) throw new FerryError('BRIDGE_CLOSED', `the session with ${s.peer} ended`, { field: 'peer' });
-    const frame = s.sealer.seal(encodeCbor(record));
-    if (frame.length > this.o.maxFrameBytes) {
-      // Sealed but never sent: the counter moved on, so this session cannot continue in order.
-      this.kill(s, new FerryError('BRIDGE_CLOSED', 'session ended by an oversized record', { field: 'body' }));
-      throw new FerryError('MESSAGE_TOO_LARGE', `a sealed ${String(record.t)} record is ${frame.length} bytes; the channel takes at most ${this.o.maxFrameBytes} (maxFrameBytes)`, { field: 'body', limit: this.o.maxFrameBytes });
-    }
+    const frame = s.sealer.seal(Array.isArray(record) ? record : encodeCbor(record));
     this.stats.sealed++;
     try {
       await this.o.bus.publishRaw(channelTopic(s.peer), frame);

@@ -34,6 +34,19 @@ function aeadEncrypt(k: Buffer, n: bigint, ad: Buffer, plaintext: Buffer): Buffe
   return Buffer.concat([body, c.getAuthTag()]);
 }
 
+/**
+ * ENCRYPT of the concatenation of `parts` without building it: the cipher is a stream, so
+ * update() over each part gives the same bytes. Returns the ciphertext parts and the tag.
+ */
+function aeadEncryptParts(k: Buffer, n: bigint, ad: Buffer, parts: readonly Buffer[]): Buffer[] {
+  const c = createCipheriv('chacha20-poly1305', k, nonceBytes(n), { authTagLength: TAG_BYTES });
+  c.setAAD(ad, { plaintextLength: parts.reduce((sum, p) => sum + p.length, 0) });
+  const out = parts.map((p) => c.update(p));
+  c.final();
+  out.push(c.getAuthTag());
+  return out;
+}
+
 /** Returns null on authentication failure, so callers choose the error code. */
 function aeadDecrypt(k: Buffer, n: bigint, ad: Buffer, ciphertext: Buffer): Buffer | null {
   if (ciphertext.length < TAG_BYTES) return null;
@@ -99,6 +112,12 @@ export class CipherState {
   encrypt(n: bigint, ad: Buffer, plaintext: Buffer): Buffer {
     checkNonce(n);
     return aeadEncrypt(this.key(), n, ad, plaintext);
+  }
+
+  /** ENCRYPT with an explicit nonce of the concatenated `parts`: ciphertext parts, then the tag (for sealing large records without a copy). */
+  encryptParts(n: bigint, ad: Buffer, parts: readonly Buffer[]): Buffer[] {
+    checkNonce(n);
+    return aeadEncryptParts(this.key(), n, ad, parts);
   }
 
   /** DECRYPT with an explicit nonce. Authentication failure → BRIDGE_RECORD_REFUSED; the state is unchanged. */

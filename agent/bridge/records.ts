@@ -163,19 +163,25 @@ export class RecordSealer {
     return this.next;
   }
 
-  seal(plaintext: Buffer): Buffer {
-    const size = this.header.length + COUNTER_BYTES + plaintext.length + TAG_BYTES;
+  /**
+   * The whole frame of the next record. `plaintext` may come in parts (a record header and a
+   * large payload), sealed as their concatenation without building it.
+   */
+  seal(plaintext: Buffer | readonly Buffer[]): Buffer {
+    const parts = Buffer.isBuffer(plaintext) ? [plaintext] : plaintext;
+    const length = parts.reduce((sum, p) => sum + p.length, 0);
+    const size = this.header.length + COUNTER_BYTES + length + TAG_BYTES;
     if (size > this.maxFrameBytes) {
-      throw new FerryError('MESSAGE_TOO_LARGE', `a record of ${plaintext.length} bytes makes a ${size}-byte frame, over the ${this.maxFrameBytes}-byte limit`, { field: 'plaintext', limit: this.maxFrameBytes });
+      throw new FerryError('MESSAGE_TOO_LARGE', `a record of ${length} bytes makes a ${size}-byte frame, over the ${this.maxFrameBytes}-byte limit`, { field: 'plaintext', limit: this.maxFrameBytes });
     }
     const c = this.next;
     if (rekeyDue(c, this.interval)) this.cipher.rekey();
     const ad = Buffer.alloc(this.header.length + COUNTER_BYTES);
     this.header.copy(ad);
     ad.writeBigUInt64BE(c, this.header.length);
-    const sealed = this.cipher.encrypt(c, ad, plaintext);
+    const sealed = this.cipher.encryptParts(c, ad, parts);
     this.next = c + 1n;
-    return Buffer.concat([ad, sealed]);
+    return Buffer.concat([ad, ...sealed], size);
   }
 }
 

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { FerryError } from '../../core/errors.js';
 import { describe } from '../../core/options.js';
+import { encodeCbor } from '../../transports/envelope.js';
 import type { Channels } from './channel.js';
 
 /**
@@ -76,6 +77,22 @@ function transferId(v: unknown): string {
   return v;
 }
 
+/**
+ * A `bulk.chunk` record, `{t, b: {x, n, a?, d}}`, as CBOR in two parts: everything up to the
+ * byte string header of `d`, then `d` itself. The channel seals the two as one plaintext, so the
+ * chunk is not copied into an encoder first (the CBOR is the same as encoding the whole map).
+ */
+export function chunkRecord(x: string, n: number, ack: boolean, d: Uint8Array): Buffer[] {
+  const head = encodeCbor({ t: 'bulk.chunk', b: { x, n, ...(ack ? {} : { a: false }), d: EMPTY } });
+  // The empty byte string `d` encodes as its last byte, 0x40: put d's real header there.
+  if (head[head.length - 1] !== 0x40) throw new Error('bulk.chunk: d is not the last item of its CBOR');
+  const len = d.length;
+  const header = len < 24 ? Buffer.of(0x40 + len) : len < 0x100 ? Buffer.of(0x58, len) : len < 0x10000 ? Buffer.of(0x59, len >> 8, len & 0xff) : Buffer.from([0x5a, (len >>> 24) & 0xff, (len >> 16) & 0xff, (len >> 8) & 0xff, len & 0xff]);
+  return [Buffer.concat([head.subarray(0, head.length - 1), header]), Buffer.from(d.buffer, d.byteOffset, d.length)];
+}
+
+const EMPTY = Buffer.alloc(0);
+
 /** Sends and receives sealed bulk transfers on one device's channels. */
 export class SealedBulk {
   private readonly incoming = new Map<string, Incoming>();
@@ -118,7 +135,7 @@ export class SealedBulk {
         // chunk's PUBACK as well would leave one chunk at a time on its way to the broker.
         // The records are sealed in call order, so they still leave in counter order.
         const ack = (i + 1) % ackEvery === 0 || i === chunks - 1;
-        last = this.channels.send(peer, 'bulk.chunk', { x, n: i, d: data.subarray(i * chunkBytes, (i + 1) * chunkBytes), ...(ack ? {} : { a: false }) }).catch((e: unknown) => {
+        last = this.channels.sendEncoded(peer, chunkRecord(x, i, ack, data.subarray(i * chunkBytes, (i + 1) * chunkBytes))).catch((e: unknown) => {
           out.failed ??= e;
           this.wake(out);
         });
