@@ -24,7 +24,7 @@ import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { BulkReceiver, sendBulk } from '../transports/bulk-transfer.js';
 import { startMosquitto } from '../test/helpers/brokers.js';
-import { parseBenchArgs, percentile, report, round } from './lib/args.js';
+import { parseBenchArgs, report, round } from './lib/args.js';
 import { startBenchProcess } from './lib/bench-process.js';
 import { tag as benchTag } from './lib/transport-bench.js';
 import { observe, pair, startDevice, tempRoot, type Device } from './bridge-setup.js';

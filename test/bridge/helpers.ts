@@ -7,8 +7,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expect } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { controlSocketPath, type ControlAnswer } from '../../agent/runtime/control-server.js';
+import type { TestBroker } from '../helpers/brokers.js';
 import { FERRY_MAIN, startAgentProcess, type AgentProcess } from '../helpers/agent-process.js';
 
 export interface Ran {
@@ -234,4 +235,31 @@ export async function pairViaCli(a: Device, b: Device): Promise<{ initiator: Cod
 /** A 6-digit code that is not `code`. */
 export function otherCode(code: string): string {
   return String((Number(code) + 1) % 1_000_000).padStart(6, '0');
+}
+
+/** What `devicePair` sets up for a describe block: its broker, two devices, and its temp dirs. */
+export interface DevicePair {
+  broker: TestBroker;
+  pi: Device;
+  phone: Device;
+  dirs: Dirs;
+}
+
+/**
+ * A broker and two devices (an rpi-4b and an android-phone agent) for the describe block that
+ * calls it: started before its tests, stopped and cleaned up after. Read the fields in tests
+ * and hooks (they are set once the block's first hook has run).
+ */
+export function devicePair(startBroker: () => Promise<TestBroker>): DevicePair {
+  const set = { dirs: new Dirs() } as DevicePair;
+  beforeAll(async () => {
+    set.broker = await startBroker();
+    [set.pi, set.phone] = await startDevices(set.dirs, set.broker.url);
+  });
+  afterAll(async () => {
+    await Promise.all([set.pi?.stop(), set.phone?.stop()]);
+    await set.broker?.stop();
+    set.dirs.cleanup();
+  });
+  return set;
 }

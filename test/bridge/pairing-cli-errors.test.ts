@@ -3,9 +3,9 @@
  * line with its code, and each control request answers ok:false with a stable code and field;
  * the agent serves on and holds no attempt afterwards.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BROKERS, type TestBroker } from '../helpers/brokers.js';
-import { Device, Dirs, rawControl, startDevices } from './helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { BROKERS } from '../helpers/brokers.js';
+import { devicePair, Device, rawControl } from './helpers.js';
 
 /** [name, command words given the device and its peer, code, field]. */
 const CLI_CASES: Array<[string, (self: string, peer: string) => string[], string, string]> = [
@@ -54,19 +54,11 @@ const CONTROL_CASES: Array<[string, string, (self: string, peer: string) => unkn
 ];
 
 describe.each(BROKERS)('bad input to the pairing commands (%s)', (_name, startBroker) => {
-  const dirs = new Dirs();
-  let broker: TestBroker;
+  const set = devicePair(startBroker);
   let pi: Device;
   let phone: Device;
-
-  beforeAll(async () => {
-    broker = await startBroker();
-    [pi, phone] = await startDevices(dirs, broker.url);
-  });
-  afterAll(async () => {
-    await Promise.all([pi?.stop(), phone?.stop()]);
-    await broker?.stop();
-    dirs.cleanup();
+  beforeAll(() => {
+    ({ pi, phone } = set);
   });
 
   it.each(CLI_CASES)('ferry: %s fails in one line with %s naming %s', async (_what, words, code, field) => {

@@ -4,29 +4,21 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { FerryError } from '../../core/errors.js';
-import { BROKERS, type TestBroker } from '../helpers/brokers.js';
+import { BROKERS } from '../helpers/brokers.js';
 import { caughtAsync } from '../helpers/ferry-error.js';
-import { Device, Dirs, pairViaCli, startDevices, until } from './helpers.js';
+import { devicePair, Device, pairViaCli, until } from './helpers.js';
 
 const mode = (file: string) => statSync(file).mode & 0o777;
 const storedPeers = (d: Device) => Object.keys((JSON.parse(readFileSync(join(d.dataDir, 'bridge', 'peers.json'), 'utf8')) as { peers: object }).peers);
 
 describe.each(BROKERS)('pairing two agents through the ferry command (%s)', (_name, startBroker) => {
-  const dirs = new Dirs();
-  let broker: TestBroker;
+  const set = devicePair(startBroker);
   let pi: Device;
   let phone: Device;
-
-  beforeAll(async () => {
-    broker = await startBroker();
-    [pi, phone] = await startDevices(dirs, broker.url);
-  });
-  afterAll(async () => {
-    await Promise.all([pi?.stop(), phone?.stop()]);
-    await broker?.stop();
-    dirs.cleanup();
+  beforeAll(() => {
+    ({ pi, phone } = set);
   });
 
   it('pairs by the script flow: both print the same code, both confirm with it, each lists the other as reachable', async () => {

@@ -5,9 +5,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { BROKERS, type TestBroker } from '../helpers/brokers.js';
-import { Device, Dirs, otherCode, pairViaCli, pendingWith, requestAndAccept, startDevices, until, type JsonRan } from './helpers.js';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { BROKERS } from '../helpers/brokers.js';
+import { Device, otherCode, pairViaCli, pendingWith, requestAndAccept, startDevices, until, type JsonRan, devicePair } from './helpers.js';
 
 /** Nothing stored and no attempt left, on either device (the attempt ends on the far side as its message arrives). */
 async function nothingStored(...devices: Device[]): Promise<void> {
@@ -25,23 +25,15 @@ function failedWith(r: JsonRan<unknown>, code: string): void {
 }
 
 describe.each(BROKERS)('pairing attempts that end unpaired (%s)', (_name, startBroker) => {
-  const dirs = new Dirs();
-  let broker: TestBroker;
+  const set = devicePair(startBroker);
   let pi: Device;
   let phone: Device;
-
-  beforeAll(async () => {
-    broker = await startBroker();
-    [pi, phone] = await startDevices(dirs, broker.url);
+  beforeAll(() => {
+    ({ pi, phone } = set);
   });
   afterEach(async () => {
     // Leave no attempt behind for the next case, whatever this one did.
     for (const [d, peer] of [[pi, phone.id], [phone, pi.id]] as const) await d.cli(['pair', '--cancel', peer]);
-  });
-  afterAll(async () => {
-    await Promise.all([pi?.stop(), phone?.stop()]);
-    await broker?.stop();
-    dirs.cleanup();
   });
 
   it.each(['initiator', 'responder'] as const)('a wrong code on the %s: PAIR_CODE_MISMATCH there, PAIR_REFUSED on the other side', async (wrongSide) => {
@@ -106,7 +98,7 @@ describe.each(BROKERS)('pairing attempts that end unpaired (%s)', (_name, startB
   });
 
   it('an unanswered request times out (pairTimeoutMs from ferry.config.json): PAIR_TIMEOUT on the initiator, nothing left on the responder', async () => {
-    const [a, b] = await startDevices(dirs, broker.url, { pairTimeoutMs: 2000 });
+    const [a, b] = await startDevices(set.dirs, set.broker.url, { pairTimeoutMs: 2000 });
     try {
       const r = await a.json(['pair', b.id]);
       failedWith(r, 'PAIR_TIMEOUT');

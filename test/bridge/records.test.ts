@@ -184,7 +184,7 @@ describe('sealed records', () => {
 
   it('with the default interval, both sides stay in step past 65,536 records', () => {
     expect(REKEY_INTERVAL).toBe(65_536);
-    const { sealer, opener, key, session } = channel();
+    const { sealer, opener, key } = channel();
     const plain = Buffer.from('p');
     for (let i = 0; i < REKEY_INTERVAL; i++) opener.open(sealer.seal(plain));
     const stale = new CipherState(key);
