@@ -1,14 +1,15 @@
 /**
  * Bridge benchmark: `npm run bench:bridge -- [--json] [--quick]`.
  *
- * Two devices in this process (each a service stack with its own device id and a Bridge on a
- * temp data directory), paired through the Pairing API, on aedes (in a child process of its
- * own, as in the other benchmarks) and on Mosquitto (skipped when it is not installed). Per broker:
+ * Devices are service stacks with their own device ids and a Bridge on a temp data directory,
+ * paired through the Pairing API, on aedes (in a child process of its own, as in the other
+ * benchmarks) and on Mosquitto (skipped when it is not installed). Per broker:
  * - sealedOverPlainThroughput: the sealed bulk transfer (Bridge.sendBulk) against the plain
- *   chunked one (sendBulk → BulkReceiver) of the same random payload between the same two
- *   buses, same chunk size and window, alternated over ROUNDS rounds (order swapped every
- *   round): median MB/s of each (min, max) and the ratio of the medians (target ≥ 0.8), and
- *   cpuMsPerMB, the CPU time of this process per MB moved by each;
+ *   chunked one (sendBulk → BulkReceiver) of the same random payload from a device in this
+ *   process to one in a child process (two devices, two processes: bench/bridge-peer.ts), same
+ *   chunk size and window, alternated over ROUNDS rounds (order swapped every round): median
+ *   MB/s of each (min, max) and the ratio of the medians (target ≥ 0.8), and cpuMsPerMB, the CPU
+ *   time per MB moved of the sender's and of the receiver's process;
  * - handshakeRoundTrips / handshakeFrames: the frames of one fresh Noise KK handshake as a bare
  *   MQTT observer on `ferry/v1/bridge/#` sees them (hs1 one way, hs2 back: one round trip);
  * - handshakeMs: median of fresh handshakes (the initiator drops its sessions first), sampled
@@ -22,11 +23,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { BulkReceiver, sendBulk } from '../transports/bulk-transfer.js';
+import { sendBulk } from '../transports/bulk-transfer.js';
 import { startMosquitto } from '../test/helpers/brokers.js';
 import { parseBenchArgs, report, round } from './lib/args.js';
 import { startBenchProcess } from './lib/bench-process.js';
 import { tag as benchTag } from './lib/transport-bench.js';
+import { startBenchPeer, type BenchPeer } from './bridge-peer.js';
 import { observe, pair, startDevice, tempRoot, type Device } from './bridge-setup.js';
 
 const args = parseBenchArgs();
@@ -41,7 +43,8 @@ const HANDSHAKES = args.quick ? 20 : 60;
 const HS_WARMUP = 5;
 const PAIRINGS = args.quick ? 3 : 7;
 const TARGETS = { sealedOverPlainThroughput: 0.8 };
-const LAYOUT = 'both devices (service stack + Bridge each) in the bench process; broker in its own process (aedes: a child process; mosquitto: its binary)';
+const LAYOUT =
+  'pairing and handshakes: both devices (service stack + Bridge each) in the bench process; throughput: from a device in the bench process to one in a child process (bench/bridge-peer.ts); broker in its own process (aedes: a child process; mosquitto: its binary)';
 
 type Spread = { median: number; min: number; max: number };
 
@@ -53,8 +56,8 @@ interface BrokerRun {
   sealedOverPlainThroughput: number;
   /** sealed / plain within each round: the spread of the headline ratio. */
   sealedOverPlainByRound: Spread;
-  /** CPU time of this process (both devices) per MB moved, medians: steadier than MB/s on a busy machine. */
-  cpuMsPerMB: { plain: number; sealed: number };
+  /** CPU time per MB moved of the sending and the receiving device's process, medians: steadier than MB/s on a busy machine. */
+  cpuMsPerMB: Record<'plain' | 'sealed', { sender: number; receiver: number }>;
   handshakeRoundTrips: number;
   handshakeFrames: { hs1: number; hs2: number; other: number };
   handshakeMs: number;
@@ -94,7 +97,7 @@ async function measure(url: string, root: string): Promise<BrokerRun> {
   const id = benchTag();
   const a = await startDevice(url, `${id}-a`, root);
   let b: Device | undefined;
-  let receiver: BulkReceiver | undefined;
+  let peer: BenchPeer | undefined;
   let unserve: (() => Promise<void>) | undefined;
   try {
     b = await startDevice(url, `${id}-b`, root);
@@ -138,29 +141,36 @@ async function measure(url: string, root: string): Promise<BrokerRun> {
       if (i >= HS_WARMUP) (pingMs.push(p), hsMs.push(h));
     }
 
-    // Throughput: the same payload, plain then sealed (order swapped each round), after a warm-up of each.
-    let plainGot = 0;
-    receiver = await BulkReceiver.start(B.bus, (t) => (plainGot = t.data.length), { maxTransferBytes: BYTES });
+    // Throughput: from this process to a device in a process of its own (two devices, two
+    // processes), the same payload plain then sealed (order swapped each round), after a warm-up.
+    // Both transfers resolve only once the receiver has checked the digest of the whole payload.
+    peer = await startBenchPeer(url, `${id}-p`, root, BYTES);
+    const P = peer;
+    const codeA = a.bridge.pair(P.id, false);
+    const { code } = (await P.ask({ op: 'accept', peer: a.id })) as { code: string };
+    if ((await codeA).code !== code) throw new Error('pairing codes differ with the peer process');
+    await Promise.all([a.bridge.confirm(P.id, true, code), P.ask({ op: 'confirm', peer: a.id, code })]);
     let n = 0;
-    const cpu: Record<'plain' | 'sealed', number[]> = { plain: [], sealed: [] };
-    /** One transfer of `data`: MB/s, and this process's CPU ms per MB (both devices run here) into `cpu`. */
+    const cpu: Record<'plain' | 'sealed', { sender: number[]; receiver: number[] }> = { plain: { sender: [], receiver: [] }, sealed: { sender: [], receiver: [] } };
+    const peerCpuUs = async () => ((await P.ask({ op: 'cpu' })) as { cpuUs: number }).cpuUs;
+    /** One transfer of `data`: MB/s, and each side's CPU ms per MB into `cpu`. */
     const transfer = async (kind: 'plain' | 'sealed', data: Buffer): Promise<number> => {
-      plainGot = 0;
+      const r0 = await peerCpuUs();
       const c0 = process.cpuUsage();
       const t0 = performance.now();
-      if (kind === 'plain') await sendBulk(a.bus, B.id, data, { chunkBytes: CHUNK, window: WINDOW, transferId: `${id}-${n++}` });
-      else await a.bridge.sendBulk(B.id, data, { chunkBytes: CHUNK, window: WINDOW });
+      if (kind === 'plain') await sendBulk(a.bus, P.id, data, { chunkBytes: CHUNK, window: WINDOW, transferId: `${id}-${n++}` });
+      else await a.bridge.sendBulk(P.id, data, { chunkBytes: CHUNK, window: WINDOW });
       const ms = performance.now() - t0;
       const c = process.cpuUsage(c0);
-      const got = kind === 'plain' ? plainGot : B.received.at(-1);
-      if (got !== data.length) throw new Error(`${kind} bulk: receiver got ${String(got)} of ${data.length} bytes`);
-      cpu[kind].push((c.user + c.system) / 1000 / (data.length / 1e6));
-      return data.length / 1e6 / (ms / 1000);
+      const mb = data.length / 1e6;
+      cpu[kind].sender.push((c.user + c.system) / 1000 / mb);
+      cpu[kind].receiver.push(((await peerCpuUs()) - r0) / 1000 / mb);
+      return mb / (ms / 1000);
     };
     const warm = randomBytes(WARMUP_BYTES);
     await transfer('plain', warm);
     await transfer('sealed', warm);
-    (cpu.plain.length = 0), (cpu.sealed.length = 0);
+    for (const k of ['plain', 'sealed'] as const) (cpu[k].sender.length = 0), (cpu[k].receiver.length = 0);
     const data = randomBytes(BYTES);
     const plainR: number[] = [];
     const sealedR: number[] = [];
@@ -176,7 +186,10 @@ async function measure(url: string, root: string): Promise<BrokerRun> {
       sealedMBps: spread(sealedR),
       sealedOverPlainThroughput: round(ratio, 2),
       sealedOverPlainByRound: spread(sealedR.map((s, i) => s / plainR[i]!), 2),
-      cpuMsPerMB: { plain: round(median(cpu.plain), 2), sealed: round(median(cpu.sealed), 2) },
+      cpuMsPerMB: {
+        plain: { sender: round(median(cpu.plain.sender), 2), receiver: round(median(cpu.plain.receiver), 2) },
+        sealed: { sender: round(median(cpu.sealed.sender), 2), receiver: round(median(cpu.sealed.receiver), 2) },
+      },
       handshakeRoundTrips: Math.min(frames.hs1, frames.hs2),
       handshakeFrames: frames,
       handshakeMs: round(median(hsMs)),
@@ -190,7 +203,7 @@ async function measure(url: string, root: string): Promise<BrokerRun> {
       pass: { sealedOverPlainThroughput: ratio >= TARGETS.sealedOverPlainThroughput },
     };
   } finally {
-    await receiver?.stop();
+    await peer?.close();
     await unserve?.().catch(() => undefined);
     await b?.close();
     await a.close();
@@ -243,7 +256,7 @@ async function main(): Promise<void> {
       'skipped' in r
         ? `${n.padEnd(10)} skipped: ${r.skipped}`
         : `${n.padEnd(10)} bulk ${r.bytes / 1048576} MiB: plain ${r.plainMBps.median} MB/s (${r.plainMBps.min}–${r.plainMBps.max}), sealed ${r.sealedMBps.median} MB/s (${r.sealedMBps.min}–${r.sealedMBps.max}), ` +
-          `sealed/plain ${r.sealedOverPlainThroughput} (target ≥ 0.8; by round ${r.sealedOverPlainByRound.min}–${r.sealedOverPlainByRound.max}; CPU ms/MB ${r.cpuMsPerMB.plain} vs ${r.cpuMsPerMB.sealed}) | ` +
+          `sealed/plain ${r.sealedOverPlainThroughput} (target ≥ 0.8; by round ${r.sealedOverPlainByRound.min}–${r.sealedOverPlainByRound.max}; CPU ms/MB sender ${r.cpuMsPerMB.plain.sender} vs ${r.cpuMsPerMB.sealed.sender}, receiver ${r.cpuMsPerMB.plain.receiver} vs ${r.cpuMsPerMB.sealed.receiver}) | ` +
           `handshake ${r.handshakeRoundTrips} round trip, ${r.handshakeMs} ms vs bus request ${r.busRequestMs} ms (×${r.handshakeOverPingRatio}) | ` +
           `pairing ${r.pairingMessages} messages (${r.pairingTypes.join(', ')}), ${r.pairingMessageBytes} B, ${r.pairingMs} ms` +
           (r.warnings.length ? ` | warnings: ${r.warnings.length}` : '');

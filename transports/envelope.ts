@@ -32,6 +32,9 @@ const decoder = new Decoder({
   int64AsNumber: true,
 } as ConstructorParameters<typeof Decoder>[0]);
 
+/** The same settings, but byte strings are views of the input: for buffers the caller owns outright (a decrypted record). */
+const viewDecoder = new Decoder({ useRecords: false, mapsAsObjects: true, copyBuffers: false, int64AsNumber: true } as ConstructorParameters<typeof Decoder>[0]);
+
 /** Longest `type`, `id`, `from`, `corr` string accepted, characters. */
 export const MAX_FIELD_CHARS = 256;
 /** Longest `replyTo` topic accepted, characters. */
@@ -198,6 +201,20 @@ export function decodeCbor(bytes: Uint8Array): unknown {
   checkCborSubset(bytes, 'payload');
   try {
     return decoder.decode(bytes);
+  } catch (e) {
+    throw new FerryError('ENVELOPE_MALFORMED', `payload is not valid CBOR: ${(e as Error).message}`, { field: 'payload' }, { cause: e });
+  }
+}
+
+/**
+ * `decodeCbor` for a buffer the caller owns and keeps whole (a record it just decrypted): byte
+ * strings in the result are views of `bytes`, not copies. Never for a received packet buffer,
+ * which a view would pin.
+ */
+export function decodeOwnedCbor(bytes: Uint8Array): unknown {
+  checkCborSubset(bytes, 'payload');
+  try {
+    return viewDecoder.decode(bytes);
   } catch (e) {
     throw new FerryError('ENVELOPE_MALFORMED', `payload is not valid CBOR: ${(e as Error).message}`, { field: 'payload' }, { cause: e });
   }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { ERROR_CODES, FerryError, isFerryError, type ErrorCode } from '../../core/errors.js';
 import { errorAnswerBody } from '../../transports/pending-requests.js';
-import { decodeCbor, encodeCbor } from '../../transports/envelope.js';
+import { decodeOwnedCbor, encodeCbor } from '../../transports/envelope.js';
 import type { MqttBus } from '../../transports/mqtt-bus.js';
 import { TOPIC_ROOT } from '../../transports/topics.js';
 import { systemClock } from '../services/clock.js';
@@ -372,7 +372,7 @@ export class Channels {
     this.o.seen(f.from);
     let rec: Record<string, unknown>;
     try {
-      const v = decodeCbor(plain);
+      const v = decodeOwnedCbor(plain); // plain is this record's own buffer: no copies of its byte strings
       if (v === null || typeof v !== 'object' || Array.isArray(v) || typeof (v as Record<string, unknown>).t !== 'string') {
         throw new FerryError('BRIDGE_FRAME_MALFORMED', 'a sealed record must be a CBOR map with a text t', { field: 'record.t' });
       }
