@@ -26,12 +26,21 @@ export function samplesDir(): string {
   return join(process.cwd(), 'apps');
 }
 
+/** Set in the agent's environment by the wrapper that re-ran it: the agent then stops when the wrapper goes. */
+const WRAPPED = 'FERRY_AGENT_WRAPPED';
+
 /**
  * Re-runs this command in a Node with the agent's flags (app modules need
- * `--experimental-vm-modules`); resolves with its exit code. Signals are passed on.
+ * `--experimental-vm-modules`); resolves with its exit code. Signals are passed on (the agent
+ * takes any number of them as one stop), and an IPC channel ties the agent to this process:
+ * if this one is killed outright, the channel closes and the agent stops too, so no agent
+ * outlives the process a supervisor started.
  */
 export function reexecWithAgentFlags(): Promise<number> {
-  const child = spawn(process.execPath, [...process.execArgv, ...AGENT_NODE_FLAGS, ...process.argv.slice(1)], { stdio: 'inherit' });
+  const child = spawn(process.execPath, [...process.execArgv, ...AGENT_NODE_FLAGS, ...process.argv.slice(1)], {
+    stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
+    env: { ...process.env, [WRAPPED]: '1' },
+  });
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => child.kill(sig));
   return new Promise((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal ? 1 : 0))));
 }
@@ -46,6 +55,20 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
   // mailbox throughput within the noise (bench/agent.ts). Set here, not in AGENT_NODE_FLAGS, so an agent
   // started with only those flags (no re-exec) has it too.
   setFlagsFromString('--optimize-for-size');
+  // Run by the wrapper: when it is gone (killed outright), stop rather than run on as an orphan.
+  // Watched from the start; before the agent is up there is nothing to shut down cleanly.
+  let onOrphaned: (() => void) | undefined;
+  if (process.env[WRAPPED] === '1' && process.channel) {
+    process.on('disconnect', () => {
+      if (onOrphaned) onOrphaned();
+      else process.exit(1);
+    });
+    process.channel.unref(); // the channel alone must not keep the agent alive
+  }
+  // A signal during start-up is kept and acted on once the agent is up (then it stops cleanly).
+  let signalled: NodeJS.Signals | undefined;
+  const early = (sig: NodeJS.Signals) => (signalled = sig);
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, early);
   await ControlServer.checkFree(options.dataDir);
   const agent = await Agent.start(options);
   let stopping: Promise<void> | undefined;
@@ -80,7 +103,24 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
     await stop();
     throw e;
   }
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => void exit());
+  // Every signal, not just the first: Ctrl-C and a supervisor's SIGTERM reach both this process and
+  // the wrapper (which passes them on), and a repeat during the shutdown must not cut it short.
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.off(sig, early);
+    process.on(sig, () => {
+      if (stopping) agent.log.debug('agent.signal-again', { signal: sig });
+      else agent.log.info('agent.stopping', { signal: sig });
+      void exit();
+    });
+  }
+  if (signalled) {
+    agent.log.info('agent.stopping', { signal: signalled });
+    void exit();
+  }
+  onOrphaned = () => {
+    agent.log.warn('agent.stopping', { reason: 'the ferry start process that ran this agent is gone' });
+    void exit();
+  };
   const s = agent.status();
   agent.log.info('agent.ready', { ...s, control: control.path, next: 'ferry call counter increment' });
   const dataFlag = agent.options.dataDir === join(process.cwd(), 'ferry-data') ? '' : ` --data ${agent.options.dataDir}`;
