@@ -9,12 +9,15 @@ export interface ParsedArgs {
 /** Flags that take no value. */
 const BOOLEAN_FLAGS = new Set(['json', 'help', 'samples', 'no-check']);
 
+/** Short forms every command line takes, as the long ones. */
+const SHORT: Record<string, string> = { '-h': '--help', '-V': '--version' };
+
 /** Splits argv; `--name value`, `--name=value` and boolean `--json`. A flag missing its value is CLI_USAGE. */
 export function parseArgs(argv: readonly string[]): ParsedArgs {
   const positionals: string[] = [];
   const flags = new Map<string, string | true>();
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
+    const a = SHORT[argv[i]!] ?? argv[i]!;
     if (a === '--') {
       positionals.push(...argv.slice(i + 1));
       break;
@@ -24,6 +27,8 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
       const name = eq > 0 ? a.slice(2, eq) : a.slice(2);
       if (eq > 0) flags.set(name, a.slice(eq + 1));
       else if (BOOLEAN_FLAGS.has(name)) flags.set(name, true);
+      // `ferry --version` before any command; after one (`resume x --version 3`) it takes a value.
+      else if (name === 'version' && positionals.length === 0) flags.set(name, true);
       else {
         const v = argv[i + 1];
         if (v === undefined || (v.startsWith('--') && v.length > 2)) throw new FerryError('CLI_USAGE', `--${name} needs a value`, { field: `--${name}` });
@@ -44,7 +49,7 @@ export class Flags {
 
   allow(names: readonly string[]): void {
     for (const k of this.parsed.flags.keys()) {
-      if (!names.includes(k) && k !== 'json' && k !== 'data' && k !== 'config') {
+      if (!names.includes(k) && k !== 'json' && k !== 'data' && k !== 'config' && k !== 'help') {
         throw new FerryError('CLI_USAGE', `ferry ${this.command} takes no --${k} (it takes ${[...names, 'data', 'config', 'json'].map((n) => `--${n}`).join(', ')})`, { field: `--${k}` });
       }
     }

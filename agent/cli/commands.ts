@@ -1,4 +1,5 @@
-import { resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { FerryError, isFerryError } from '../../core/errors.js';
 import { getProfile, profileNames } from '../../hw-profiles/index.js';
 import { Flags, type ParsedArgs } from './args.js';
@@ -6,6 +7,7 @@ import { agent, need, noMore, type Command, type CommandResult } from './command
 import { readConfig } from './config.js';
 import { controlRequest } from './control-client.js';
 import { PAIR_COMMANDS } from './pair-commands.js';
+import { packageDir } from './package-dir.js';
 
 export type { CommandContext, CommandResult } from './command.js';
 
@@ -190,10 +192,22 @@ function instanceCommand(name: string, summary: string): Command {
   };
 }
 
+/** One command's help: its usage, what it does, the flags it takes. */
+function commandHelp(name: string, c: Command): string {
+  const common = ['--data <dir>', '--config <file>', '--json'];
+  return [`usage: ferry ${c.usage}`, '', `  ${c.summary}`, '', `flags: ${[...c.flags.map((f) => `--${f}`), ...common].join(', ')}`, `(ferry help lists every command; this is ferry ${name})`].join('\n');
+}
+
+/** `ferry --version`: the package's version. */
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(join(packageDir(), 'package.json'), 'utf8')) as { version?: unknown };
+  return `ferry ${String(pkg.version)}`;
+}
+
 export function helpText(): string {
   const width = Math.max(...Object.values(COMMANDS).map((c) => c.usage.length));
   return [
-    'usage: ferry <command> [arguments] [--data <dir>] [--config <file>] [--json]',
+    'usage: ferry <command> [arguments] [--data <dir>] [--config <file>] [--json]   (ferry <command> --help, ferry --version)',
     '',
     ...Object.values(COMMANDS).map((c) => `  ${c.usage.padEnd(width)}  ${c.summary}`),
     '',
@@ -204,9 +218,13 @@ export function helpText(): string {
 /** Runs one command line. */
 export async function runCommand(parsed: ParsedArgs, say: (t: string) => void): Promise<CommandResult> {
   const [name, ...words] = parsed.positionals;
-  if (name === undefined || name === 'help' || parsed.flags.has('help')) return { result: helpText() };
-  const cmd = Object.prototype.hasOwnProperty.call(COMMANDS, name) ? COMMANDS[name] : undefined;
-  if (!cmd) throw new FerryError('CLI_USAGE', `unknown command ${JSON.stringify(name)} (ferry help lists them)`, { field: 'command' });
+  if (parsed.flags.has('version') && name === undefined) return { result: packageVersion() };
+  if (name === undefined || (name === 'help' && words.length === 0)) return { result: helpText() };
+  // `ferry help <command>` and `ferry <command> --help`: that command's usage.
+  const about = name === 'help' ? words[0]! : name;
+  const cmd = Object.prototype.hasOwnProperty.call(COMMANDS, about) ? COMMANDS[about] : undefined;
+  if (!cmd) throw new FerryError('CLI_USAGE', `unknown command ${JSON.stringify(about)} (ferry help lists them)`, { field: 'command' });
+  if (name === 'help' || parsed.flags.has('help')) return { result: commandHelp(about, cmd) };
   const f = new Flags(parsed, name);
   f.allow(cmd.flags);
   const config = readConfig(f.str('config'));

@@ -1,7 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { FerryError } from '../../core/errors.js';
 import type { MqttBus } from '../../transports/mqtt-bus.js';
@@ -12,18 +10,14 @@ import { Agent } from '../runtime/agent.js';
 import type { AgentOptions } from '../runtime/agent-options.js';
 import { ControlServer } from '../runtime/control-server.js';
 import { AGENT_NODE_FLAGS, vmModulesAvailable } from '../runtime/sandbox.js';
+import { packageDir } from './package-dir.js';
 
 /** The sample apps `ferry start --samples` installs and runs on a fresh data directory. */
 export const SAMPLE_APPS = ['counter', 'notes', 'sensor-log'];
 
 /** The `apps/` folder of this package (from the sources or from `dist/`). */
 export function samplesDir(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++) {
-    if (existsSync(join(dir, 'apps', 'counter.mjs')) && existsSync(join(dir, 'package.json'))) return join(dir, 'apps');
-    dir = dirname(dir);
-  }
-  return join(process.cwd(), 'apps');
+  return join(packageDir(), 'apps');
 }
 
 /** Set in the agent's environment by the wrapper that re-ran it: the agent then stops when the wrapper goes. */

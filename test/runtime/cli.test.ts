@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FERRY_MAIN, startAgentProcess, type AgentProcess } from '../helpers/agent-process.js';
@@ -147,6 +147,26 @@ describe('the ferry command, end to end against a real agent', () => {
 });
 
 describe('the ferry command without an agent', () => {
+  it('-h and help list the commands; --version and -V print the package version; <command> --help and help <command> give its usage', async () => {
+    for (const args of [['-h'], ['--help'], ['help']]) {
+      const r = await ferry(args);
+      expect(r.code, args.join(' ')).toBe(0);
+      expect(r.stdout).toMatch(/^usage: ferry <command>/);
+      expect(r.stdout).toContain('pair <peer>');
+    }
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    for (const args of [['--version'], ['-V']]) expect((await ferry(args)).stdout).toBe(`ferry ${pkg.version}\n`);
+    for (const args of [['restore', '--help'], ['restore', '-h'], ['help', 'restore']]) {
+      const r = await ferry(args);
+      expect(r.code, args.join(' ')).toBe(0);
+      expect(r.stdout).toMatch(/^usage: ferry restore <instance> --version <n>\n/);
+      expect(r.stdout).toContain('--version, --data <dir>');
+    }
+    const bad = await ferry(['help', 'nosuch']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toBe('ferry: unknown command "nosuch" (ferry help lists them) [CLI_USAGE]\n');
+  });
+
   it('says no agent runs there, in one line', async () => {
     const r = await ferry(['status', '--data', temp.dir('none')]);
     expect(r.code).toBe(1);
