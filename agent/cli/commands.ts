@@ -41,6 +41,7 @@ export const COMMANDS: Record<string, Command> = {
           ...(config.rememberReplies !== undefined ? { rememberReplies: config.rememberReplies } : {}),
           ...(config.replayHorizonMs !== undefined ? { replayHorizonMs: config.replayHorizonMs } : {}),
           ...(config.maxBatch !== undefined ? { maxBatch: config.maxBatch } : {}),
+          ...(config.keepVersions !== undefined ? { keepVersions: config.keepVersions } : {}),
           ...(config.durability !== undefined ? { durability: config.durability as 'full' } : {}),
         },
         f.bool('samples'),

@@ -19,6 +19,8 @@ export interface FerryConfig {
   replayHorizonMs?: number;
   maxBatch?: number;
   durability?: string;
+  /** Checkpoint versions kept per instance (1..1000; default 16): how far back `ferry restore` reaches. */
+  keepVersions?: number;
   logLevel?: string;
   /** The name the other owner sees when pairing (0..64 printable characters). Default: the host name. */
   label?: string;
@@ -26,7 +28,7 @@ export interface FerryConfig {
   pairTimeoutMs?: number;
 }
 
-const KEYS = ['data', 'profile', 'broker', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch', 'durability', 'logLevel', 'label', 'pairTimeoutMs'];
+const KEYS = ['data', 'profile', 'broker', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch', 'durability', 'keepVersions', 'logLevel', 'label', 'pairTimeoutMs'];
 
 /** Reads `path`, or `./ferry.config.json` if it exists; none: `{}`. Bad files are CONFIG_INVALID naming the field. */
 export function readConfig(path: string | undefined): FerryConfig {
@@ -48,7 +50,7 @@ export function readConfig(path: string | undefined): FerryConfig {
     c.label = r.raw('label') as string;
   }
   if (r.has('pairTimeoutMs')) c.pairTimeoutMs = r.number('pairTimeoutMs', { min: 0, max: Number.MAX_SAFE_INTEGER });
-  for (const k of ['brokerPort', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch'] as const) if (r.has(k)) c[k] = r.number(k, { min: 0, max: Number.MAX_SAFE_INTEGER });
+  for (const k of ['brokerPort', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch', 'keepVersions'] as const) if (r.has(k)) c[k] = r.number(k, { min: 0, max: Number.MAX_SAFE_INTEGER });
   if (c.data !== undefined) c.data = resolve(dirname(resolve(file)), c.data);
   return c;
 }

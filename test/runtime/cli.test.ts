@@ -183,6 +183,27 @@ describe('the ferry command without an agent', () => {
     expect(r2.stderr).toContain(join(dir, 'here'));
   });
 
+  it('keepVersions in ferry.config.json sets how many checkpoint versions an instance keeps; 0 is refused naming it', async () => {
+    const dir = temp.dir('cfg-keep');
+    const cfg = join(dir, 'ferry.config.json');
+    writeFileSync(cfg, JSON.stringify({ keepVersions: 0 }));
+    const bad = await ferry(['start', '--port', '0', '--config', cfg, '--data', join(dir, 'data')]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/options\.keepVersions must be an integer in 1\.\.1000, got 0 \[BAD_OPTION\]/);
+    writeFileSync(cfg, JSON.stringify({ keepVersions: 2 }));
+    const a = startAgentProcess(join(dir, 'data'), ['--port', '0', '--config', cfg]);
+    try {
+      await a.ready;
+      await a.control('install', { path: join(process.cwd(), 'apps', 'counter.mjs') });
+      await a.control('run', { app: 'counter' });
+      for (let i = 0; i < 5; i++) await a.control('call', { instance: 'counter', handler: 'increment', message: null });
+      const kept = (await a.control('checkpoints', { instance: 'counter' })) as unknown[];
+      expect(kept).toHaveLength(2);
+    } finally {
+      await a.kill('SIGTERM');
+    }
+  });
+
   it('exactly-once settings in ferry.config.json: a wrong type or an out-of-range value is refused naming the field', async () => {
     const dir = temp.dir('cfg-replay');
     writeFileSync(join(dir, 'ferry.config.json'), JSON.stringify({ replayHorizonMs: '1h' }));
