@@ -116,16 +116,23 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
     void exit();
   };
   const s = agent.status();
-  agent.log.info('agent.ready', { ...s, control: control.path, next: 'ferry call counter increment' });
+  agent.log.info('agent.ready', { ...s, control: control.path });
   const dataFlag = agent.options.dataDir === join(process.cwd(), 'ferry-data') ? '' : ` --data ${agent.options.dataDir}`;
+  const running = agent.apps().instances.filter((i) => i.state === 'running').map((i) => i.instance);
+  // Suggest what works here: a call to an instance that runs, else how to get one running.
+  const first = running.includes('counter') ? 'counter' : running[0];
+  const next =
+    first === 'counter'
+      ? [`  npx ferry call counter increment${dataFlag}`, `  npx ferry apps${dataFlag}`, `  npx ferry checkpoints counter${dataFlag}`]
+      : first !== undefined
+        ? [`  npx ferry apps${dataFlag}`, `  npx ferry checkpoints ${first}${dataFlag}`]
+        : [`  npx ferry install <app.mjs>${dataFlag}`, `  npx ferry run <app>${dataFlag}`, '  (or start with --samples for the sample apps)'];
   say(
     [
       `ferry agent ${s.deviceId} (profile ${s.profile}) is up; broker ${s.broker}${s.embeddedBroker ? ' (embedded)' : ''}.`,
-      `apps running: ${agent.apps().instances.filter((i) => i.state === 'running').map((i) => i.instance).join(', ') || 'none'}`,
+      `apps running: ${running.join(', ') || 'none'}`,
       'try, in another terminal:',
-      `  npx ferry call counter increment${dataFlag}`,
-      `  npx ferry apps${dataFlag}`,
-      `  npx ferry checkpoints counter${dataFlag}`,
+      ...next,
       'stop with Ctrl-C (apps are checkpointed and resume at the next start).',
     ].join('\n'),
   );

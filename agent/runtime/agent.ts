@@ -599,6 +599,7 @@ export class Agent {
     const why = this.failed.get(instance);
     if (why !== undefined) throw new FerryError('APP_NOT_RUNNING', `instance ${instance} failed (${why}); ferry resume ${instance} tries again`, { field: 'instance' });
     if (this.registry.instance(instance)) throw new FerryError('APP_NOT_RUNNING', `instance ${instance} is ${this.registry.instance(instance)!.state}; resume it first`, { field: 'instance' });
+    if (this.registry.app(instance)) throw new FerryError('APP_NOT_RUNNING', `app ${instance} is installed but no instance of it runs; start one with ferry run ${instance}`, { field: 'instance' });
     throw this.unknownApp(instance);
   }
 

@@ -115,6 +115,17 @@ describe('the ferry command, end to end against a real agent', () => {
     expect((await json(['call', 'book', 'list', ...d()])).value).toMatchObject({ error: { code: 'APP_UNKNOWN' } });
   });
 
+  it('a call to an app installed but not run says to run it (not that it is unknown)', async () => {
+    await json(['install', join(import.meta.dirname, 'fixtures', 'ledger.mjs'), ...d()]);
+    try {
+      const r = await ferry(['call', 'ledger', 'list', ...d()]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe('ferry: app ledger is installed but no instance of it runs; start one with ferry run ledger [APP_NOT_RUNNING]\n');
+    } finally {
+      await json(['remove', 'ledger', ...d()]);
+    }
+  });
+
   it.each([
     [['frobnicate'], 'CLI_USAGE', 'command'],
     [['call', 'counter'], 'CLI_USAGE', 'handler'],
@@ -222,6 +233,21 @@ describe('the ferry command without an agent', () => {
     expect(r.stderr).toMatch(/^ferry: profile "toaster" is not built in .+ \[PROFILE_UNKNOWN\]\n$/);
   });
 
+  it('the start banner of an agent with no app running suggests installing and running one, not a call', async () => {
+    const dir = temp.dir('banner');
+    const child = spawn(process.execPath, [FERRY_MAIN, 'start', '--port', '0', '--data', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    const deadline = Date.now() + 20_000;
+    while (!err.includes('stop with Ctrl-C') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const exit = new Promise((r) => child.on('exit', r));
+    child.kill('SIGTERM');
+    await exit;
+    expect(err).toContain('apps running: none');
+    expect(err).toContain('ferry install <app.mjs>');
+    expect(err).not.toContain('ferry call');
+  });
+
   it('start re-runs itself with the flags app modules need, and SIGTERM checkpoints and stops it', async () => {
     const dir = temp.dir('plain');
     const child = spawn(process.execPath, [FERRY_MAIN, 'start', '--port', '0', '--samples', '--data', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -230,6 +256,7 @@ describe('the ferry command without an agent', () => {
     const deadline = Date.now() + 20_000;
     while (!err.includes('ferry call counter increment') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(err).toContain('apps running: counter, notes, sensor-log');
+    expect(err).toContain('ferry call counter increment');
     expect((await ferry(['call', 'counter', 'increment', '--data', dir])).stdout).toBe('count: 1\n');
     const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
     child.kill('SIGTERM');
