@@ -16,6 +16,7 @@ import { AppLeases, type LeaseView } from './app-leases.js';
 import { NAME } from './app-definition.js';
 import { loadApp } from './app-loader.js';
 import { AppRunner } from './app-runner.js';
+import { BrokerWatch, redactUrl } from './broker-watch.js';
 import { Logger } from './logger.js';
 import { Registry, writeAtomically, type InstanceRecord, type InstanceState } from './registry.js';
 
@@ -67,6 +68,7 @@ export class Agent {
   /** Lifecycle commands (run, resume, suspend, restore, remove) run one at a time. */
   private lifecycle: Promise<unknown> = Promise.resolve();
   private services: Services | undefined;
+  private brokerWatch: BrokerWatch | undefined;
   private closed = false;
   private readonly startedAt = Date.now();
 
@@ -154,7 +156,8 @@ export class Agent {
         this.lookAgain(r, type);
       }
     });
-    this.log.info('agent.connected', { deviceId: o.deviceId, broker: this.brokerUrl, embedded: o.brokerUrl === undefined });
+    this.brokerWatch = new BrokerWatch(this.services.bus, this.log, redactUrl(this.brokerUrl));
+    this.log.info('agent.connected', { deviceId: o.deviceId, broker: redactUrl(this.brokerUrl), embedded: o.brokerUrl === undefined });
     for (const r of [...this.running.values()]) {
       try {
         await this.connect(r, false);
@@ -544,8 +547,9 @@ export class Agent {
       deviceId: this.options.deviceId,
       profile: this.profile.name,
       dataDir: this.options.dataDir,
-      broker: this.brokerUrl,
+      broker: redactUrl(this.brokerUrl),
       embeddedBroker: this.options.brokerUrl === undefined,
+      ...(this.brokerWatch?.view() ?? { brokerConnected: false, brokerReconnects: 0 }),
       uptimeMs: Date.now() - this.startedAt,
       apps: this.registry.apps().length,
       running: this.running.size,
@@ -654,6 +658,7 @@ export class Agent {
         this.log.error('app.shutdown-failed', { instance: r.record.instance, error: String(e) });
       }
     }
+    this.brokerWatch?.close();
     await this.services?.close();
     this.store.close();
     this.log.info('agent.stopped', {});

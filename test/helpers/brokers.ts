@@ -136,6 +136,9 @@ export interface MosquittoOptions {
 /** A Mosquitto test broker; `crash()` SIGKILLs it and starts it again on the same port and files. */
 export interface MosquittoBroker extends TestBroker {
   crash(): Promise<void>;
+  /** Stops the broker (SIGTERM) and leaves it down until `up()`, on the same port and files. */
+  down(): Promise<void>;
+  up(): Promise<void>;
   /** The broker's log (stderr, errors and warnings) over all its starts, the last 4,000 characters. */
   log(): string;
 }
@@ -244,6 +247,8 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
       await kill('SIGKILL');
       await relaunch();
     },
+    down: () => kill(),
+    up: () => relaunch(),
     log: () => stderr,
   };
 }
