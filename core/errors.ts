@@ -34,6 +34,7 @@ export const ERROR_CODES = {
   BULK_FAILED: 'a chunked bulk transfer could not be completed (missing chunks, bad digest, or aborted)',
   REMOTE_ERROR: 'the other end answered a request with an error it did not classify',
   BUS_TLS: "the broker's TLS certificate failed verification (not signed by options.tls.ca, wrong name, expired); the connection was refused",
+  BUS_AUTH: 'the broker refused the connection (CONNACK: bad user name or password, or not authorized); the error names the option to check, never its value',
   BUS_QUEUE_FULL: 'the outgoing publish queue (flow control) is full; the publish was refused, retry later',
 
   // agent/services

@@ -1,9 +1,10 @@
 import { MqttClient } from 'mqtt';
+import { connectRefusal } from './connect-refusal.js';
 import { FerryError } from '../core/errors.js';
 import { OptionReader } from '../core/options.js';
 import type { BusSessionOptions } from './contract.js';
 import { deferred, openSocket, settledOrNew, sleep, type Deferred } from './connection.js';
-import { BROKER_URL_PATTERN, readPassword, readTls } from './options.js';
+import { BROKER_URL_PATTERN, readPassword, readTls, redactUrl } from './options.js';
 import { isValidFilter } from './topics.js';
 
 /** Options of `DurableSession.connect`. Every field is validated on entry. */
@@ -69,13 +70,22 @@ export class DurableSession {
     const session = new DurableSession({ url, clientId, filter }, (self) => newClient(o, false).on('connect', () => self.onConnect()), onMessage);
     session.hook();
     let timer: NodeJS.Timeout | undefined;
+    let onError: ((e: unknown) => void) | undefined;
     try {
       await Promise.race([
         session.ready.promise,
+        // Refused credentials or certificate: every retry would be refused too.
+        new Promise<never>((_, reject) => {
+          onError = (e) => {
+            const refused = connectRefusal(e);
+            if (refused) reject(refused);
+          };
+          session.client.on('error', onError);
+        }),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => {
             const why = session.lastError ? ` (${session.lastError.message})` : '';
-            reject(new FerryError('BUS_OFFLINE', `cannot open the session ${clientId} at ${url} within ${connectTimeoutMs} ms (options.connectTimeoutMs)${why}`, { field: 'options.url' }));
+            reject(new FerryError('BUS_OFFLINE', `cannot open the session ${clientId} at ${redactUrl(url)} within ${connectTimeoutMs} ms (options.connectTimeoutMs)${why}`, { field: 'options.url' }));
           }, connectTimeoutMs);
         }),
       ]);
@@ -84,6 +94,7 @@ export class DurableSession {
       throw e;
     } finally {
       clearTimeout(timer);
+      if (onError) session.client.off('error', onError);
     }
     return session;
   }

@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import { MqttClient, type IPublishPacket } from 'mqtt';
+import { connectRefusal } from './connect-refusal.js';
 import { FerryError, isFerryError } from '../core/errors.js';
 import { describe, OptionReader } from '../core/options.js';
 import {
@@ -14,7 +15,7 @@ import {
 } from './contract.js';
 import { deferred, openSocket, settledOrNew, sleep, type Deferred } from './connection.js';
 import { decodeEnvelope, encodeEnvelope, isExpired, isPublishTopic, newMessageId } from './envelope.js';
-import { checkWill, readBusOptions, type BusOptions, type ResolvedBusOptions } from './options.js';
+import { checkWill, readBusOptions, redactUrl, type BusOptions, type ResolvedBusOptions } from './options.js';
 import { PublishWindow, type SendOutcome } from './publish-window.js';
 import { RequestResponse } from './request-response.js';
 import { backoffDelay, setReconnectDelay } from './reconnect-backoff.js';
@@ -183,17 +184,17 @@ export class MqttBus implements Bus {
     try {
       await Promise.race([
         bus.whenReady(),
-        // A certificate that fails verification will fail every retry too: refuse at once, typed.
+        // A certificate that fails verification, or credentials the broker refuses, will fail every retry too: refuse at once, typed.
         new Promise<never>((_, reject) => {
           onError = (e) => {
-            const tls = tlsVerifyError(e);
-            if (tls) reject(tls);
+            const refused = connectRefusal(e);
+            if (refused) reject(refused);
           };
           bus.on('error', onError);
         }),
         new Promise<never>((_, reject) => {
           timer = setTimeout(
-            () => reject(new FerryError('BUS_OFFLINE', `cannot connect to ${bus.options.url} within ${timeoutMs} ms (options.connectTimeoutMs)`, { field: 'options.url' })),
+            () => reject(new FerryError('BUS_OFFLINE', `cannot connect to ${redactUrl(bus.options.url)} within ${timeoutMs} ms (options.connectTimeoutMs)`, { field: 'options.url' })),
             timeoutMs,
           );
         }),
@@ -292,7 +293,7 @@ export class MqttBus implements Bus {
       });
     }
     if (!this.client.connected && !this.options.offlineQueue) {
-      return new FerryError('BUS_OFFLINE', `not connected to ${this.options.url} and options.offlineQueue is false`, { field: 'options.offlineQueue' });
+      return new FerryError('BUS_OFFLINE', `not connected to ${redactUrl(this.options.url)} and options.offlineQueue is false`, { field: 'options.offlineQueue' });
     }
     return undefined;
   }
@@ -569,28 +570,6 @@ export class MqttBus implements Bus {
     })();
     return this.closing;
   }
-}
-
-/** Node's codes for a server certificate that failed verification. */
-const TLS_VERIFY_CODES = new Set([
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'CERT_HAS_EXPIRED',
-  'CERT_NOT_YET_VALID',
-  'CERT_SIGNATURE_FAILURE',
-  'CERT_UNTRUSTED',
-  'CERT_REJECTED',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-]);
-
-/** BUS_TLS for a certificate verification failure, else undefined. */
-function tlsVerifyError(e: unknown): FerryError | undefined {
-  const code = (e as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string' || !TLS_VERIFY_CODES.has(code)) return undefined;
-  return new FerryError('BUS_TLS', `the broker's certificate failed verification (${code}: ${(e as Error).message}); check options.tls.ca and the URL's host name`, { field: 'options.tls.ca', tlsCode: code }, { cause: e });
 }
 
 /** Connects a bus (see MqttBus.connect). */

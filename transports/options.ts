@@ -284,3 +284,15 @@ function readLink(v: unknown): LinkProfile {
     lossRate: r.number('lossRate', { min: 0, max: 1, integer: false }),
   };
 }
+
+/** A broker URL fit for logs and `ferry status`: any password in it is replaced by `***`. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password === '') return url;
+    u.password = '***';
+    return u.toString();
+  } catch {
+    return url.replace(/\/\/([^:/@]*):[^@]*@/, '//$1:***@');
+  }
+}

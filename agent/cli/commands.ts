@@ -4,12 +4,31 @@ import { FerryError, isFerryError } from '../../core/errors.js';
 import { getProfile, profileNames } from '../../hw-profiles/index.js';
 import { Flags, type ParsedArgs } from './args.js';
 import { agent, need, noMore, type Command, type CommandResult } from './command.js';
-import { readConfig } from './config.js';
+import { readConfig, type FerryConfig } from './config.js';
 import { controlRequest } from './control-client.js';
 import { PAIR_COMMANDS } from './pair-commands.js';
 import { packageDir } from './package-dir.js';
 
 export type { CommandContext, CommandResult } from './command.js';
+
+/** The broker credential flags over the config file's fields (flag paths are taken from the working directory). */
+function brokerCredentials(f: Flags, c: FerryConfig): Record<string, string> {
+  const pick = (flag: string, key: keyof FerryConfig, path: boolean): [string, string] | undefined => {
+    const v = f.str(flag);
+    if (v !== undefined) return [key, path ? resolve(v) : v];
+    const w = c[key];
+    return typeof w === 'string' ? [key, w] : undefined;
+  };
+  return Object.fromEntries(
+    [
+      pick('broker-user', 'brokerUsername', false),
+      pick('broker-password-file', 'brokerPasswordFile', true),
+      pick('broker-ca', 'brokerCaFile', true),
+      pick('broker-cert', 'brokerCertFile', true),
+      pick('broker-key', 'brokerKeyFile', true),
+    ].filter((x): x is [string, string] => x !== undefined),
+  );
+}
 
 function version(v: string, usage: string): number {
   if (!/^\d+$/.test(v) || Number(v) < 1) throw new FerryError('CLI_USAGE', `<version> must be a positive integer, got ${JSON.stringify(v)}; usage: ferry ${usage}`, { field: 'version' });
@@ -19,9 +38,10 @@ function version(v: string, usage: string): number {
 /** Every `ferry` command. The agent's own commands go over the control socket. */
 export const COMMANDS: Record<string, Command> = {
   start: {
-    usage: 'start [--profile <name>] [--broker <url>] [--port <n>] [--device-id <id>] [--label <text>] [--log-level <l>] [--samples]',
+    usage:
+      'start [--profile <name>] [--broker <url> [--broker-user <name>] [--broker-password-file <file>] [--broker-ca <pem>] [--broker-cert <pem> --broker-key <pem>]] [--port <n>] [--device-id <id>] [--label <text>] [--log-level <l>] [--samples]',
     summary: 'run the agent in the foreground (embedded broker without --broker)',
-    flags: ['profile', 'broker', 'port', 'samples', 'log-level', 'device-id', 'label'],
+    flags: ['profile', 'broker', 'port', 'samples', 'log-level', 'device-id', 'label', 'broker-user', 'broker-password-file', 'broker-ca', 'broker-cert', 'broker-key'],
     async run(ctx, words, f, config, dataDir) {
       noMore(words, 0, this.usage);
       const { runAgent } = await import('./start.js');
@@ -42,6 +62,7 @@ export const COMMANDS: Record<string, Command> = {
           ...(config.replayHorizonMs !== undefined ? { replayHorizonMs: config.replayHorizonMs } : {}),
           ...(config.maxBatch !== undefined ? { maxBatch: config.maxBatch } : {}),
           ...(config.keepVersions !== undefined ? { keepVersions: config.keepVersions } : {}),
+          ...brokerCredentials(f, config),
           ...(config.durability !== undefined ? { durability: config.durability as 'full' } : {}),
         },
         f.bool('samples'),

@@ -22,13 +22,19 @@ export interface FerryConfig {
   /** Checkpoint versions kept per instance (1..1000; default 16): how far back `ferry restore` reaches. */
   keepVersions?: number;
   logLevel?: string;
+  /** Broker credentials (with `broker`): user name, a file holding the password, PEM files for mqtts://. */
+  brokerUsername?: string;
+  brokerPasswordFile?: string;
+  brokerCaFile?: string;
+  brokerCertFile?: string;
+  brokerKeyFile?: string;
   /** The name the other owner sees when pairing (0..64 printable characters). Default: the host name. */
   label?: string;
   /** How long one pairing attempt may take, ms (1,000..600,000; default 120,000). */
   pairTimeoutMs?: number;
 }
 
-const KEYS = ['data', 'profile', 'broker', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch', 'durability', 'keepVersions', 'logLevel', 'label', 'pairTimeoutMs'];
+const KEYS = ['data', 'profile', 'broker', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch', 'durability', 'keepVersions', 'logLevel', 'label', 'pairTimeoutMs', 'brokerUsername', 'brokerPasswordFile', 'brokerCaFile', 'brokerCertFile', 'brokerKeyFile'];
 
 /** Reads `path`, or `./ferry.config.json` if it exists; none: `{}`. Bad files are CONFIG_INVALID naming the field. */
 export function readConfig(path: string | undefined): FerryConfig {
@@ -51,6 +57,9 @@ export function readConfig(path: string | undefined): FerryConfig {
   }
   if (r.has('pairTimeoutMs')) c.pairTimeoutMs = r.number('pairTimeoutMs', { min: 0, max: Number.MAX_SAFE_INTEGER });
   for (const k of ['brokerPort', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch', 'keepVersions'] as const) if (r.has(k)) c[k] = r.number(k, { min: 0, max: Number.MAX_SAFE_INTEGER });
+  for (const k of ['brokerUsername'] as const) if (r.has(k)) c[k] = r.string(k);
+  // Files are relative to the config file, as `data` is.
+  for (const k of ['brokerPasswordFile', 'brokerCaFile', 'brokerCertFile', 'brokerKeyFile'] as const) if (r.has(k)) c[k] = resolve(dirname(resolve(file)), r.string(k));
   if (c.data !== undefined) c.data = resolve(dirname(resolve(file)), c.data);
   return c;
 }

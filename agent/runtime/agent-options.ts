@@ -3,6 +3,7 @@ import { basename, resolve } from 'node:path';
 import { OptionReader } from '../../core/options.js';
 import { DURABILITY_MODES, type Durability } from '../../store/index.js';
 import { BROKER_URL_PATTERN, DEVICE_ID_PATTERN } from '../../transports/options.js';
+import { BROKER_CREDENTIAL_KEYS, readBrokerCredentials, type BrokerCredentialOptions, type BrokerCredentials } from './broker-credentials.js';
 
 /** One structured log line (written as JSON, one per line). */
 export interface LogLine {
@@ -16,7 +17,7 @@ export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** Options of `Agent.start` (and the fields of `ferry.config.json`). Validated on entry; errors name the field. */
-export interface AgentOptions {
+export interface AgentOptions extends BrokerCredentialOptions {
   /** Data directory: the store, the registry, installed app modules and the control socket. Created if missing. Required. */
   dataDir: string;
   /** Hardware profile: a built-in name (`ferry profiles`) or a JSON profile file. Default `rpi-4b`. */
@@ -79,11 +80,13 @@ export interface ResolvedAgentOptions {
   logLevel: LogLevel;
   log: (line: LogLine) => void;
   control: boolean;
+  /** Read from the broker credential options (files read at start). */
+  credentials: BrokerCredentials;
 }
 
 export const AGENT_OPTION_KEYS = [
   'dataDir', 'profile', 'brokerUrl', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch',
-  'durability', 'keepVersions', 'leaseWaitMs', 'logLevel', 'log', 'control',
+  'durability', 'keepVersions', 'leaseWaitMs', 'logLevel', 'log', 'control', ...BROKER_CREDENTIAL_KEYS,
 ] as const;
 
 export function readAgentOptions(options: AgentOptions, prefix = 'options', code: 'BAD_OPTION' | 'CONFIG_INVALID' = 'BAD_OPTION'): ResolvedAgentOptions {
@@ -97,10 +100,11 @@ export function readAgentOptions(options: AgentOptions, prefix = 'options', code
   // A profile file's name without `.json`; anything a topic level cannot hold becomes `-`.
   const stem = basename(profile).replace(/\.json$/, '').replace(/[^A-Za-z0-9._:-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 50) || 'ferry';
   const fallbackId = `${stem}-${tag}`;
+  const brokerUrl = r.has('brokerUrl') ? r.string('brokerUrl', undefined, BROKER_URL_PATTERN) : undefined;
   return {
     dataDir,
     profile,
-    brokerUrl: r.has('brokerUrl') ? r.string('brokerUrl', undefined, BROKER_URL_PATTERN) : undefined,
+    brokerUrl,
     brokerPort: r.number('brokerPort', { min: 0, max: 65_535 }, 1883),
     deviceId: r.string('deviceId', fallbackId, DEVICE_ID_PATTERN),
     handlerTimeoutMs: r.number('handlerTimeoutMs', { min: 10, max: 60_000 }, 1000),
@@ -113,5 +117,6 @@ export function readAgentOptions(options: AgentOptions, prefix = 'options', code
     logLevel: r.oneOf('logLevel', LOG_LEVELS, 'info'),
     log: (log as ((l: LogLine) => void) | undefined) ?? ((line) => process.stdout.write(`${JSON.stringify(line)}\n`)),
     control: r.boolean('control', true),
+    credentials: readBrokerCredentials(r, brokerUrl),
   };
 }

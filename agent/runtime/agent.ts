@@ -16,7 +16,8 @@ import { AppLeases, type LeaseView } from './app-leases.js';
 import { NAME } from './app-definition.js';
 import { loadApp } from './app-loader.js';
 import { AppRunner } from './app-runner.js';
-import { BrokerWatch, redactUrl } from './broker-watch.js';
+import { BrokerWatch } from './broker-watch.js';
+import { redactUrl } from '../../transports/options.js';
 import { Logger } from './logger.js';
 import { Registry, writeAtomically, type InstanceRecord, type InstanceState } from './registry.js';
 
@@ -123,6 +124,7 @@ export class Agent {
     }
     const o = this.options;
     this.services = await startServices({
+      ...o.credentials,
       deviceId: o.deviceId,
       ...(o.brokerUrl !== undefined ? { url: o.brokerUrl } : { broker: { port: o.brokerPort } }),
       epochFile: join(o.dataDir, 'epoch'),
@@ -131,6 +133,15 @@ export class Agent {
       bus: { maxInFlight: 256 },
       // Malformed service requests are logged, rate-limited (PROTOCOL §3.4).
       log: (level, event, fields) => this.log.log(level, event, fields),
+    }).catch((e: unknown) => {
+      // Name the agent's own option (what the owner sets), not the bus's.
+      // Brokers answer a wrong password as "not authorized" too (Mosquitto does), so: no user name
+      // given, name that; else the password.
+      if (isFerryError(e, 'BUS_AUTH')) {
+        const field = o.credentials.username === undefined && !/\/\/[^/@]+@/.test(o.brokerUrl ?? '') ? 'brokerUsername' : 'brokerPasswordFile';
+        throw new FerryError('BUS_AUTH', `the broker ${redactUrl(this.brokerUrl)} refused this agent's credentials (CONNACK return code ${String(e.details.returnCode)}); check ${field}${field === 'brokerUsername' ? ' and brokerPasswordFile (it asks for them)' : ' and brokerUsername'}`, { field });
+      }
+      throw e;
     });
     const alt = this.services.alternates;
     alt.on('alternate', (old: HeldLease, next: HeldLease) => {
@@ -326,7 +337,7 @@ export class Agent {
   }
 
   private sessionOptions(instance: string): DurableSessionOptions {
-    return { url: this.brokerUrl, clientId: `ferry-app-${instance}`, filter: appMailboxTopic(instance) };
+    return { ...this.options.credentials, url: this.brokerUrl, clientId: `ferry-app-${instance}`, filter: appMailboxTopic(instance) };
   }
 
   /**

@@ -1,17 +1,6 @@
 import type { Bus } from '../../transports/contract.js';
+export { redactUrl } from '../../transports/options.js';
 import type { Logger } from './logger.js';
-
-/** A broker URL fit for logs and `ferry status`: any password in it is replaced by `***`. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password === '') return url;
-    u.password = '***';
-    return u.toString();
-  } catch {
-    return url.replace(/\/\/([^:/@]*):[^@]*@/, '//$1:***@');
-  }
-}
 
 /** What `ferry status` says of the broker connection. */
 export interface BrokerView {

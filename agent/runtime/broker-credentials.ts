@@ -1,0 +1,62 @@
+import { readFileSync } from 'node:fs';
+import { FerryError } from '../../core/errors.js';
+import type { OptionReader } from '../../core/options.js';
+import type { BusSessionOptions } from '../../transports/contract.js';
+
+/** The agent's broker credentials options (fields of AgentOptions and ferry.config.json). */
+export interface BrokerCredentialOptions {
+  /** MQTT user name, given to the broker of `brokerUrl`. Default none. */
+  brokerUsername?: string;
+  /** A file whose first line is the MQTT password (read at start, never logged; keep it mode 0600). Default none. */
+  brokerPasswordFile?: string;
+  /** PEM file of the CA that signed an `mqtts://` broker's certificate. Default: the system's CAs. */
+  brokerCaFile?: string;
+  /** PEM files of a client certificate and its key, for a broker that asks for one. Given together. Default none. */
+  brokerCertFile?: string;
+  brokerKeyFile?: string;
+}
+
+export const BROKER_CREDENTIAL_KEYS = ['brokerUsername', 'brokerPasswordFile', 'brokerCaFile', 'brokerCertFile', 'brokerKeyFile'] as const;
+
+/** What the bus and the mailbox sessions are given: user name, password, TLS material. */
+export type BrokerCredentials = Pick<BusSessionOptions, 'username' | 'password' | 'tls'>;
+
+function readFile(r: OptionReader, name: string, what: string): Buffer {
+  const path = r.string(name);
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    // The path and the reason only: never a byte of the file.
+    throw new FerryError('BAD_OPTION', `${r.prefix}.${name}: cannot read ${what} file ${path} (${(e as NodeJS.ErrnoException).code ?? 'error'})`, { field: `${r.prefix}.${name}` });
+  }
+}
+
+/**
+ * Reads and checks the credentials options: only with a broker URL (the embedded broker needs
+ * none), TLS files only with an `mqtts://` URL, certificate and key together. The password is
+ * the file's first line, kept as bytes and never printed.
+ */
+export function readBrokerCredentials(r: OptionReader, brokerUrl: string | undefined): BrokerCredentials {
+  const given = BROKER_CREDENTIAL_KEYS.filter((k) => r.has(k));
+  if (given.length === 0) return {};
+  if (brokerUrl === undefined) r.fail(given[0]!, 'given only with brokerUrl (the embedded broker takes no credentials)', '(set)');
+  const out: BrokerCredentials = {};
+  if (r.has('brokerUsername')) out.username = r.string('brokerUsername');
+  if (r.has('brokerPasswordFile')) {
+    const text = readFile(r, 'brokerPasswordFile', 'password');
+    const nl = text.indexOf(10);
+    const line = nl >= 0 ? text.subarray(0, nl > 0 && text[nl - 1] === 13 ? nl - 1 : nl) : text;
+    if (line.length === 0) r.fail('brokerPasswordFile', 'a file whose first line is the password (it is empty)', r.string('brokerPasswordFile'));
+    out.password = Buffer.from(line);
+  }
+  const tlsKeys = ['brokerCaFile', 'brokerCertFile', 'brokerKeyFile'].filter((k) => r.has(k));
+  if (tlsKeys.length > 0) {
+    if (!brokerUrl!.startsWith('mqtts://')) r.fail(tlsKeys[0]!, 'given only with an mqtts:// brokerUrl', r.string(tlsKeys[0]!));
+    if (r.has('brokerCertFile') !== r.has('brokerKeyFile')) r.fail(r.has('brokerCertFile') ? 'brokerKeyFile' : 'brokerCertFile', 'given together with the other (a client certificate and its key)', undefined);
+    out.tls = {
+      ...(r.has('brokerCaFile') ? { ca: readFile(r, 'brokerCaFile', 'CA certificate') } : {}),
+      ...(r.has('brokerCertFile') ? { cert: readFile(r, 'brokerCertFile', 'client certificate'), key: readFile(r, 'brokerKeyFile', 'client key') } : {}),
+    };
+  }
+  return out;
+}
