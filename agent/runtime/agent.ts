@@ -295,6 +295,8 @@ export class Agent {
           for (const e of entries) void this.deliver(running!, e);
         },
         warn: (event, data) => this.log.warn(event, data),
+        // Only at debug level: the line is built per commit, so at other levels it is not offered.
+        ...(this.options.logLevel === 'debug' ? { debug: (event: string, data: Record<string, unknown>) => this.log.debug(event, data) } : {}),
         failed: (e) => {
           // The heap holds changes that were never committed and whose callers were told so:
           // drop them (close, no checkpoint) and take the instance off until it is resumed.

@@ -14,6 +14,8 @@ export interface RunnerHost {
   deliver(entries: OutboxEntry[]): void;
   /** Reports a dropped message or a failed hook. */
   warn(event: string, data: Record<string, unknown>): void;
+  /** A line for whoever debugs a device (written at --log-level debug only). Optional. */
+  debug?(event: string, data: Record<string, unknown>): void;
   /** A commit failed: the runner has stopped; the agent takes the instance off. */
   failed(e: unknown): void;
   now(): number;
@@ -209,10 +211,12 @@ export class AppRunner {
     const batch = this.batch;
     this.batch = [];
     try {
+      const t0 = performance.now();
       const c = this.instance.commit();
       if (c) {
         this.stats.commits++;
         this.stats.maxBatch = Math.max(this.stats.maxBatch, c.calls);
+        this.host.debug?.('mailbox.commit', { app: this.instance.instance, calls: c.calls, ms: Math.round((performance.now() - t0) * 100) / 100, checkpoint: this.instance.heapStats().version });
       }
     } catch (e) {
       // Nothing is answered or acknowledged: mailbox requests are redelivered and run again after a

@@ -161,7 +161,14 @@ function serve(agent: Agent, sock: Socket, onShutdown: () => void, ext: ControlE
       buf = buf.slice(nl + 1);
       if (line.trim() === '') continue;
       // Requests of one connection are answered in order.
-      chain = chain.then(() => handle(agent, line, onShutdown, ext).then((a) => write(sock, a)));
+      chain = chain.then(() => {
+        const t0 = performance.now();
+        return handle(agent, line, onShutdown, ext).then((a) => {
+          // The command and its outcome, never its arguments (a call's message is the app's data).
+          agent.log.debug('control.request', { cmd: cmdOf(line), ms: Math.round((performance.now() - t0) * 10) / 10, ok: a.ok, ...(a.ok ? {} : { code: a.error.code }) });
+          write(sock, a);
+        });
+      });
     }
   });
 }
@@ -194,6 +201,16 @@ async function handle(agent: Agent, line: string, onShutdown: () => void, ext: C
     if (isFerryError(e)) return { id, ok: false, error: errorAnswerBody(e) };
     agent.log.error('control.failed', { cmd: req?.cmd, error: String(e), stack: (e as Error)?.stack });
     return { id, ok: false, error: { code: 'REMOTE_ERROR', message: `the agent failed on ${String(req?.cmd)}: ${(e as Error)?.message ?? String(e)}` } };
+  }
+}
+
+/** The `cmd` of a request line, for the log (a short word, or "?"). */
+function cmdOf(line: string): string {
+  try {
+    const cmd = (JSON.parse(line) as { cmd?: unknown })?.cmd;
+    return typeof cmd === 'string' && /^[a-z-]{1,32}$/.test(cmd) ? cmd : '?';
+  } catch {
+    return '?';
   }
 }
 

@@ -68,3 +68,36 @@ describe('broker state', () => {
     expect(JSON.stringify(back)).not.toContain('s3cret');
   });
 });
+
+describe('--log-level debug', () => {
+  it('adds what an operator debugging a device needs: each control request (command, time, outcome) and each mailbox commit; info has neither', async () => {
+    for (const level of ['debug', 'info'] as const) {
+      const d = mkdtempSync(join(tmpdir(), `ferry-debug-${level}-`));
+      const a = startAgentProcess(d, ['--port', '0', '--log-level', level]);
+      try {
+        await a.ready;
+        await a.control('install', { path: join(process.cwd(), 'apps', 'counter.mjs') });
+        await a.control('run', { app: 'counter' });
+        await a.control('call', { instance: 'counter', handler: 'increment', message: { secret: 'app-data-1' } });
+        await a.control('call', { instance: 'counter', handler: 'nope', message: null }).catch(() => undefined);
+        await a.control('status');
+        const control = a.logs.filter((l) => l.event === 'control.request');
+        const commits = a.logs.filter((l) => l.event === 'mailbox.commit');
+        if (level === 'info') {
+          expect(control).toEqual([]);
+          expect(commits).toEqual([]);
+          continue;
+        }
+        expect(control.map((l) => [l.cmd, l.ok])).toEqual(expect.arrayContaining([['call', true], ['call', false]]));
+        expect(control.find((l) => l.ok === false)).toMatchObject({ cmd: 'call', code: 'APP_NO_HANDLER' });
+        expect(commits.length).toBeGreaterThan(0);
+        expect(commits[0]).toMatchObject({ app: 'counter', calls: expect.any(Number), checkpoint: expect.any(Number) });
+        // Arguments are not logged: a call's message is the app's data.
+        expect(JSON.stringify(a.logs)).not.toContain('app-data-1');
+      } finally {
+        await a.kill('SIGTERM');
+        rmSync(d, { recursive: true, force: true });
+      }
+    }
+  });
+});
