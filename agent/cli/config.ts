@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { FerryError } from '../../core/errors.js';
 import { OptionReader } from '../../core/options.js';
 
@@ -36,9 +36,36 @@ export interface FerryConfig {
 
 const KEYS = ['data', 'profile', 'broker', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch', 'durability', 'keepVersions', 'logLevel', 'label', 'pairTimeoutMs', 'brokerUsername', 'brokerPasswordFile', 'brokerCaFile', 'brokerCertFile', 'brokerKeyFile'];
 
-/** Reads `path`, or `./ferry.config.json` if it exists; none: `{}`. Bad files are CONFIG_INVALID naming the field. */
-export function readConfig(path: string | undefined): FerryConfig {
-  const file = path ?? (existsSync('ferry.config.json') ? 'ferry.config.json' : undefined);
+/** Where a device's configuration lives when the command names none (a board run as a service). */
+export const SYSTEM_CONFIG_DIR = '/etc/ferry';
+
+/** Where the config file is looked for (tests give their own). */
+export interface ConfigPlaces {
+  /** `$FERRY_CONFIG`. */
+  env?: string | undefined;
+  /** The folder of the system-wide file, `ferry.config.json` in it. Default SYSTEM_CONFIG_DIR. */
+  systemDir?: string;
+}
+
+/**
+ * Which config file applies: `--config <file>`, else `$FERRY_CONFIG`, else `./ferry.config.json`,
+ * else `/etc/ferry/ferry.config.json`: the most specific first. A file named by the first two
+ * must exist (a typo is an error, not silently no config); the last two are used if present.
+ */
+export function findConfig(path: string | undefined, places: ConfigPlaces = { env: process.env.FERRY_CONFIG }): string | undefined {
+  const named = path ?? (places.env !== undefined && places.env !== '' ? places.env : undefined);
+  if (named !== undefined) {
+    if (!existsSync(named)) throw new FerryError('CONFIG_INVALID', `${named} does not exist (named by ${path !== undefined ? '--config' : '$FERRY_CONFIG'})`, { field: path !== undefined ? '--config' : 'FERRY_CONFIG' });
+    return named;
+  }
+  if (existsSync('ferry.config.json')) return 'ferry.config.json';
+  const system = join(places.systemDir ?? SYSTEM_CONFIG_DIR, 'ferry.config.json');
+  return existsSync(system) ? system : undefined;
+}
+
+/** Reads the config file `findConfig` picks; none: `{}`. Bad files are CONFIG_INVALID naming the field. */
+export function readConfig(path: string | undefined, places?: ConfigPlaces): FerryConfig {
+  const file = findConfig(path, places);
   if (file === undefined) return {};
   let json: unknown;
   try {

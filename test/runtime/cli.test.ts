@@ -194,6 +194,19 @@ describe('the ferry command without an agent', () => {
     expect(r2.stderr).toContain(join(dir, 'here'));
   });
 
+  it('$FERRY_CONFIG names the config file when --config does not', async () => {
+    const dir = temp.dir('cfg-env');
+    const cfg = join(dir, 'elsewhere.json');
+    writeFileSync(cfg, JSON.stringify({ data: 'from-env' }));
+    const r = await new Promise<Ran>((resolve) =>
+      execFile(process.execPath, [FERRY_MAIN, 'status'], { env: { ...process.env, FERRY_CONFIG: cfg } }, (err, stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      ),
+    );
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(join(dir, 'from-env'));
+  });
+
   it('keepVersions in ferry.config.json sets how many checkpoint versions an instance keeps; 0 is refused naming it', async () => {
     const dir = temp.dir('cfg-keep');
     const cfg = join(dir, 'ferry.config.json');
