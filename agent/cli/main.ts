@@ -16,7 +16,7 @@ async function main(argv: string[]): Promise<number> {
     const parsed = parseArgs(argv);
     const out = await runCommand(parsed, (t) => process.stderr.write(`${t}\n`));
     if ('exitCode' in out) return out.exitCode;
-    process.stdout.write(`${json ? JSON.stringify(out.result ?? null) : formatHuman(out.result)}\n`);
+    process.stdout.write(`${json ? JSON.stringify(out.result ?? null) : formatHuman(out.result, process.stdout.isTTY ? process.stdout.columns : undefined)}\n`);
     return 0;
   } catch (e) {
     if (json) {
