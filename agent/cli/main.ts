@@ -10,13 +10,19 @@ import { formatHuman } from './format.js';
  * stdout. Errors: one line (`ferry: message [CODE]`), or with `--json`
  * `{"error":{"code","message","field"}}` on stdout; exit status 1. Never a stack trace.
  */
+/** The terminal's width to fit tables to, or undefined (a pipe, a file, or a terminal that reports no size: 0). */
+function terminalWidth(): number | undefined {
+  const c = process.stdout.isTTY ? process.stdout.columns : 0;
+  return c > 0 ? c : undefined;
+}
+
 async function main(argv: string[]): Promise<number> {
   const json = argv.includes('--json');
   try {
     const parsed = parseArgs(argv);
     const out = await runCommand(parsed, (t) => process.stderr.write(`${t}\n`));
     if ('exitCode' in out) return out.exitCode;
-    process.stdout.write(`${json ? JSON.stringify(out.result ?? null) : formatHuman(out.result, process.stdout.isTTY ? process.stdout.columns : undefined)}\n`);
+    process.stdout.write(`${json ? JSON.stringify(out.result ?? null) : formatHuman(out.result, terminalWidth())}\n`);
     return 0;
   } catch (e) {
     if (json) {
