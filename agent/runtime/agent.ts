@@ -16,6 +16,7 @@ import { AppLeases, type LeaseView } from './app-leases.js';
 import { NAME } from './app-definition.js';
 import { loadApp } from './app-loader.js';
 import { AppRunner } from './app-runner.js';
+import { inAgentTerms } from './broker-credentials.js';
 import { BrokerWatch } from './broker-watch.js';
 import { redactUrl } from '../../transports/options.js';
 import { Logger } from './logger.js';
@@ -134,14 +135,7 @@ export class Agent {
       // Malformed service requests are logged, rate-limited (PROTOCOL §3.4).
       log: (level, event, fields) => this.log.log(level, event, fields),
     }).catch((e: unknown) => {
-      // Name the agent's own option (what the owner sets), not the bus's.
-      // Brokers answer a wrong password as "not authorized" too (Mosquitto does), so: no user name
-      // given, name that; else the password.
-      if (isFerryError(e, 'BUS_AUTH')) {
-        const field = o.credentials.username === undefined && !/\/\/[^/@]+@/.test(o.brokerUrl ?? '') ? 'brokerUsername' : 'brokerPasswordFile';
-        throw new FerryError('BUS_AUTH', `the broker ${redactUrl(this.brokerUrl)} refused this agent's credentials (CONNACK return code ${String(e.details.returnCode)}); check ${field}${field === 'brokerUsername' ? ' and brokerPasswordFile (it asks for them)' : ' and brokerUsername'}`, { field });
-      }
-      throw e;
+      throw inAgentTerms(e, o.credentials, o.brokerUrl);
     });
     const alt = this.services.alternates;
     alt.on('alternate', (old: HeldLease, next: HeldLease) => {

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { FerryError } from '../../core/errors.js';
+import { FerryError, isFerryError } from '../../core/errors.js';
 import type { OptionReader } from '../../core/options.js';
 import type { BusSessionOptions } from '../../transports/contract.js';
+import { redactUrl } from '../../transports/options.js';
 
 /** The agent's broker credentials options (fields of AgentOptions and ferry.config.json). */
 export interface BrokerCredentialOptions {
@@ -59,4 +60,16 @@ export function readBrokerCredentials(r: OptionReader, brokerUrl: string | undef
     };
   }
   return out;
+}
+
+/**
+ * A BUS_AUTH from the bus, restated in the agent's own options (what the owner sets), not the
+ * bus's. Brokers answer a wrong password as "not authorized" too (Mosquitto does), so: no user
+ * name given (by option or in the URL), name that; else the password. Other errors pass as they are.
+ */
+export function inAgentTerms(e: unknown, c: BrokerCredentials, brokerUrl: string | undefined): unknown {
+  if (!isFerryError(e, 'BUS_AUTH')) return e;
+  const field = c.username === undefined && !/\/\/[^/@]+@/.test(brokerUrl ?? '') ? 'brokerUsername' : 'brokerPasswordFile';
+  const url = brokerUrl === undefined ? 'the broker' : `the broker ${redactUrl(brokerUrl)}`;
+  return new FerryError('BUS_AUTH', `${url} refused this agent's credentials (CONNACK return code ${String(e.details.returnCode)}); check ${field}${field === 'brokerUsername' ? ' and brokerPasswordFile (it asks for them)' : ' and brokerUsername'}`, { field });
 }
