@@ -1,11 +1,19 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { FerryError } from '../../core/errors.js';
-import { OptionReader } from '../../core/options.js';
+import { firstProblem } from '../../core/json-schema.js';
+import { describe } from '../../core/options.js';
+import type { Durability } from '../../store/options.js';
+import type { LogLevel } from '../runtime/agent-options.js';
+import type { LOOPBACK_HOSTS } from '../ops/http-endpoint.js';
+import { CONFIG_SCHEMA } from './config-schema.js';
 
-/** `ferry.config.json`: the settings of `ferry start` (flags override them). Every field optional. */
+/**
+ * `ferry.config.json`: the settings of `ferry start` (flags override them). Every field optional.
+ * Units, defaults and limits: CONFIG_SCHEMA (agent/cli/config-schema.ts), checked when the file is read.
+ */
 export interface FerryConfig {
-  /** Data directory (relative to the config file). */
+  /** Data directory (read relative to the config file; here resolved). */
   data?: string;
   /** Hardware profile name or profile JSON file. */
   profile?: string;
@@ -18,23 +26,33 @@ export interface FerryConfig {
   rememberReplies?: number;
   replayHorizonMs?: number;
   maxBatch?: number;
-  durability?: string;
-  /** Checkpoint versions kept per instance (1..1000; default 16): how far back `ferry restore` reaches. */
+  durability?: Durability;
+  /** Checkpoint versions kept per instance: how far back `ferry restore` reaches. */
   keepVersions?: number;
-  logLevel?: string;
-  /** Broker credentials (with `broker`): user name, a file holding the password, PEM files for mqtts://. */
+  logLevel?: LogLevel;
+  /** Broker credentials (with `broker`): user name, a file holding the password, PEM files for mqtts:// (files resolved). */
   brokerUsername?: string;
   brokerPasswordFile?: string;
   brokerCaFile?: string;
   brokerCertFile?: string;
   brokerKeyFile?: string;
-  /** The name the other owner sees when pairing (0..64 printable characters). Default: the host name. */
+  /** The name the other owner sees when pairing. Default: the host name. */
   label?: string;
-  /** How long one pairing attempt may take, ms (1,000..600,000; default 120,000). */
+  /** How long one pairing attempt may take, ms. */
   pairTimeoutMs?: number;
+  /** The HTTP endpoint's port (0 = any free one); absent: no HTTP endpoint. */
+  httpPort?: number;
+  /** The loopback address the HTTP endpoint listens on. Default `127.0.0.1`. */
+  httpHost?: (typeof LOOPBACK_HOSTS)[number];
 }
 
-const KEYS = ['data', 'profile', 'broker', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch', 'durability', 'keepVersions', 'logLevel', 'label', 'pairTimeoutMs', 'brokerUsername', 'brokerPasswordFile', 'brokerCaFile', 'brokerCertFile', 'brokerKeyFile'];
+type SchemaFields = Exclude<keyof typeof CONFIG_SCHEMA.properties, '$schema'>;
+/** Compile-time: FerryConfig has exactly the schema's fields (`$schema`, for editors, is dropped when read). */
+const SAME_FIELDS: [SchemaFields] extends [keyof FerryConfig] ? ([keyof FerryConfig] extends [SchemaFields] ? true : never) : never = true;
+void SAME_FIELDS;
+
+/** Fields holding a path, taken relative to the config file's folder. */
+const PATH_FIELDS = ['data', 'brokerPasswordFile', 'brokerCaFile', 'brokerCertFile', 'brokerKeyFile'] as const;
 
 /** Where a device's configuration lives when the command names none (a board run as a service). */
 export const SYSTEM_CONFIG_DIR = '/etc/ferry';
@@ -63,7 +81,11 @@ export function findConfig(path: string | undefined, places: ConfigPlaces = { en
   return existsSync(system) ? system : undefined;
 }
 
-/** Reads the config file `findConfig` picks; none: `{}`. Bad files are CONFIG_INVALID naming the field. */
+/**
+ * Reads the config file `findConfig` picks; none: `{}`. The file is checked against CONFIG_SCHEMA
+ * (types, ranges, enums, unknown fields): a bad one is CONFIG_INVALID naming the file and the
+ * field, `ferry.config.json: keepVersions must be an integer in 1..1000, got 0`.
+ */
 export function readConfig(path: string | undefined, places?: ConfigPlaces): FerryConfig {
   const file = findConfig(path, places);
   if (file === undefined) return {};
@@ -71,22 +93,25 @@ export function readConfig(path: string | undefined, places?: ConfigPlaces): Fer
   try {
     json = JSON.parse(readFileSync(file, 'utf8'));
   } catch (e) {
-    throw new FerryError('CONFIG_INVALID', `${file} cannot be read as JSON: ${(e as Error).message}`, { field: 'config' });
+    throw new FerryError('CONFIG_INVALID', `${file} cannot be read as JSON: ${(e as Error).message}`, { field: 'config', file });
   }
-  const r = new OptionReader(json as Record<string, unknown>, file, 'CONFIG_INVALID');
-  r.rejectUnknown(KEYS);
-  const c: FerryConfig = {};
-  // Type checks here; ranges are checked where the agent reads its options (same field names).
-  for (const k of ['data', 'profile', 'broker', 'deviceId', 'durability', 'logLevel'] as const) if (r.has(k)) c[k] = r.string(k);
-  if (r.has('label')) {
-    if (typeof r.raw('label') !== 'string') r.fail('label', 'a string', r.raw('label'));
-    c.label = r.raw('label') as string;
+  return checkConfig(json, file);
+}
+
+/** A parsed config file's content checked against CONFIG_SCHEMA, its paths taken relative to `file`'s folder. */
+export function checkConfig(json: unknown, file: string): FerryConfig {
+  const problem = firstProblem(CONFIG_SCHEMA, json);
+  if (problem !== undefined) {
+    if (problem.path === '') throw new FerryError('CONFIG_INVALID', `${file} must hold a JSON object, got ${describe(json)}`, { field: 'config', file });
+    const message =
+      problem.kind === 'unknown'
+        ? `${problem.path} is not a known option (known: ${problem.known.filter((k) => k !== '$schema').join(', ')})`
+        : `${problem.path} must be ${problem.expected}, got ${describe(problem.got)}`;
+    throw new FerryError('CONFIG_INVALID', `${file}: ${message}`, { field: problem.path, file });
   }
-  if (r.has('pairTimeoutMs')) c.pairTimeoutMs = r.number('pairTimeoutMs', { min: 0, max: Number.MAX_SAFE_INTEGER });
-  for (const k of ['brokerPort', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch', 'keepVersions'] as const) if (r.has(k)) c[k] = r.number(k, { min: 0, max: Number.MAX_SAFE_INTEGER });
-  for (const k of ['brokerUsername'] as const) if (r.has(k)) c[k] = r.string(k);
-  // Files are relative to the config file, as `data` is.
-  for (const k of ['brokerPasswordFile', 'brokerCaFile', 'brokerCertFile', 'brokerKeyFile'] as const) if (r.has(k)) c[k] = resolve(dirname(resolve(file)), r.string(k));
-  if (c.data !== undefined) c.data = resolve(dirname(resolve(file)), c.data);
+  const { $schema: _editors, ...fields } = json as FerryConfig & { $schema?: string };
+  const c: FerryConfig = fields;
+  // Paths are relative to the config file, not to where ferry runs.
+  for (const k of PATH_FIELDS) if (c[k] !== undefined) c[k] = resolve(dirname(resolve(file)), c[k]);
   return c;
 }
