@@ -18,11 +18,18 @@
  * - coldStartMs: median time from spawning the agent to its first `app.resumed` log line (an
  *   instance resumed from its checkpoint), beside nodeBareStartMs (median spawn-to-exit of
  *   `node -e 0`, sampled alternately with the restarts) and coldStartRatio (target ≤ 6);
- * - rssIdleMB: the agent's VmRSS with the three sample apps resumed and idle (target ≤ 80).
+ * - rssIdleMB: the VmRSS of every process the agent runs (the process spawned and its descendants),
+ *   with the three sample apps resumed and idle (target ≤ 80). The agent is started as the installed
+ *   `ferry` command runs: main.js executed through its `#!` line, which gives Node the agent's flags, so
+ *   there is one process. rssIdleWrappedMB: the same for `node main.js start` (no flags), where a
+ *   wrapper process re-runs Node with them: what the second process costs;
+ * - readOnlyCallUs / writeCallUs: one mailbox call at a time (counter.get, counter.increment,
+ *   alternated), median round trip; readOnlyStoreBytesPerCall / writeStoreBytesPerCall and the
+ *   commits per call: what each writes to the store (`status.store`). A read writes nothing.
  * `targets` says which targets were met. Prints one JSON object as its last line.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,13 +51,19 @@ const ROUNDS = args.quick ? 3 : 6;
 const ROUND_MS = args.quick ? 600 : 1500;
 const WARMUP_MS = args.quick ? 500 : 1500;
 const RESTARTS = args.quick ? 3 : 9;
-const IDLE_MS = 2000;
+const IDLE_MS = args.quick ? 1000 : 2000;
 const REQUEST_TIMEOUT_MS = 15_000;
 const TARGETS = { mailboxOverRawRatio: 0.25, coldStartRatio: 6, rssIdleMB: 80 };
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const MAIN = join(ROOT, 'dist', 'agent', 'cli', 'main.js');
-/** Exactly the flags `ferry start` re-executes with (agent/runtime/sandbox.ts AGENT_NODE_FLAGS): given here, the agent never re-executes. */
+
+/** main.js must be executable with the agent's flags on its `#!` line (the build does both), or the bench would measure a re-executing agent. */
+function checkInstalledCommand(): void {
+  accessSync(MAIN, constants.X_OK);
+  const shebang = readFileSync(MAIN, 'utf8').split('\n', 1)[0]!;
+  for (const f of AGENT_NODE_FLAGS) if (!shebang.includes(f)) throw new Error(`${MAIN}'s #! line lacks ${f}: ${shebang}`);
+}
 
 function brokerArg(argv: string[]): 'aedes' | 'mosquitto' {
   const i = argv.findIndex((a) => a === '--broker' || a.startsWith('--broker='));
@@ -81,9 +94,11 @@ process.once('exit', () => {
   for (const c of live) c.kill('SIGKILL');
 });
 
-function spawnAgent(dataDir: string, brokerUrl: string): AgentProc {
+/** `installed`: main.js run through its `#!` line, as the `ferry` command is; `wrapped`: `node main.js` without flags (it re-executes). */
+function spawnAgent(dataDir: string, brokerUrl: string, how: 'installed' | 'wrapped' = 'installed'): AgentProc {
   const spawnedAt = performance.now();
-  const child = spawn(process.execPath, [...AGENT_NODE_FLAGS, MAIN, 'start', '--data', dataDir, '--broker', brokerUrl, '--samples'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const args = ['start', '--data', dataDir, '--broker', brokerUrl, '--samples'];
+  const child = how === 'installed' ? spawn(MAIN, args, { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(child);
   const seen = new Map<string, number>();
   const waiters = new Map<string, Array<(t: number) => void>>();
@@ -165,6 +180,24 @@ function vmRssMB(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (!m) throw new Error(`/proc/${pid}/status has no VmRSS line`);
   return round(Number(m[1]) / 1024, 1);
+}
+
+/** `pid` and every process descended from it (/proc/<pid>/task/<tid>/children). */
+function processTree(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    for (const tid of readdirSync(`/proc/${out[i]}/task`)) {
+      const kids = readFileSync(`/proc/${out[i]}/task/${tid}/children`, 'utf8').trim();
+      if (kids) out.push(...kids.split(/\s+/).map(Number));
+    }
+  }
+  return out;
+}
+
+/** VmRSS summed over the process tree, MB, and how many processes it has. */
+function treeRssMB(pid: number): { mb: number; processes: number } {
+  const pids = processTree(pid);
+  return { mb: round(pids.reduce((s, p) => s + vmRssMB(p), 0), 1), processes: pids.length };
 }
 
 /** The data directory's filesystem: fsync costs differ by orders of magnitude (tmpfs vs a disk). */
@@ -341,6 +374,50 @@ async function measureThroughput(url: string): Promise<Throughput> {
   }
 }
 
+/** Store figures of the agent (`status.store`). */
+async function storeFigures(dataDir: string): Promise<{ commits: number; segmentBytesWritten: number }> {
+  return ((await controlRequest(dataDir, 'status')) as { store: { commits: number; segmentBytesWritten: number } }).store;
+}
+
+/**
+ * One call at a time through the counter's mailbox, `get` and `increment` alternated in blocks
+ * (so load weighs on both alike): median round trip of each, µs, and what each wrote to the store.
+ */
+async function callCosts(url: string, dataDir: string, n: number): Promise<Record<string, number>> {
+  const bus = await connectBus({ url, deviceId: `bench-seq-${benchTag()}`, requestTimeoutMs: REQUEST_TIMEOUT_MS });
+  const topic = appMailboxTopic('counter');
+  const times = { get: [] as number[], increment: [] as number[] };
+  const wrote = { get: { commits: 0, segmentBytesWritten: 0 }, increment: { commits: 0, segmentBytesWritten: 0 } };
+  try {
+    for (let block = 0; block < 10; block++) {
+      for (const handler of block % 2 === 0 ? (['get', 'increment'] as const) : (['increment', 'get'] as const)) {
+        const s0 = await storeFigures(dataDir);
+        for (let i = 0; i < n / 10; i++) {
+          const t0 = performance.now();
+          const env = await bus.request(topic, 'app.call', { handler, message: null }, { timeoutMs: REQUEST_TIMEOUT_MS });
+          times[handler].push((performance.now() - t0) * 1000);
+          if (env.type !== 'app.call.ok') throw new Error(`unexpected answer type ${env.type}`);
+        }
+        const s1 = await storeFigures(dataDir);
+        wrote[handler].commits += s1.commits - s0.commits;
+        wrote[handler].segmentBytesWritten += s1.segmentBytesWritten - s0.segmentBytesWritten;
+      }
+    }
+  } finally {
+    await bus.close();
+  }
+  const per = (x: number) => round(x / n, 2);
+  return {
+    sequentialCallsEach: times.get.length,
+    readOnlyCallUs: Math.round(median(times.get)),
+    writeCallUs: Math.round(median(times.increment)),
+    readOnlyCommitsPerCall: per(wrote.get.commits),
+    writeCommitsPerCall: per(wrote.increment.commits),
+    readOnlyStoreBytesPerCall: per(wrote.get.segmentBytesWritten),
+    writeStoreBytesPerCall: per(wrote.increment.segmentBytesWritten),
+  };
+}
+
 async function counterView(dataDir: string): Promise<InstanceView> {
   const apps = (await controlRequest(dataDir, 'apps')) as { instances: InstanceView[] };
   const v = apps.instances.find((i) => i.instance === 'counter');
@@ -350,6 +427,7 @@ async function counterView(dataDir: string): Promise<InstanceView> {
 
 async function main(): Promise<void> {
   const t0 = performance.now();
+  checkInstalledCommand();
   const dataDir = mkdtempSync(join(tmpdir(), 'ferry-bench-agent-'));
   const broker = BROKER === 'aedes' ? await startBenchProcess({ role: 'aedes' }).then((p) => ({ url: p.info.url!, stop: () => p.close() })) : await startMosquitto();
   let agent: AgentProc | undefined;
@@ -376,7 +454,9 @@ async function main(): Promise<void> {
     await sleep(IDLE_MS);
     const status = (await controlRequest(dataDir, 'status')) as { pid: number; rssBytes: number; running: number };
     if (status.pid !== agent.pid) throw new Error(`the control channel answers from pid ${status.pid}, the agent spawned is ${agent.pid} (did it re-execute?)`);
-    const rssIdleMB = vmRssMB(agent.pid);
+    const idle = treeRssMB(agent.pid);
+    const rssIdleMB = idle.mb;
+    const costs = await callCosts(broker.url, dataDir, args.quick ? 100 : 600);
 
     const before = await counterView(dataDir);
     const cpu0 = cpuMs(agent.pid);
@@ -388,6 +468,15 @@ async function main(): Promise<void> {
     const commits = after.mailbox!.commits - before.mailbox!.commits;
     // Exactly once: every answered increment is in the heap (answers past a round's end are applied too).
     const count = ((await controlRequest(dataDir, 'call', { instance: 'counter', handler: 'get' })) as { count: number }).count;
+    // Every call the counter's mailbox ran but the sequential gets was an increment.
+    const counted = after.mailbox!.calls - costs.sequentialCallsEach!;
+    await shutdown(dataDir, agent);
+
+    // The same idle agent through the wrapper (`node main.js start`, no flags): two processes.
+    agent = spawnAgent(dataDir, broker.url, 'wrapped');
+    await agent.event('agent.ready');
+    await sleep(IDLE_MS);
+    const wrapped = treeRssMB(agent.pid);
     await shutdown(dataDir, agent);
 
     const coldStartMs = round(median(cold), 1);
@@ -415,13 +504,18 @@ async function main(): Promise<void> {
       batchMean: round(calls / Math.max(1, commits), 1),
       batchMax: after.mailbox!.maxBatch,
       commits,
-      counterMatchesCalls: count === after.mailbox!.calls,
+      counterMatchesCalls: count === counted,
       coldStartMs,
       coldStartSamplesMs: cold.map((x) => round(x, 1)),
       readyMs: round(median(ready), 1),
       nodeBareStartMs,
       coldStartRatio,
       rssIdleMB,
+      agentProcesses: idle.processes,
+      rssIdleWrappedMB: wrapped.mb,
+      wrappedProcesses: wrapped.processes,
+      ...costs,
+      readOverWriteCallRatio: round(costs.readOnlyCallUs! / costs.writeCallUs!, 2),
       rssIdleControlMB: round(status.rssBytes / 1024 / 1024, 1),
       rssAfterLoadMB,
       appsRunning: status.running,
@@ -438,7 +532,8 @@ async function main(): Promise<void> {
       `mailbox ${tp.mailboxReqPerSec} req/s | raw echo ${tp.rawEchoReqPerSec} req/s | bus echo ${tp.busEchoReqPerSec} req/s | mailbox/raw ${tp.mailboxOverRawRatio} (target ≥ 0.25; by round ${tp.mailboxOverRawByRound.min}–${tp.mailboxOverRawByRound.max})`,
       `group commit: ${result.batchMean} calls/commit on average, ${result.batchMax} at most (${commits} commits); agent CPU ${result.agentCpuUsPerCall} µs per call`,
       `cold start ${coldStartMs} ms to app.resumed (${result.readyMs} ms to agent.ready) vs node -e 0 ${nodeBareStartMs} ms: ratio ${coldStartRatio} (target ≤ 6)`,
-      `RSS idle ${rssIdleMB} MB (target ≤ 80), after load ${rssAfterLoadMB} MB`,
+      `RSS idle ${rssIdleMB} MB in ${idle.processes} process(es) (target ≤ 80), after load ${rssAfterLoadMB} MB; through the wrapper ${wrapped.mb} MB in ${wrapped.processes}`,
+      `one call at a time: read ${costs.readOnlyCallUs} µs, ${costs.readOnlyCommitsPerCall} commits and ${costs.readOnlyStoreBytesPerCall} store bytes per call | write ${costs.writeCallUs} µs, ${costs.writeCommitsPerCall} commits and ${costs.writeStoreBytesPerCall} store bytes per call`,
     ]);
   } catch (e) {
     if (agent) console.error(`agent stderr: ${agent.stderrTail().trim()}`);

@@ -33,9 +33,10 @@ export const ERROR_CODES = {
   MESSAGE_TOO_LARGE: 'a message exceeds the configured maximum message size',
   BULK_FAILED: 'a chunked bulk transfer could not be completed (missing chunks, bad digest, or aborted)',
   REMOTE_ERROR: 'the other end answered a request with an error it did not classify',
-  BUS_TLS: "the broker's TLS certificate failed verification (not signed by options.tls.ca, wrong name, expired); the connection was refused",
+  BUS_TLS: "the broker's TLS certificate failed verification (not signed by options.tls.ca, wrong name, expired; field options.tls.ca), or the broker refused this client's certificate or its lack of one (field options.tls.cert); the connection was refused",
   BUS_AUTH: 'the broker refused the connection (CONNACK: bad user name or password, or not authorized); the error names the option to check, never its value',
   BUS_QUEUE_FULL: 'the outgoing publish queue (flow control) is full; the publish was refused, retry later',
+  BROKER_STORE_CORRUPT: "the embedded broker's store file (options.persistenceFile) is not a SQLite file, belongs to another application, has an unknown format version, or fails its integrity check; the broker did not start (it never starts empty in its place)",
 
   // agent/services
   SERVICE_NOT_FOUND: 'no live service matches the type and attributes asked for',
@@ -68,6 +69,7 @@ export const ERROR_CODES = {
   APP_HANDLER_FAILED: "an app's handler (or init, timer, hook) threw; its changes to the heap were rolled back",
   APP_TIMEOUT: "an app's handler ran past its CPU-time limit and was stopped; its changes to the heap were rolled back",
   APP_ASYNC_HANDLER: 'a handler returned a promise; handlers are synchronous transactions, so its changes were rolled back (an async handler is refused at install: APP_BAD_DEFINITION)',
+  APP_UPGRADE_FAILED: "an instance's new code could not take over its heap (the module did not load, or onUpgrade failed); the instance runs the code and state it had before",
   APP_NOT_RUNNING: 'the app instance is suspended, stopped or being removed, so it cannot take the operation now',
   APP_EXISTS: 'an app instance with that name is already running, or an app of that name is being installed twice',
   APP_BAD_REQUEST: "a request in an app's mailbox is not an app.call envelope with a handler name; it was acknowledged and answered with this error",
@@ -77,6 +79,7 @@ export const ERROR_CODES = {
   AGENT_BAD_REQUEST: 'a control-channel request is malformed or names an unknown command; the error names the field',
   CONFIG_INVALID: 'ferry.config.json cannot be read, is not JSON, or has an unknown or out-of-range field',
   CLI_USAGE: 'the ferry command was given an unknown command, a missing argument, or a bad flag',
+  SERVICE_INSTALL_FAILED: "ferry service install or uninstall cannot do its work: not run as root for the system's own files, a file it cannot write or remove (the error names it), a ferry.service it did not write, or a node or ferry the service could not run (under /home, /root or /tmp)",
 
   // agent/bridge
   IDENTITY_CORRUPT: "the device's identity key file is missing (while the device has a peer registry), unreadable, malformed, or not the identity its peers were paired with; no new identity was made",

@@ -29,6 +29,37 @@ function tlsVerifyError(e: unknown): FerryError | undefined {
 }
 
 /**
+ * TLS alerts a broker sends when it refuses this client's certificate: none given to a broker
+ * that requires one (TLS 1.3 `certificate_required`; TLS 1.2 brokers answer `handshake_failure`),
+ * one signed by a CA the broker does not trust (`unknown_ca`), or one it rejects otherwise.
+ * Node reports them on the socket after the handshake (TLS 1.3) or during it (TLS 1.2).
+ */
+const TLS_PEER_REFUSED_CODES = new Set([
+  'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED',
+  'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE',
+  'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA',
+  'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE',
+  'ERR_SSL_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE',
+  'ERR_SSL_SSLV3_ALERT_CERTIFICATE_REVOKED',
+  'ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED',
+  'ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN',
+  'ERR_SSL_TLSV1_ALERT_ACCESS_DENIED',
+]);
+
+/** BUS_TLS for a broker that refused this client's certificate (or its lack of one), else undefined. */
+function tlsPeerRefusedError(e: unknown): FerryError | undefined {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !TLS_PEER_REFUSED_CODES.has(code)) return undefined;
+  const alert = code.replace(/^ERR_SSL_(SSLV3|TLSV1|TLSV13)_ALERT_/, '').toLowerCase();
+  return new FerryError(
+    'BUS_TLS',
+    `the broker refused the TLS connection (alert ${alert}): it requires a client certificate signed by a CA it trusts; check options.tls.cert and options.tls.key`,
+    { field: 'options.tls.cert', tlsCode: code },
+    { cause: e },
+  );
+}
+
+/**
  * BUS_AUTH for a CONNACK that refuses the client (MQTT 3.1.1 return codes 4, bad user name or
  * password, and 5, not authorized), else undefined. The message names the field, never its value.
  */
@@ -42,5 +73,5 @@ function authRefusedError(e: unknown): FerryError | undefined {
 
 /** BUS_TLS or BUS_AUTH for a failure that retrying cannot cure, else undefined. */
 export function connectRefusal(e: unknown): FerryError | undefined {
-  return tlsVerifyError(e) ?? authRefusedError(e);
+  return tlsVerifyError(e) ?? tlsPeerRefusedError(e) ?? authRefusedError(e);
 }

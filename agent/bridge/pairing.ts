@@ -48,8 +48,9 @@ export interface AttemptView {
   peer: string;
   role: 'initiator' | 'responder';
   step: Step;
-  startedAt: number;
-  expiresAt: number;
+  /** ISO 8601, UTC (as every time the control channel answers). */
+  startedAt: string;
+  expiresAt: string;
   code?: string;
   fingerprint?: string;
   profile?: string;
@@ -205,8 +206,8 @@ export class Pairing {
       peer: a.peer,
       role: a.role,
       step: a.step,
-      startedAt: a.startedAt,
-      expiresAt: a.startedAt + this.o.timeoutMs,
+      startedAt: new Date(a.startedAt).toISOString(),
+      expiresAt: new Date(a.startedAt + this.o.timeoutMs).toISOString(),
       ...(a.code !== undefined ? { code: a.code } : {}),
       ...(a.theirs ? { fingerprint: fingerprint(a.theirs.deviceKey, a.theirs.staticKey), profile: a.theirs.profile, label: a.theirs.label } : {}),
     }));

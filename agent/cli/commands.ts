@@ -5,8 +5,9 @@ import { getProfile, profileNames } from '../../hw-profiles/index.js';
 import { Flags, type ParsedArgs } from './args.js';
 import { agent, need, noMore, type Command, type CommandResult } from './command.js';
 import { readConfig, type FerryConfig } from './config.js';
-import { controlRequest } from './control-client.js';
+import { LOGS_COMMAND } from './logs-command.js';
 import { PAIR_COMMANDS } from './pair-commands.js';
+import { SERVICE_COMMANDS } from './service-command.js';
 import { packageDir } from './package-dir.js';
 
 export type { CommandContext, CommandResult } from './command.js';
@@ -39,9 +40,9 @@ function version(v: string, usage: string): number {
 export const COMMANDS: Record<string, Command> = {
   start: {
     usage:
-      'start [--profile <name>] [--broker <url> [--broker-user <name>] [--broker-password-file <file>] [--broker-ca <pem>] [--broker-cert <pem> --broker-key <pem>]] [--port <n>] [--device-id <id>] [--label <text>] [--log-level <l>] [--samples]',
+      'start [--profile <name>] [--broker <url> [--broker-user <name>] [--broker-password-file <file>] [--broker-ca <pem>] [--broker-cert <pem> --broker-key <pem>]] [--port <n>] [--device-id <id>] [--label <text>] [--log-level <l>] [--http-port <n> [--http-host <addr>]] [--samples]',
     summary: 'run the agent in the foreground (embedded broker without --broker)',
-    flags: ['profile', 'broker', 'port', 'samples', 'log-level', 'device-id', 'label', 'broker-user', 'broker-password-file', 'broker-ca', 'broker-cert', 'broker-key'],
+    flags: ['profile', 'broker', 'port', 'samples', 'log-level', 'device-id', 'label', 'broker-user', 'broker-password-file', 'broker-ca', 'broker-cert', 'broker-key', 'http-port', 'http-host'],
     async run(ctx, words, f, config, dataDir) {
       noMore(words, 0, this.usage);
       const { runAgent } = await import('./start.js');
@@ -49,6 +50,11 @@ export const COMMANDS: Record<string, Command> = {
       const port = f.int('port', 0, 65_535) ?? config.brokerPort;
       const deviceId = f.str('device-id') ?? config.deviceId;
       const logLevel = f.str('log-level') ?? config.logLevel;
+      // The ops endpoint (/healthz, /metrics): only with a port; its option errors name the flag or the config field.
+      const httpPort = f.int('http-port', 0, 65_535) ?? config.httpPort;
+      const httpHost = f.str('http-host') ?? config.httpHost;
+      if (httpHost !== undefined && httpPort === undefined) throw new FerryError('CLI_USAGE', '--http-host needs --http-port <n> (or httpPort in the config file)', { field: '--http-host' });
+      const httpField = (k: string) => (f.str(`http-${k}`) !== undefined ? `--http-${k}` : `http${k[0]!.toUpperCase()}${k.slice(1)}`);
       const exitCode = await runAgent(
         {
           dataDir,
@@ -71,7 +77,10 @@ export const COMMANDS: Record<string, Command> = {
           ...((f.str('label') ?? config.label) !== undefined ? { label: f.str('label') ?? config.label } : {}),
           ...(config.pairTimeoutMs !== undefined ? { pairTimeoutMs: config.pairTimeoutMs } : {}),
         },
+        httpPort !== undefined ? { port: httpPort, ...(httpHost !== undefined ? { host: httpHost as 'localhost' } : {}) } : undefined,
       ).catch((e: unknown) => {
+        const http = isFerryError(e, 'BAD_OPTION') ? /^http\.(port|host)$/.exec(String(e.details.field)) : null;
+        if (http) throw new FerryError('BAD_OPTION', (e as Error).message.replace(`http.${http[1]!}`, httpField(http[1]!)), { field: httpField(http[1]!) });
         // The usual cause: a broker (Mosquitto as a service, another agent) already holds 1883.
         if (isFerryError(e) && e.details.field === 'options.port' && broker === undefined) {
           throw new FerryError('BAD_OPTION', `${e.message}; is a broker already running there? Use it with --broker mqtt://127.0.0.1:${port ?? 1883}, or give the embedded broker another port (--port 0: any free one)`, { field: '--port' });
@@ -116,6 +125,16 @@ export const COMMANDS: Record<string, Command> = {
       noMore(w, 1, this.usage);
       const instance = f.str('instance');
       return agent(d, 'run', { app, ...(instance !== undefined ? { instance } : {}) });
+    },
+  },
+  upgrade: {
+    usage: 'upgrade <instance>',
+    summary: "move a running instance to its app's installed code on the same heap (runs onUpgrade; rolls back if it fails)",
+    flags: [],
+    async run(_c, w, _f, _cfg, d) {
+      const instance = need(w, 0, 'instance', this.usage);
+      noMore(w, 1, this.usage);
+      return agent(d, 'upgrade', { instance });
     },
   },
   call: {
@@ -166,8 +185,8 @@ export const COMMANDS: Record<string, Command> = {
     flags: [],
     async run(_c, w, _f, _cfg, d) {
       noMore(w, 1, this.usage);
-      const r = (await controlRequest(d, 'checkpoints', w[0] !== undefined ? { instance: w[0] } : {})) as Array<Record<string, unknown>>;
-      return { result: r.map((c) => ({ ...c, createdAt: new Date(c.createdAt as number).toISOString() })) };
+      // createdAt comes as ISO 8601 (UTC) from the agent, as every time on the control channel.
+      return agent(d, 'checkpoints', w[0] !== undefined ? { instance: w[0] } : {});
     },
   },
   restore: {
@@ -196,7 +215,9 @@ export const COMMANDS: Record<string, Command> = {
   },
   services: { usage: 'services', summary: 'services discovered on the broker', flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'services'), agent(d, 'services')) },
   leases: { usage: 'leases', summary: "leases held by this agent's apps", flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'leases'), agent(d, 'leases')) },
+  logs: LOGS_COMMAND,
   ...PAIR_COMMANDS,
+  ...SERVICE_COMMANDS,
   shutdown: { usage: 'shutdown', summary: 'stop the agent (apps are checkpointed and resume at the next start)', flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'shutdown'), agent(d, 'shutdown')) },
 };
 

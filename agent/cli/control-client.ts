@@ -5,18 +5,23 @@ import { controlSocketPath, type ControlAnswer } from '../runtime/control-server
 /**
  * Sends one request to the agent of `dataDir` over its control socket and
  * returns the result; an error answer is thrown as a FerryError with the
- * agent's code. No agent: AGENT_UNREACHABLE.
+ * agent's code. No agent: AGENT_UNREACHABLE. `signal` gives up on the request (the connection
+ * is closed; it rejects with the signal's reason).
  */
-export function controlRequest(dataDir: string, cmd: string, args: Record<string, unknown> = {}, timeoutMs = 30_000): Promise<unknown> {
+export function controlRequest(dataDir: string, cmd: string, args: Record<string, unknown> = {}, timeoutMs = 30_000, signal?: AbortSignal): Promise<unknown> {
   const path = controlSocketPath(dataDir);
+  if (signal?.aborted) return Promise.reject(signal.reason);
   return new Promise((resolve, reject) => {
     const sock = connect(path);
     let buf = '';
     let done = false;
+    const onAbort = () => finish(() => reject(signal!.reason));
+    signal?.addEventListener('abort', onAbort, { once: true });
     const finish = (f: () => void) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
       sock.destroy();
       f();
     };

@@ -51,3 +51,21 @@ function table(rows: unknown[], width: number): string {
   const line = (parts: string[]) => parts.map((p, i) => fit(p, widths[i]!).padEnd(widths[i]!)).join('  ').trimEnd();
   return [line(cols), ...cells.map(line)].join('\n');
 }
+
+/**
+ * One log line for people (`ferry logs`): `<ISO time> <level> <instance> <event> key=value…`, the
+ * time as the agent wrote it (ISO 8601, UTC), `-` for a line about no instance. A string value is
+ * printed as is when it is one plain word, else as JSON (quoted, control characters escaped, so
+ * an app's text cannot drive the terminal); other values as JSON.
+ */
+export function formatLogLine(line: Record<string, unknown>): string {
+  const { seq: _seq, ts, level, event, instance, ...rest } = line;
+  const head = [String(ts), String(level).padEnd(5), typeof instance === 'string' ? instance : '-', String(event)];
+  return [...head, ...Object.entries(rest).map(([k, v]) => `${k}=${logValue(v)}`)].join(' ');
+}
+
+function logValue(v: unknown): string {
+  if (typeof v === 'string' && /^[\w.,:;/@+%#*!?~^|()[\]{}<>'-]+$/.test(v)) return v;
+  // JSON escapes C0 controls; DEL, C1 controls and bidi overrides are escaped here too.
+  return (JSON.stringify(v) ?? String(v)).replace(/[\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}

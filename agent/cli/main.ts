@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --experimental-vm-modules --disable-warning=ExperimentalWarning
 import { isFerryError } from '../../core/errors.js';
 import { errorAnswerBody } from '../../transports/pending-requests.js';
 import { parseArgs } from './args.js';

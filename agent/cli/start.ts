@@ -9,6 +9,7 @@ import type { BridgeOptions } from '../bridge/options.js';
 import { Agent } from '../runtime/agent.js';
 import type { AgentOptions } from '../runtime/agent-options.js';
 import { ControlServer } from '../runtime/control-server.js';
+import { OpsMetrics, readHttpEndpointOptions, startOpsEndpoint, withHttpStatus, type HttpEndpoint, type HttpEndpointOptions } from '../ops/index.js';
 import { AGENT_NODE_FLAGS, vmModulesAvailable } from '../runtime/sandbox.js';
 import { packageDir } from './package-dir.js';
 
@@ -25,7 +26,9 @@ const WRAPPED = 'FERRY_AGENT_WRAPPED';
 
 /**
  * Re-runs this command in a Node with the agent's flags (app modules need
- * `--experimental-vm-modules`); resolves with its exit code. Signals are passed on (the agent
+ * `--experimental-vm-modules`); resolves with its exit code. Only `node main.js start` without
+ * the flags comes here: the installed command gets them from main.js's `#!` line, and the
+ * systemd unit from its ExecStart, so those run as one process. Signals are passed on (the agent
  * takes any number of them as one stop), and an IPC channel ties the agent to this process:
  * if this one is killed outright, the channel closes and the agent stops too, so no agent
  * outlives the process a supervisor started.
@@ -42,8 +45,9 @@ export function reexecWithAgentFlags(): Promise<number> {
 /**
  * `ferry start`: runs the agent in this process until SIGINT/SIGTERM or
  * `ferry shutdown`. With `samples`, a data directory without apps gets the sample apps installed and running.
+ * With `http`, the ops endpoint (/healthz, /metrics) listens beside the control socket (errors name `http.<field>`).
  */
-export async function runAgent(options: AgentOptions, samples: boolean, say: (text: string) => void, bridgeOptions: Partial<BridgeOptions> = {}): Promise<number> {
+export async function runAgent(options: AgentOptions, samples: boolean, say: (text: string) => void, bridgeOptions: Partial<BridgeOptions> = {}, http?: HttpEndpointOptions): Promise<number> {
   if (!vmModulesAvailable()) return reexecWithAgentFlags();
   // V8's memory-saving mode: an agent mostly idles on a small device. About 10 MB less idle RSS,
   // mailbox throughput within the noise (bench/agent.ts). Set here, not in AGENT_NODE_FLAGS, so an agent
@@ -64,12 +68,16 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
   const early = (sig: NodeJS.Signals) => (signalled = sig);
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, early);
   await ControlServer.checkFree(options.dataDir);
-  const agent = await Agent.start(options);
+  if (http) readHttpEndpointOptions(http, 'http'); // a bad option is refused before anything starts
+  const metrics = http ? new OpsMetrics() : undefined;
+  const agent = await Agent.start(metrics ? { ...options, observer: metrics } : options);
   let stopping: Promise<void> | undefined;
   let control: ControlServer | undefined;
+  let endpoint: HttpEndpoint | undefined;
   let bridge: Bridge | FerryError | undefined;
   const stop = () =>
     (stopping ??= (async () => {
+      await endpoint?.close();
       await control?.close();
       if (bridge instanceof Bridge) await bridge.close();
       await agent.close();
@@ -84,7 +92,8 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
     );
   try {
     bridge = await startBridge(agent, bridgeOptions);
-    control = await ControlServer.listen(agent, agent.options.dataDir, () => void exit(), bridgeControl(bridge));
+    if (http && metrics) endpoint = await startOpsEndpoint(agent, metrics, http, 'http');
+    control = await ControlServer.listen(agent, agent.options.dataDir, () => void exit(), withHttpStatus(bridgeControl(bridge), endpoint));
     if (samples && agent.registry.apps().length === 0) {
       for (const name of SAMPLE_APPS) {
         await agent.install(join(samplesDir(), `${name}.mjs`));
@@ -131,6 +140,7 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
     [
       `ferry agent ${s.deviceId} (profile ${s.profile}) is up; broker ${s.broker}${s.embeddedBroker ? ' (embedded)' : ''}.`,
       `apps running: ${running.join(', ') || 'none'}`,
+      ...(endpoint ? [`health and metrics: ${endpoint.url}/healthz, ${endpoint.url}/metrics`] : []),
       'try, in another terminal:',
       ...next,
       'stop with Ctrl-C (apps are checkpointed and resume at the next start).',

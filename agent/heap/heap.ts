@@ -63,6 +63,8 @@ export interface Savepoint {
   rollback(): void;
   /** Keeps the changes. */
   release(): void;
+  /** True once any heap object was written since the savepoint (a call that changed nothing needs no checkpoint). */
+  changed(): boolean;
 }
 
 /** Opens an app's virtual persistent heap (creating it on first use). */
@@ -444,6 +446,7 @@ export class Heap implements ProxyHost {
       release: () => {
         if (this.space.undo === undo) this.space.undo = null;
       },
+      changed: () => undo.size > 0,
     };
   }
 

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
 import { basename, resolve } from 'node:path';
 import { OptionReader } from '../../core/options.js';
-import { DURABILITY_MODES, type Durability } from '../../store/index.js';
+import { DURABILITY_MODES, type Durability } from '../../store/options.js';
 import { BROKER_URL_PATTERN, DEVICE_ID_PATTERN } from '../../transports/options.js';
 import { BROKER_CREDENTIAL_KEYS, readBrokerCredentials, type BrokerCredentialOptions, type BrokerCredentials } from './broker-credentials.js';
+import type { RunnerObserver } from './runner-observer.js';
 
 /** One structured log line (written as JSON, one per line). */
 export interface LogLine {
@@ -62,6 +63,8 @@ export interface AgentOptions extends BrokerCredentialOptions {
   log?: (line: LogLine) => void;
   /** Listen on the control socket (`<dataDir>/ferry.sock`). Default true. */
   control?: boolean;
+  /** Told of every call, dropped mailbox message and group commit (the ops endpoint's metrics: runner-observer.ts). Default: none, and nothing is counted. */
+  observer?: RunnerObserver;
 }
 
 export interface ResolvedAgentOptions {
@@ -80,13 +83,14 @@ export interface ResolvedAgentOptions {
   logLevel: LogLevel;
   log: (line: LogLine) => void;
   control: boolean;
+  observer: RunnerObserver | undefined;
   /** Read from the broker credential options (files read at start). */
   credentials: BrokerCredentials;
 }
 
 export const AGENT_OPTION_KEYS = [
   'dataDir', 'profile', 'brokerUrl', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch',
-  'durability', 'keepVersions', 'leaseWaitMs', 'logLevel', 'log', 'control', ...BROKER_CREDENTIAL_KEYS,
+  'durability', 'keepVersions', 'leaseWaitMs', 'logLevel', 'log', 'control', 'observer', ...BROKER_CREDENTIAL_KEYS,
 ] as const;
 
 export function readAgentOptions(options: AgentOptions, prefix = 'options', code: 'BAD_OPTION' | 'CONFIG_INVALID' = 'BAD_OPTION'): ResolvedAgentOptions {
@@ -96,6 +100,8 @@ export function readAgentOptions(options: AgentOptions, prefix = 'options', code
   const profile = r.string('profile', 'rpi-4b');
   const log = r.raw('log');
   if (log !== undefined && typeof log !== 'function') r.fail('log', 'a function', log);
+  const observer = r.raw('observer') as RunnerObserver | undefined;
+  if (observer !== undefined && (observer === null || typeof observer !== 'object' || (['called', 'dropped', 'committed'] as const).some((k) => typeof observer[k] !== 'function'))) r.fail('observer', 'an object with functions called, dropped and committed', observer);
   const tag = createHash('sha256').update(dataDir).digest('hex').slice(0, 6);
   // A profile file's name without `.json`; anything a topic level cannot hold becomes `-`.
   const stem = basename(profile).replace(/\.json$/, '').replace(/[^A-Za-z0-9._:-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 50) || 'ferry';
@@ -117,6 +123,7 @@ export function readAgentOptions(options: AgentOptions, prefix = 'options', code
     logLevel: r.oneOf('logLevel', LOG_LEVELS, 'info'),
     log: (log as ((l: LogLine) => void) | undefined) ?? ((line) => process.stdout.write(`${JSON.stringify(line)}\n`)),
     control: r.boolean('control', true),
+    observer,
     credentials: readBrokerCredentials(r, brokerUrl),
   };
 }

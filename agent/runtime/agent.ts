@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import { FerryError, isFerryError } from '../../core/errors.js';
 import { getProfile, loadProfileFile, type HwProfile } from '../../hw-profiles/index.js';
 import { openStore, type Store } from '../../store/index.js';
-import { ENVELOPE_VERSION } from '../../transports/contract.js';
 import { DurableSession, type DurableSessionOptions } from '../../transports/durable-session.js';
 import { appMailboxTopic } from '../../transports/topics.js';
 import type { MqttBus } from '../../transports/mqtt-bus.js';
@@ -11,46 +10,20 @@ import { DEFAULT_MAX_MESSAGE_BYTES } from '../../transports/options.js';
 import { startServices, type HeldLease, type Services } from '../services/index.js';
 import { readAgentOptions, type AgentOptions, type ResolvedAgentOptions } from './agent-options.js';
 import { checkModuleFile } from './app-installer.js';
-import { AppInstance, type CallOutcome, type OutboxEntry } from './app-instance.js';
+import { AppInstance } from './app-instance.js';
 import { AppLeases, type LeaseView } from './app-leases.js';
 import { NAME } from './app-definition.js';
 import { loadApp } from './app-loader.js';
 import { AppRunner } from './app-runner.js';
+import { codeHash, runUpgradeHook, upgradeFailed } from './app-upgrade.js';
 import { inAgentTerms } from './broker-credentials.js';
 import { BrokerWatch } from './broker-watch.js';
 import { redactUrl } from '../../transports/options.js';
 import { Logger } from './logger.js';
-import { Registry, writeAtomically, type InstanceRecord, type InstanceState } from './registry.js';
-
-/** One running instance and what serves it. */
-interface Running {
-  record: InstanceRecord;
-  instance: AppInstance;
-  runner: AppRunner;
-  /** Made once the services are up (recovery opens heaps before connecting). */
-  leases: AppLeases | undefined;
-  session: DurableSession | undefined;
-}
-
-/** What `ferry apps` shows of one instance. */
-export interface InstanceView {
-  instance: string;
-  app: string;
-  appVersion: string | undefined;
-  /** `failed`: it should run and cannot (see `error`); `ferry resume` tries again. */
-  state: InstanceState | 'failed';
-  error?: string;
-  /** Newest committed checkpoint version (0 before any). */
-  checkpoint: number;
-  applied: number | undefined;
-  /** `maxObjectBytes`: the largest encoded size of one heap object (HEAP_VALUE_TOO_LARGE past it). */
-  heap: { residentBytes: number; budgetBytes: number; virtualBytes: number; maxObjectBytes: number } | undefined;
-  mailbox: { calls: number; commits: number; maxBatch: number } | undefined;
-}
-
-
-/** Delay before a message that could not be published (the broker away) is tried again, ms. */
-const SEND_RETRY_MS = 1000;
+import { Registry, writeAtomically, type InstanceRecord } from './registry.js';
+import { answer, deliver, type DeliveryHost } from './outbox-delivery.js';
+import type { Running } from './running.js';
+import { instanceView, type InstanceView } from './instance-view.js';
 
 /** How often a running instance looks again for a required service it lost or never found, ms. */
 const LEASE_RETRY_MS = 500;
@@ -60,6 +33,8 @@ const LEASE_RETRY_MS = 500;
  * mailbox session, leases and timers; crash recovery at start. See DESIGN.md
  * ("The agent").
  */
+export type { InstanceView };
+
 export class Agent {
   readonly options: ResolvedAgentOptions;
   readonly log: Logger;
@@ -127,7 +102,7 @@ export class Agent {
     this.services = await startServices({
       ...o.credentials,
       deviceId: o.deviceId,
-      ...(o.brokerUrl !== undefined ? { url: o.brokerUrl } : { broker: { port: o.brokerPort } }),
+      ...(o.brokerUrl !== undefined ? { url: o.brokerUrl } : { broker: { port: o.brokerPort, persistenceFile: join(o.dataDir, 'broker.db') } }),
       epochFile: join(o.dataDir, 'epoch'),
       grantor: { stateFile: join(o.dataDir, 'grantor.db') },
       system: { profile: this.profile },
@@ -198,8 +173,11 @@ export class Agent {
 
   // ---- apps ----
 
-  /** Checks and keeps an app module (`ferry install`). Installing a name again replaces its module; running instances keep theirs until resumed. */
-  async install(path: string): Promise<{ name: string; version: string; replaced: boolean }> {
+  /**
+   * Checks and keeps an app module (`ferry install`). Installing a name again replaces its module;
+   * running instances keep their code (listed in `oldCodeRunning`) until `upgrade` or their next opening.
+   */
+  async install(path: string): Promise<{ name: string; version: string; replaced: boolean; oldCodeRunning: string[] }> {
     const m = await checkModuleFile(path, this.options.handlerTimeoutMs);
     const { name, version } = m.definition;
     const replaced = this.registry.app(name) !== undefined;
@@ -208,8 +186,35 @@ export class Agent {
     this.registry.update((d) => {
       d.apps[name] = { name, version, file, installedAt: Date.now() };
     });
-    this.log.info('app.installed', { app: name, version, replaced });
-    return { name, version, replaced };
+    const oldCodeRunning = [...this.running.values()].filter((r) => r.record.app === name && r.source !== m.source).map((r) => r.record.instance);
+    this.log.info('app.installed', { app: name, version, replaced, ...(oldCodeRunning.length > 0 ? { oldCodeRunning } : {}) });
+    return { name, version, replaced, oldCodeRunning };
+  }
+
+  /** Moves a running instance to its app's installed code on the same heap (`ferry upgrade`; app-upgrade.ts). */
+  upgrade(instance: string): Promise<InstanceView & { from: string; to: string; upgraded: boolean }> {
+    return this.exclusive(async () => {
+      this.checkOpen();
+      const r = this.running.get(instance);
+      const rec = this.registry.instance(instance);
+      if (!rec) throw this.unknownApp(instance);
+      if (!r) throw new FerryError('APP_NOT_RUNNING', `instance ${instance} is ${rec.state}: it opens with the installed code (and runs its onUpgrade) when resumed (ferry resume ${instance})`, { field: 'instance' });
+      const installed = this.registry.app(rec.app)!;
+      const source = readFileSync(join(this.options.dataDir, 'apps', installed.file), 'utf8');
+      const from = r.instance.definition.version;
+      if (source === r.source) return { ...this.view(instance), from, to: from, upgraded: false };
+      r.runner.stop();
+      const at = r.instance.heapStats().version;
+      await this.shut(r, 'close');
+      try {
+        return { ...(await this.start(r.record, undefined)), from, to: installed.version, upgraded: true };
+      } catch (e) {
+        // Back to the old code at the version it committed (which becomes the newest again).
+        await this.start(r.record, at, r.source);
+        this.log.warn('app.upgrade-failed', { instance, from, to: installed.version, error: String(e) });
+        throw isFerryError(e, 'APP_UPGRADE_FAILED') ? e : upgradeFailed(instance, { fromVersion: from, toVersion: installed.version, fromCode: codeHash(r.source), toCode: codeHash(source) }, String(e), e);
+      }
+    });
   }
 
   /** Starts an instance of an installed app (`ferry run`); a new one runs `init`. */
@@ -236,8 +241,8 @@ export class Agent {
   }
 
   /** Opens an instance (at `version`, or its newest), connects it, records it as running. */
-  private async start(rec: InstanceRecord, version: number | undefined): Promise<InstanceView> {
-    const r = await this.open(rec, version);
+  private async start(rec: InstanceRecord, version: number | undefined, source?: string): Promise<InstanceView> {
+    const r = await this.open(rec, version, source);
     try {
       await this.connect(r, true);
     } catch (e) {
@@ -245,7 +250,7 @@ export class Agent {
       throw e;
     }
     this.registry.update((d) => {
-      d.instances[rec.instance] = { ...rec, state: 'running', since: Date.now() };
+      d.instances[rec.instance] = { ...rec, state: 'running', since: Date.now(), code: codeHash(r.source), appVersion: r.instance.definition.version };
     });
     this.failed.delete(rec.instance);
     r.record = this.registry.instance(rec.instance)!;
@@ -253,10 +258,10 @@ export class Agent {
     return this.view(rec.instance);
   }
 
-  private async open(rec: InstanceRecord, version?: number): Promise<Running> {
+  private async open(rec: InstanceRecord, version?: number, code?: string): Promise<Running> {
     const installed = this.registry.app(rec.app);
     if (!installed) throw this.unknownApp(rec.app);
-    const source = readFileSync(join(this.options.dataDir, 'apps', installed.file), 'utf8');
+    const source = code ?? readFileSync(join(this.options.dataDir, 'apps', installed.file), 'utf8');
     const { definition, sandbox } = await loadApp(source, { filename: installed.file, instance: rec.instance, timeoutMs: this.options.handlerTimeoutMs });
     const min = definition.requirements.minHeapBytes;
     if (min > this.profile.heapBudgetBytes) {
@@ -281,16 +286,23 @@ export class Agent {
         app: { name: definition.name, version: definition.version, instance: rec.instance },
       },
     });
+    const toCode = codeHash(source);
+    if (rec.code !== undefined && rec.code !== toCode) {
+      const change = { fromVersion: rec.appVersion, toVersion: definition.version, fromCode: rec.code, toCode };
+      runUpgradeHook(instance, change);
+      this.log.info('app.upgraded', { instance: rec.instance, from: change.fromVersion, to: change.toVersion, checkpoint: instance.heapStats().version });
+    }
     const runner = new AppRunner(
       instance,
       {
-        answer: (replyTo, corr, outcome, then) => this.answer(replyTo, corr, outcome, then),
+        answer: (replyTo, corr, outcome, then) => answer(this.delivery, replyTo, corr, outcome, then),
         deliver: (entries) => {
-          for (const e of entries) void this.deliver(running!, e);
+          for (const e of entries) void deliver(this.delivery, running!, e);
         },
-        warn: (event, data) => this.log.warn(event, data),
+        warn: (event, data) => this.log.warn(event, { instance: rec.instance, ...data }),
         // Only at debug level: the line is built per commit, so at other levels it is not offered.
-        ...(this.options.logLevel === 'debug' ? { debug: (event: string, data: Record<string, unknown>) => this.log.debug(event, data) } : {}),
+        ...(this.options.logLevel === 'debug' ? { debug: (event: string, data: Record<string, unknown>) => this.log.debug(event, { instance: rec.instance, ...data }) } : {}),
+        observer: this.options.observer,
         failed: (e) => {
           // The heap holds changes that were never committed and whose callers were told so:
           // drop them (close, no checkpoint) and take the instance off until it is resumed.
@@ -307,7 +319,7 @@ export class Agent {
       },
       this.options.maxBatch,
     );
-    running = { record: rec, instance, runner, leases: this.services ? new AppLeases(this.services, definition) : undefined, session: undefined };
+    running = { record: rec, instance, runner, leases: this.services ? new AppLeases(this.services, definition) : undefined, session: undefined, source };
     this.running.set(rec.instance, running);
     return running;
   }
@@ -320,7 +332,9 @@ export class Agent {
       this.log.warn('lease.missing', { instance: r.record.instance, type, error: String(e) });
       this.lookAgain(r, type);
     });
-    r.session = await DurableSession.connect(this.sessionOptions(r.record.instance), (m) => r.runner.onMailbox(m));
+    r.session = await DurableSession.connect(this.sessionOptions(r.record.instance), (m) => r.runner.onMailbox(m)).catch((e: unknown) => {
+      throw inAgentTerms(e, this.options.credentials, this.options.brokerUrl); // names the agent's own option
+    });
     r.runner.startTimers();
     // The hook's commit also hands out the outbox left from before a restart.
     r.runner.hook('onResume', { checkpoint: r.instance.heapStats().version });
@@ -336,92 +350,13 @@ export class Agent {
     return { ...this.options.credentials, url: this.brokerUrl, clientId: `ferry-app-${instance}`, filter: appMailboxTopic(instance) };
   }
 
-  /**
-   * Publishes an answer; `then` (the request's PUBACK) runs once the broker has it, so a
-   * crash never leaves an acknowledged request unanswered. An answer too large to send is
-   * replaced by a MESSAGE_TOO_LARGE error answer (a retry would get the same record).
-   */
-  private answer(replyTo: string, corr: string, outcome: CallOutcome, then: () => void): void {
-    const bus = this.services?.bus;
-    if (!bus) return;
-    // A failed outcome is already the `error` body (code, message, field).
-    const send = (o: CallOutcome) => {
-      if (o.ok) return bus.publish(replyTo, 'app.call.ok', o.body, { corr });
-      const { ok: _, ...body } = o;
-      return bus.publish(replyTo, 'error', body, { corr });
-    };
-    send(outcome).then(then, (e: unknown) => {
-      if (!isFerryError(e, 'MESSAGE_TOO_LARGE')) {
-        // Not acknowledged: the broker redelivers the request and it gets its recorded answer.
-        this.log.warn('answer.failed', { replyTo, corr, error: String(e) });
-        return;
-      }
-      send({ ok: false, code: e.code, message: `the answer to ${corr} is too large to send: ${e.message}`, field: 'result' }).then(then, () => undefined);
-    });
-  }
-
-  /** Hands an outbox entry to the world; the entry leaves the outbox when done (a repeat after a crash is dropped by its id). */
-  private async deliver(r: Running, e: OutboxEntry): Promise<void> {
-    const bus = this.services?.bus;
-    if (!bus) return;
-    if (e.kind === 'timer') {
-      // Fires once, as a call whose id is the entry's: a fire repeated after a crash is recorded, not run.
-      const fire = () => {
-        if (this.running.get(r.record.instance) !== r) return; // suspended: the entry is handed out again at resume
-        const left = e.at - Date.now();
-        if (left > 0) {
-          setTimeout(fire, Math.min(left, 2 ** 31 - 1)).unref();
-          return;
-        }
-        try {
-          r.runner.call(e.handler, e.body, `${e.id}/fire`, () => r.runner.delivered(e.id));
-        } catch (err) {
-          this.log.warn('timer.failed', { instance: e.from, error: String(err) });
-        }
-      };
-      fire();
-      return;
-    }
-    if (e.kind === 'send') {
-      try {
-        await (bus as MqttBus).publishEnvelope(appMailboxTopic(e.to), {
-          v: ENVELOPE_VERSION,
-          type: 'app.call',
-          id: e.id,
-          from: e.from,
-          ts: Date.now(),
-          body: { handler: e.handler, message: e.body },
-        });
-        r.runner.delivered(e.id);
-      } catch (err) {
-        if (isFerryError(err, 'MESSAGE_TOO_LARGE') || isFerryError(err, 'BAD_OPTION')) {
-          // It can never be sent: drop it rather than fail at every opening.
-          this.log.error('send.dropped', { instance: e.from, to: e.to, error: String(err) });
-          r.runner.delivered(e.id);
-          return;
-        }
-        this.log.warn('send.failed', { instance: e.from, to: e.to, error: String(err) });
-        const retry = setTimeout(() => {
-          if (this.running.get(r.record.instance) === r) void this.deliver(r, e);
-        }, SEND_RETRY_MS);
-        retry.unref();
-      }
-      return;
-    }
-    let result: unknown;
-    try {
-      if (!r.leases) throw new FerryError('SERVICE_NOT_FOUND', 'the agent is not connected yet', { field: 'ctx.request.type' });
-      result = { ok: true, body: await r.leases.call(e.type, e.op, e.args) };
-    } catch (err) {
-      result = isFerryError(err) ? { ok: false, code: err.code, message: err.message } : { ok: false, code: 'REMOTE_ERROR', message: String(err) };
-    }
-    if (this.running.get(r.record.instance) !== r) return; // suspended meanwhile: redelivered at resume
-    try {
-      r.runner.call(e.reply, result, `${e.id}/reply`, () => r.runner.delivered(e.id));
-    } catch (err) {
-      this.log.warn('service.reply-failed', { instance: e.from, error: String(err) });
-    }
-  }
+  /** What outbox-delivery.ts needs of the agent. */
+  private readonly delivery: DeliveryHost = {
+    bus: () => this.services?.bus as MqttBus | undefined,
+    warn: (event, fields) => this.log.warn(event, fields),
+    error: (event, fields) => this.log.error(event, fields),
+    isCurrent: (r) => this.running.get(r.record.instance) === r,
+  };
 
   /** Runs a handler (`ferry call`) and returns its result after the commit; an app error is thrown as a FerryError. */
   async call(instance: string, handler: string, message: unknown): Promise<unknown> {
@@ -562,6 +497,8 @@ export class Agent {
       running: this.running.size,
       rssBytes: process.memoryUsage().rss,
       pid: process.pid,
+      // What the store wrote to flash: line bytes into its segment file, and its commits (each a few page writes more).
+      store: (({ commits, segmentBytesWritten }) => ({ commits, segmentBytesWritten }))(this.store.stats()),
     };
   }
 
@@ -581,20 +518,7 @@ export class Agent {
   }
 
   view(instance: string): InstanceView {
-    const rec = this.registry.instance(instance);
-    const r = this.running.get(instance);
-    const hs = r?.instance.heapStats();
-    return {
-      instance,
-      app: rec?.app ?? r?.record.app ?? '?',
-      appVersion: this.registry.app(rec?.app ?? '')?.version,
-      state: r ? 'running' : this.failed.has(instance) ? 'failed' : (rec?.state ?? 'stopped'),
-      ...(this.failed.has(instance) ? { error: this.failed.get(instance) } : {}),
-      checkpoint: hs?.version ?? (this.store.hasApp(instance) ? this.store.headVersion(instance) : 0),
-      applied: r?.instance.applied,
-      heap: hs ? { residentBytes: hs.residentBytes, budgetBytes: hs.budgetBytes, virtualBytes: hs.virtualBytes, maxObjectBytes: hs.maxObjectBytes } : undefined,
-      mailbox: r ? { calls: r.runner.stats.calls, commits: r.runner.stats.commits, maxBatch: r.runner.stats.maxBatch } : undefined,
-    };
+    return instanceView(instance, { registry: this.registry, store: this.store, running: this.running.get(instance), failed: this.failed.get(instance) });
   }
 
   /** The running instance (tests, the benchmark). */
@@ -614,7 +538,8 @@ export class Agent {
     throw this.unknownApp(instance);
   }
 
-  private known(instance: string): string {
+  /** The id of a known instance, else APP_UNKNOWN (checkpoints, restore, `ferry logs`). */
+  known(instance: string): string {
     if (!this.registry.instance(instance)) throw this.unknownApp(instance);
     return instance;
   }

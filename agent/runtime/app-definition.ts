@@ -30,14 +30,14 @@ export interface AppDefinition {
   handlers: Map<string, AppFunction>;
   /** Named periodic timers: every `everyMs` the handler named `handler` runs with `{ timer }`. */
   timers: Map<string, { everyMs: number; handler: string }>;
-  hooks: { onLeaseLost: AppFunction | undefined; onMigrated: AppFunction | undefined; onResume: AppFunction | undefined };
+  hooks: { onLeaseLost: AppFunction | undefined; onMigrated: AppFunction | undefined; onResume: AppFunction | undefined; onUpgrade: AppFunction | undefined };
 }
 
 /** An app name, and an instance id: one topic level, lower case. */
 export const NAME = /^[a-z][a-z0-9-]{0,63}$/;
 const VERSION = /^[\x21-\x7e]{1,32}$/;
 const HANDLER = /^[A-Za-z_$][A-Za-z0-9_$]{0,63}$/;
-const HOOKS = ['onLeaseLost', 'onMigrated', 'onResume'] as const;
+const HOOKS = ['onLeaseLost', 'onMigrated', 'onResume', 'onUpgrade'] as const;
 const KEYS = ['name', 'version', 'requirements', 'init', 'handlers', 'timers', ...HOOKS];
 const CODE = 'APP_BAD_DEFINITION';
 
@@ -139,6 +139,6 @@ export function checkDefinition(value: unknown): AppDefinition {
     init: fnOrUndefined(app, 'init'),
     handlers,
     timers,
-    hooks: { onLeaseLost: fnOrUndefined(app, 'onLeaseLost'), onMigrated: fnOrUndefined(app, 'onMigrated'), onResume: fnOrUndefined(app, 'onResume') },
+    hooks: { onLeaseLost: fnOrUndefined(app, 'onLeaseLost'), onMigrated: fnOrUndefined(app, 'onMigrated'), onResume: fnOrUndefined(app, 'onResume'), onUpgrade: fnOrUndefined(app, 'onUpgrade') },
   };
 }

@@ -1,3 +1,4 @@
+import { deserialize, serialize } from 'node:v8';
 import { FerryError, isFerryError } from '../../core/errors.js';
 import { openHeap, type Heap, type HeapOptions, type HeapStats } from '../heap/index.js';
 import { errorAnswerBody } from '../../transports/pending-requests.js';
@@ -7,6 +8,9 @@ import { buildContext, type AppHost } from './app-context.js';
 import { plainResult } from './plain-result.js';
 import type { Sandbox } from './sandbox.js';
 import { SpentIds, type SpentRecord } from './spent-ids.js';
+
+/** Memory for the outcomes of read-only calls kept for duplicates, bytes (serialized). */
+const READ_REPLY_BYTES = 1024 * 1024;
 
 /** What a call produced: recorded in the heap under its request id, so a repeat gets it again. */
 export type CallOutcome = { ok: true; body: unknown } | { ok: false; code: string; message: string; field?: string };
@@ -73,6 +77,8 @@ interface RuntimeRecord {
 
 interface Uncommitted {
   kind: 'call' | 'hook';
+  /** The call wrote nothing to the heap: alone, it needs no checkpoint (its answer still waits for the calls before it). */
+  readOnly?: boolean;
   handler: string;
   message: unknown;
   requestId: string | undefined;
@@ -128,6 +134,17 @@ export class AppInstance {
   /** The mailbox clock at this opening (committed value) and `mailboxMs()` then. */
   private clockBase = 0;
   private clockMark = 0;
+  /**
+   * Outcomes of calls that changed nothing, serialized, by request id, newest last (at most
+   * rememberReplies of them and READ_REPLY_BYTES in all): not in the heap, so a duplicate delivered
+   * in this run gets the same answer without a checkpoint.
+   */
+  private readonly readReplies = new Map<string, Buffer>();
+  private readRepliesBytes = 0;
+  /** Calls since this opening that changed nothing (not counted in `applied`, which is durable). */
+  readOnlyCalls = 0;
+  /** Set by `run` for the call it just ran. */
+  private lastRunReadOnly = false;
 
   private constructor(private readonly o: AppInstanceOptions) {
     this.instance = o.instance;
@@ -180,6 +197,8 @@ export class AppInstance {
     if (requestId !== undefined) {
       const seen = this.recalled(requestId);
       if (seen !== undefined) return { outcome: this.heap.toPlain(seen) as CallOutcome, repeat: true };
+      const read = this.readReplies.get(requestId);
+      if (read !== undefined) return { outcome: deserialize(read) as CallOutcome, repeat: true };
       if (this.spent.has(requestId)) {
         // Applied before, its outcome dropped since: never run again. Spent afresh, so the horizon
         // starts again from this replay (whose acknowledgement a broker may lose once more).
@@ -192,8 +211,11 @@ export class AppInstance {
       ? this.run(name, fn, message, requestId, true)
       : { ok: false, code: 'APP_NO_HANDLER', message: `app ${this.instance} has no handler ${JSON.stringify(name)} (it has ${[...this.definition.handlers.keys()].join(', ')})`, field: 'body.handler' };
     // Successes were recorded inside their transaction (run); failures are recorded after the rollback.
+    // A success that changed nothing is remembered in memory only (PROTOCOL.md A.4.1).
+    const readOnly = outcome.ok && this.lastRunReadOnly;
     if (!outcome.ok) this.remember(requestId, outcome);
-    this.uncommitted.push({ kind: 'call', handler: name, message, requestId, failed: outcome.ok ? undefined : outcome });
+    else if (readOnly && requestId !== undefined) this.rememberRead(requestId, outcome);
+    this.uncommitted.push({ kind: 'call', handler: name, message, requestId, failed: outcome.ok ? undefined : outcome, readOnly });
     return { outcome, repeat: false };
   }
 
@@ -222,14 +244,19 @@ export class AppInstance {
     const fn = this.definition.hooks[name];
     if (!fn) return { ok: true, body: null };
     const outcome = this.run(name, fn, message, undefined, false);
-    this.uncommitted.push({ kind: 'hook', handler: name, message, requestId: undefined, failed: outcome.ok ? undefined : outcome });
+    this.uncommitted.push({ kind: 'hook', handler: name, message, requestId: undefined, failed: outcome.ok ? undefined : outcome, readOnly: outcome.ok && this.lastRunReadOnly });
     return outcome;
   }
 
   /** Commits every call since the last commit as one checkpoint (group commit). Returns the version, or undefined if there was nothing to commit. */
   commit(): { version: number; calls: number } | undefined {
     this.checkOpen();
-    if (this.uncommitted.length === 0 && !this.spent.dirty) return undefined;
+    // Calls that changed nothing need no new version: a read-only timer must not push restorable
+    // versions out of the window (keepVersions), nor write to flash.
+    if (this.uncommitted.every((c) => c.readOnly === true) && !this.spent.dirty) {
+      this.uncommitted = [];
+      return undefined;
+    }
     // Ids whose outcomes these calls dropped are written as spent in the same checkpoint.
     this.spent.flush(this.record.spent!, this.mailboxClock);
     const r = this.heap.checkpoint({ reason: 'group' });
@@ -375,6 +402,7 @@ export class AppInstance {
    */
   private run(name: string, fn: AppFunction, message: unknown, requestId: string | undefined, counts: boolean): CallOutcome {
     const sp = this.heap.savepoint();
+    this.lastRunReadOnly = false;
     this.running = true;
     try {
       const end = this.o.sandbox.call(fn, [this.ctx, message], this.o.handlerTimeoutMs, (v) => plainResult(v, (x) => this.heap.toPlain(x), `handlers.${name}.result`));
@@ -383,6 +411,13 @@ export class AppInstance {
       }
       if (end.kind === 'unclonable') throw end.error ?? new FerryError('HEAP_BAD_VALUE', `app ${this.instance}: ${name} returned what is not plain data: ${end.message}`, { field: `handlers.${name}.result` });
       if (end.kind === 'threw') throw end.error ?? new AppThrew(end.message);
+      this.lastRunReadOnly = !sp.changed();
+      if (this.lastRunReadOnly) {
+        // Nothing to record durably: the result is not kept, so it need not pass through the heap.
+        sp.release();
+        if (counts) this.readOnlyCalls++;
+        return { ok: true, body: end.value };
+      }
       // The result goes into the heap now, inside the savepoint: what the heap cannot hold is
       // refused like any other bad write, and the caller gets a plain copy.
       this.record.last = { ok: true, body: end.value };
@@ -418,6 +453,19 @@ export class AppInstance {
       if (h !== undefined) return h;
     }
     return undefined;
+  }
+
+  private rememberRead(requestId: string, outcome: CallOutcome): void {
+    const bytes = serialize(outcome);
+    // A result too large to keep is not kept: a duplicate of it runs again (it changes nothing).
+    if (bytes.length > READ_REPLY_BYTES / 4) return;
+    this.readReplies.set(requestId, bytes);
+    this.readRepliesBytes += bytes.length;
+    while (this.readReplies.size > this.o.rememberReplies || this.readRepliesBytes > READ_REPLY_BYTES) {
+      const [id, oldest] = this.readReplies.entries().next().value!;
+      this.readReplies.delete(id);
+      this.readRepliesBytes -= oldest.length;
+    }
   }
 
   private remember(requestId: string | undefined, outcome: CallOutcome): void {

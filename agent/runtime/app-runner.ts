@@ -2,6 +2,7 @@ import { isFerryError, FerryError } from '../../core/errors.js';
 import { isExpired, readEnvelope } from '../../transports/envelope.js';
 import type { SessionMessage } from '../../transports/durable-session.js';
 import type { AppInstance, CallOutcome, OutboxEntry } from './app-instance.js';
+import type { RunnerObserver } from './runner-observer.js';
 
 /** Called once the call's effects are committed (or, for a repeat, once its record is). */
 export type CallDone = (outcome: CallOutcome, repeat: boolean) => void;
@@ -16,6 +17,8 @@ export interface RunnerHost {
   warn(event: string, data: Record<string, unknown>): void;
   /** A line for whoever debugs a device (written at --log-level debug only). Optional. */
   debug?(event: string, data: Record<string, unknown>): void;
+  /** Counts calls, drops and commits (the ops endpoint's metrics). Optional: without it nothing is counted. */
+  observer?: RunnerObserver | undefined;
   /** A commit failed: the runner has stopped; the agent takes the instance off. */
   failed(e: unknown): void;
   now(): number;
@@ -67,7 +70,9 @@ export class AppRunner {
   call(handler: string, message: unknown, requestId: string | undefined, done: CallDone, fail?: (e: unknown) => void): void {
     if (this.stopped) throw new FerryError('APP_NOT_RUNNING', `app ${this.instance.instance} is not running`, { field: 'app', app: this.instance.instance });
     const r = this.instance.call(handler, message, requestId);
+    if (!r.repeat && !r.outcome.ok && r.outcome.code === 'APP_TIMEOUT') this.host.warn('handler.timeout', { app: this.instance.instance, handler, error: r.outcome.message });
     this.stats.calls++;
+    this.host.observer?.called(this.instance.instance, r.repeat ? 'repeat' : r.outcome.ok ? 'ok' : 'error');
     this.batch.push({ done: () => done(r.outcome, r.repeat), fail });
     this.schedule();
   }
@@ -163,6 +168,7 @@ export class AppRunner {
   /** A message that runs nothing: acknowledged (and answered) in its turn, after the calls before it. */
   private drop(m: SessionMessage, why: string, data: Record<string, unknown>, answer?: () => void): void {
     this.stats.dropped++;
+    this.host.observer?.dropped(this.instance.instance);
     this.host.warn('mailbox.dropped', { app: this.instance.instance, why, ...data });
     this.batch.push({ done: answer ?? m.ack });
     this.schedule();
@@ -216,6 +222,7 @@ export class AppRunner {
       if (c) {
         this.stats.commits++;
         this.stats.maxBatch = Math.max(this.stats.maxBatch, c.calls);
+        this.host.observer?.committed(this.instance.instance, c.calls, (performance.now() - t0) / 1000);
         this.host.debug?.('mailbox.commit', { app: this.instance.instance, calls: c.calls, ms: Math.round((performance.now() - t0) * 100) / 100, checkpoint: this.instance.heapStats().version });
       }
     } catch (e) {

@@ -1,4 +1,6 @@
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { FerryError, isFerryError } from '../../core/errors.js';
 import type { OptionReader } from '../../core/options.js';
 import type { BusSessionOptions } from '../../transports/contract.js';
@@ -58,8 +60,68 @@ export function readBrokerCredentials(r: OptionReader, brokerUrl: string | undef
       ...(r.has('brokerCaFile') ? { ca: readFile(r, 'brokerCaFile', 'CA certificate') } : {}),
       ...(r.has('brokerCertFile') ? { cert: readFile(r, 'brokerCertFile', 'client certificate'), key: readFile(r, 'brokerKeyFile', 'client key') } : {}),
     };
+    checkTlsFiles(r, out.tls);
   }
   return out;
+}
+
+/**
+ * The TLS files parse, and the key is the certificate's: checked at start, where the error can
+ * name the option, rather than by the first connection (an untyped OpenSSL error). The messages
+ * carry OpenSSL's reason and the path, never a byte of the files.
+ */
+function checkTlsFiles(r: OptionReader, tls: NonNullable<BrokerCredentials['tls']>): void {
+  const bad = (name: string, what: string, e?: unknown): never => {
+    const why = e === undefined ? '' : ` (${(e as Error).message.replace(/^error:[0-9A-F]+:/, '')})`;
+    throw new FerryError('BAD_OPTION', `${r.prefix}.${name}: ${r.string(name)} ${what}${why}`, { field: `${r.prefix}.${name}` });
+  };
+  const pem = (v: string | Uint8Array) => Buffer.from(v).toString('latin1');
+  if (tls.ca !== undefined) {
+    // A bundle may start with comments and hold several; the first plain one must parse.
+    const text = pem(tls.ca);
+    if (!/-----BEGIN (TRUSTED )?CERTIFICATE-----/.test(text)) bad('brokerCaFile', 'is not a PEM certificate');
+    if (text.includes('-----BEGIN CERTIFICATE-----')) {
+      try {
+        new X509Certificate(Buffer.from(tls.ca));
+      } catch (e) {
+        bad('brokerCaFile', 'is not a PEM certificate', e);
+      }
+    }
+  }
+  if (tls.cert === undefined || tls.key === undefined) return;
+  try {
+    createSecureContext({ cert: Buffer.from(tls.cert) });
+  } catch (e) {
+    bad('brokerCertFile', 'is not a PEM certificate', e);
+  }
+  try {
+    createSecureContext({ key: Buffer.from(tls.key) });
+  } catch (e) {
+    bad('brokerKeyFile', 'is not an unencrypted PEM private key', e);
+  }
+  try {
+    createSecureContext({ cert: Buffer.from(tls.cert), key: Buffer.from(tls.key) });
+  } catch (e) {
+    bad('brokerKeyFile', 'is not the key of brokerCertFile', e);
+  }
+}
+
+/**
+ * A BUS_TLS from the bus in the agent's options: the broker's certificate failed verification
+ * (`options.tls.ca`: brokerCaFile), or the broker refused the client certificate or its absence
+ * (`options.tls.cert`: brokerCertFile and brokerKeyFile).
+ */
+function tlsInAgentTerms(e: FerryError, c: BrokerCredentials, brokerUrl: string | undefined): FerryError {
+  const url = brokerUrl === undefined ? 'the broker' : `the broker ${redactUrl(brokerUrl)}`;
+  const tlsCode = String(e.details.tlsCode);
+  if (e.details.field === 'options.tls.cert') {
+    const alert = tlsCode.replace(/^ERR_SSL_(SSLV3|TLSV1|TLSV13)_ALERT_/, '').toLowerCase();
+    const check = c.tls?.cert !== undefined ? 'check brokerCertFile and brokerKeyFile (a certificate signed by a CA the broker trusts)' : 'it requires a client certificate: set brokerCertFile and brokerKeyFile';
+    return new FerryError('BUS_TLS', `${url} refused this agent's TLS connection (alert ${alert}); ${check}`, { field: 'brokerCertFile', tlsCode }, { cause: e });
+  }
+  const reason = e.cause instanceof Error ? `: ${e.cause.message}` : '';
+  const check = c.tls?.ca !== undefined ? 'check brokerCaFile' : "set brokerCaFile (none given: the system's CAs were used)";
+  return new FerryError('BUS_TLS', `${url}'s certificate failed verification (${tlsCode}${reason}); ${check} and the broker URL's host name`, { field: 'brokerCaFile', tlsCode }, { cause: e });
 }
 
 /**
@@ -68,6 +130,7 @@ export function readBrokerCredentials(r: OptionReader, brokerUrl: string | undef
  * name given (by option or in the URL), name that; else the password. Other errors pass as they are.
  */
 export function inAgentTerms(e: unknown, c: BrokerCredentials, brokerUrl: string | undefined): unknown {
+  if (isFerryError(e, 'BUS_TLS')) return tlsInAgentTerms(e, c, brokerUrl);
   if (!isFerryError(e, 'BUS_AUTH')) return e;
   const field = c.username === undefined && !/\/\/[^/@]+@/.test(brokerUrl ?? '') ? 'brokerUsername' : 'brokerPasswordFile';
   const url = brokerUrl === undefined ? 'the broker' : `the broker ${redactUrl(brokerUrl)}`;

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { FerryError, isFerryError } from '../../core/errors.js';
 import { errorAnswerBody } from '../../transports/pending-requests.js';
 import type { Agent } from './agent.js';
+import { MAX_LOG_READ, type LogPage } from './log-ring.js';
 
 /** The control socket of a data directory. */
 export function controlSocketPath(dataDir: string): string {
@@ -56,6 +57,13 @@ export class ArgReader {
   raw(name: string): unknown {
     return this.args[name];
   }
+  /** A non-negative integer up to `max`, or undefined. */
+  optNat(name: string, max: number): number | undefined {
+    const v = this.args[name];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw new FerryError('AGENT_BAD_REQUEST', `args.${name} must be an integer in 0..${max}`, { field: `args.${name}` });
+    return v;
+  }
   optBool(name: string): boolean | undefined {
     const v = this.args[name];
     if (v !== undefined && typeof v !== 'boolean') throw new FerryError('AGENT_BAD_REQUEST', `args.${name} must be a boolean`, { field: `args.${name}` });
@@ -63,22 +71,52 @@ export class ArgReader {
   }
 }
 
+/**
+ * A time on the control channel: ISO 8601 in UTC (`2026-11-23T13:34:22.304Z`), in fields named `*At`
+ * (and `ts`, `lastSeen`, `brokerDownSince`); durations are numbers of ms in fields named `*Ms`.
+ */
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+/** Longest a `logs` request with `wait` is held, ms (under the ferry command's 30 s request timeout). */
+export const MAX_LOG_WAIT_MS = 25_000;
+
+/**
+ * `logs`: lines of the agent's log ring (`ferry logs`), of one known instance (else APP_UNKNOWN)
+ * or of all. With `after` and `wait`, a read that finds nothing new waits up to `wait` ms for a
+ * line (a long poll), so a follower asks again at once without busy polling.
+ */
+async function logs(ag: Agent, a: ArgReader): Promise<LogPage> {
+  const instance = a.optStr('instance');
+  if (instance !== undefined) ag.known(instance);
+  const q = { instance, after: a.optNat('after', Number.MAX_SAFE_INTEGER), limit: a.optNat('limit', MAX_LOG_READ) };
+  const wait = a.optNat('wait', MAX_LOG_WAIT_MS) ?? 0;
+  const page = ag.log.ring.read(q);
+  if (page.lines.length > 0 || page.skipped > 0 || wait === 0 || q.after === undefined) return page;
+  await ag.log.ring.wait(instance, wait);
+  return ag.log.ring.read(q);
+}
+
 /** Every command of the control channel (PROTOCOL.md, "Control channel"). */
 const COMMANDS: Record<string, Handler> = {
   status: (ag) => ag.status(),
-  apps: (ag) => ag.apps(),
+  apps: (ag) => {
+    const r = ag.apps();
+    return { ...r, apps: r.apps.map((x) => ({ ...x, installedAt: iso(x.installedAt) })) };
+  },
   install: (ag, a) => ag.install(a.str('path')),
   run: (ag, a) => ag.run(a.str('app'), a.optStr('instance')),
   call: (ag, a) => ag.call(a.str('instance'), a.str('handler'), a.raw('message')),
   suspend: (ag, a) => ag.suspend(a.str('instance')),
   resume: (ag, a) => ag.resume(a.str('instance'), a.optInt('version')),
   stop: (ag, a) => ag.stop(a.str('instance')),
+  upgrade: (ag, a) => ag.upgrade(a.str('instance')),
   remove: (ag, a) => ag.remove(a.str('app')),
-  checkpoints: (ag, a) => ag.checkpoints(a.optStr('instance')),
+  checkpoints: (ag, a) => ag.checkpoints(a.optStr('instance')).map((c) => ({ ...c, createdAt: iso(c.createdAt) })),
   restore: (ag, a) => ag.restore(a.str('instance'), a.int('version')),
   'checkpoint-rm': (ag, a) => ag.removeCheckpoint(a.str('instance'), a.int('version')),
   services: (ag) => ag.serviceList(),
-  leases: (ag) => ag.leases(),
+  leases: (ag) => ag.leases().map((l) => ({ ...l, expiresAt: iso(l.expiresAt) })),
+  logs,
 };
 
 export const CONTROL_COMMANDS = Object.keys(COMMANDS);
@@ -165,7 +203,8 @@ function serve(agent: Agent, sock: Socket, onShutdown: () => void, ext: ControlE
         const t0 = performance.now();
         return handle(agent, line, onShutdown, ext).then((a) => {
           // The command and its outcome, never its arguments (a call's message is the app's data).
-          agent.log.debug('control.request', { cmd: cmdOf(line), ms: Math.round((performance.now() - t0) * 10) / 10, ok: a.ok, ...(a.ok ? {} : { code: a.error.code }) });
+          // Not for `logs`: a follower at debug level would read the line about its own last read, forever.
+          if (cmdOf(line) !== 'logs') agent.log.debug('control.request', { cmd: cmdOf(line), ms: Math.round((performance.now() - t0) * 10) / 10, ok: a.ok, ...(a.ok ? {} : { code: a.error.code }) });
           write(sock, a);
         });
       });

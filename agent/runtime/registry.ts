@@ -20,6 +20,9 @@ export interface InstanceRecord {
   /** What the instance should be after an agent restart: `running` ones are resumed. */
   state: InstanceState;
   since: number;
+  /** The code the instance last ran (`codeHash` of its module) and that module's version: a change at the next opening runs `onUpgrade`. Absent in registries written before them. */
+  code?: string;
+  appVersion?: string;
 }
 
 interface RegistryFile {
@@ -108,6 +111,8 @@ function checkRecords(path: string, f: RegistryFile): void {
     if (typeof i.app !== 'string' || !NAME.test(i.app)) throw bad(`instances.${k}.app`, 'an app name');
     if (!STATES.includes(i.state)) throw bad(`instances.${k}.state`, STATES.join(', '));
     if (typeof i.since !== 'number') throw bad(`instances.${k}.since`, 'a time in ms');
+    if (i.code !== undefined && (typeof i.code !== 'string' || !/^[0-9a-f]{16}$/.test(i.code))) throw bad(`instances.${k}.code`, '16 hex digits');
+    if (i.appVersion !== undefined && typeof i.appVersion !== 'string') throw bad(`instances.${k}.appVersion`, 'a string');
   }
 }
 
@@ -128,7 +133,12 @@ export function writeAtomically(path: string, text: string, mode?: number): void
     closeSync(fd);
   }
   renameSync(tmp, path);
-  const dfd = openSync(dirname(path), 'r');
+  syncDirectory(dirname(path));
+}
+
+/** fsyncs a directory, so a rename or link in it survives a power loss. */
+export function syncDirectory(dir: string): void {
+  const dfd = openSync(dir, 'r');
   try {
     fsyncSync(dfd);
   } finally {

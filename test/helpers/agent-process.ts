@@ -1,10 +1,25 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { controlRequest } from '../../agent/cli/control-client.js';
 import { AGENT_NODE_FLAGS } from '../../agent/runtime/sandbox.js';
 
 /** The built command (test/global-setup.ts compiles dist/ before the run). */
 export const FERRY_MAIN = fileURLToPath(new URL('../../dist/agent/cli/main.js', import.meta.url));
+
+export interface Ran {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built `ferry` command as a user would (no extra Node flags); `uid`/`gid` run it as another user (the runner must be root). */
+export function runFerry(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; uid?: number; gid?: number } = {}): Promise<Ran> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [FERRY_MAIN, ...args], { timeout: 30_000, ...options }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
 
 export interface AgentProcess {
   readonly proc: ChildProcess;
@@ -18,9 +33,20 @@ export interface AgentProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Starts `ferry start` as its own process (a real agent), with the flags it needs. */
-export function startAgentProcess(dataDir: string, args: string[]): AgentProcess {
-  const proc = spawn(process.execPath, [...AGENT_NODE_FLAGS, FERRY_MAIN, 'start', '--data', dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** A command line to run instead of `node <agent flags> main.js start --data <dir> <args>` (a unit's ExecStart), how a supervisor would. */
+export interface AgentCommand {
+  /** The program and its arguments, as systemd's ExecStart= gives them. */
+  argv: string[];
+  /** A process group of its own (the stand-in for a unit's cgroup). */
+  detached?: boolean;
+  /** The whole environment (a supervisor's, not the test runner's). */
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Starts `ferry start` as its own process (a real agent), with the flags it needs, or the command line given. */
+export function startAgentProcess(dataDir: string, args: string[], command?: AgentCommand): AgentProcess {
+  const [file, ...argv] = command?.argv ?? [process.execPath, ...AGENT_NODE_FLAGS, FERRY_MAIN, 'start', '--data', dataDir, ...args];
+  const proc = spawn(file!, argv, { stdio: ['ignore', 'pipe', 'pipe'], detached: command?.detached ?? false, ...(command?.env !== undefined ? { env: command.env } : {}) });
   const logs: Array<Record<string, unknown>> = [];
   let stderr = '';
   let buf = '';

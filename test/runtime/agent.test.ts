@@ -224,7 +224,7 @@ describe('agent: apps, checkpoints and bad input', () => {
 
   it('compiles a TypeScript app at install', async () => {
     const a = await agent(broker);
-    expect(await a.install(new URL('./fixtures/typed.ts', import.meta.url).pathname)).toEqual({ name: 'typed', version: '0.1.0', replaced: false });
+    expect(await a.install(new URL('./fixtures/typed.ts', import.meta.url).pathname)).toEqual({ name: 'typed', version: '0.1.0', replaced: false, oldCodeRunning: [] });
     await a.run('typed');
     expect(await a.call('typed', 'add', { by: 4 })).toBe(4);
   });

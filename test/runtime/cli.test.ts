@@ -107,7 +107,7 @@ describe('the ferry command, end to end against a real agent', () => {
 
   it('installs, runs, stops and removes an app', async () => {
     const r = await json(['install', join(import.meta.dirname, 'fixtures', 'ledger.mjs'), ...d()]);
-    expect(r.value).toEqual({ name: 'ledger', version: '1.0.0', replaced: false });
+    expect(r.value).toEqual({ name: 'ledger', version: '1.0.0', replaced: false, oldCodeRunning: [] });
     expect((await json(['run', 'ledger', '--instance', 'book', ...d()])).value).toMatchObject({ instance: 'book', state: 'running' });
     expect((await json(['call', 'book', 'apply', '{"n":3}', ...d()])).value).toEqual({ n: 3, length: 1 });
     expect((await json(['stop', 'book', ...d()])).value).toMatchObject({ state: 'stopped' });
@@ -188,7 +188,7 @@ describe('the ferry command without an agent', () => {
     const dir = temp.dir('cfg');
     writeFileSync(join(dir, 'ferry.config.json'), JSON.stringify({ profile: 'rpi-4b', colour: 'blue' }));
     const r = await ferry(['status'], dir);
-    expect(r.stderr).toMatch(/ferry\.config\.json\.colour is not a known option.*\[CONFIG_INVALID\]/);
+    expect(r.stderr).toMatch(/ferry\.config\.json: colour is not a known option.*\[CONFIG_INVALID\]/);
     writeFileSync(join(dir, 'ferry.config.json'), JSON.stringify({ data: 'here' }));
     const r2 = await ferry(['status'], dir);
     expect(r2.stderr).toContain(join(dir, 'here'));
@@ -213,7 +213,7 @@ describe('the ferry command without an agent', () => {
     writeFileSync(cfg, JSON.stringify({ keepVersions: 0 }));
     const bad = await ferry(['start', '--port', '0', '--config', cfg, '--data', join(dir, 'data')]);
     expect(bad.code).toBe(1);
-    expect(bad.stderr).toMatch(/options\.keepVersions must be an integer in 1\.\.1000, got 0 \[BAD_OPTION\]/);
+    expect(bad.stderr).toMatch(/ferry\.config\.json: keepVersions must be an integer in 1\.\.1000, got 0 \[CONFIG_INVALID\]/);
     writeFileSync(cfg, JSON.stringify({ keepVersions: 2 }));
     const a = startAgentProcess(join(dir, 'data'), ['--port', '0', '--config', cfg]);
     try {
@@ -232,11 +232,11 @@ describe('the ferry command without an agent', () => {
     const dir = temp.dir('cfg-replay');
     writeFileSync(join(dir, 'ferry.config.json'), JSON.stringify({ replayHorizonMs: '1h' }));
     const r = await ferry(['status'], dir);
-    expect(r.stderr).toMatch(/ferry\.config\.json\.replayHorizonMs must be .*\[CONFIG_INVALID\]/);
+    expect(r.stderr).toMatch(/ferry\.config\.json: replayHorizonMs must be .*\[CONFIG_INVALID\]/);
     writeFileSync(join(dir, 'ferry.config.json'), JSON.stringify({ rememberReplies: 64, replayHorizonMs: 1000 }));
     const r2 = await ferry(['start', '--port', '0', '--data', join(dir, 'data')], dir);
     expect(r2.code).toBe(1);
-    expect(r2.stderr).toMatch(/^ferry: options\.replayHorizonMs must be an integer in 60000\.\.2592000000, got 1000 \[BAD_OPTION\]\n$/);
+    expect(r2.stderr).toMatch(/^ferry: ferry\.config\.json: replayHorizonMs must be an integer in 60000\.\.2592000000, got 1000 \[CONFIG_INVALID\]\n$/);
   });
 
   it('start with a bad profile fails in one line before doing anything', async () => {

@@ -5,13 +5,14 @@
  * `--ignore-scripts` skips `prepack` (`npm run build`) here: the test run has built dist/ already,
  * and rebuilding it under the other suites' running agents would rewrite files they are loading.
  */
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { controlRequest } from '../../agent/cli/control-client.js';
 import { AGENT_NODE_FLAGS } from '../../agent/runtime/sandbox.js';
+import { startAgentProcess } from '../helpers/agent-process.js';
 
 const repo = process.cwd();
 const dir = mkdtempSync(join(tmpdir(), 'ferry-pack-'));
@@ -49,18 +50,10 @@ describe('npm pack', () => {
     expect(execFileSync(process.execPath, [main, '--version'], { encoding: 'utf8' })).toBe(`ferry ${version.version}\n`);
 
     const data = join(dir, 'data');
-    const agent = spawn(process.execPath, [...AGENT_NODE_FLAGS, main, 'start', '--samples', '--port', '0', '--data', data], { stdio: 'ignore' });
+    const agent = startAgentProcess(data, [], { argv: [process.execPath, ...AGENT_NODE_FLAGS, main, 'start', '--samples', '--port', '0', '--data', data] });
+    const exited = new Promise<number | null>((r) => agent.proc.on('exit', (code) => r(code)));
     try {
-      const end = Date.now() + 30_000;
-      for (;;) {
-        try {
-          await controlRequest(data, 'status', {}, 2000);
-          break;
-        } catch (e) {
-          if (Date.now() > end || agent.exitCode !== null) throw e;
-          await new Promise((r) => setTimeout(r, 50));
-        }
-      }
+      await agent.ready;
       // The sample apps came from the package's own apps/ folder.
       expect(existsSync(join(root, 'apps', 'counter.mjs'))).toBe(true);
       const out = await new Promise<string>((resolve, reject) =>
@@ -68,9 +61,9 @@ describe('npm pack', () => {
       );
       expect(out).toBe('count: 1\n');
       await controlRequest(data, 'shutdown');
-      expect(await new Promise((r) => agent.on('exit', r))).toBe(0);
+      expect(await exited).toBe(0);
     } finally {
-      if (agent.exitCode === null) agent.kill('SIGKILL');
+      await agent.kill();
     }
   });
 });

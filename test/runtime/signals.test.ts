@@ -13,6 +13,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { controlRequest } from '../../agent/cli/control-client.js';
 import { FERRY_MAIN, startAgentProcess } from '../helpers/agent-process.js';
 import { caughtAsync } from '../helpers/ferry-error.js';
+import { alive, until } from '../helpers/process-group.js';
 
 const dirs: string[] = [];
 const procs: ChildProcess[] = [];
@@ -63,23 +64,6 @@ async function start(): Promise<Started> {
       if (Date.now() > deadline) throw e;
       await new Promise((r) => setTimeout(r, 50));
     }
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const end = Date.now() + 20_000;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
   }
 }
 

@@ -1,0 +1,17 @@
+import type { DurableSession } from '../../transports/durable-session.js';
+import type { AppInstance } from './app-instance.js';
+import type { AppLeases } from './app-leases.js';
+import type { AppRunner } from './app-runner.js';
+import type { InstanceRecord } from './registry.js';
+
+/** One running instance and what serves it. */
+export interface Running {
+  record: InstanceRecord;
+  instance: AppInstance;
+  runner: AppRunner;
+  /** Made once the services are up (recovery opens heaps before connecting). */
+  leases: AppLeases | undefined;
+  session: DurableSession | undefined;
+  /** The module's JavaScript this instance runs (installing another keeps it until `upgrade`). */
+  source: string;
+}
