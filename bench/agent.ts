@@ -1,9 +1,10 @@
 /**
- * Agent benchmark: `npm run bench:agent -- [--json] [--quick] [--broker aedes|mosquitto]`
+ * Agent benchmark: `npm run bench:agent -- [--json] [--quick] [--broker aedes|mosquitto|embedded]`
  * (the npm script builds `dist/` first: the agent runs from the built code, as `ferry start` does).
  *
  * One real agent PROCESS (`node <agent flags> dist/agent/cli/main.js start --data <tmp> --broker <url> --samples`)
- * on a broker of its own process (aedes in a child process by default, or Mosquitto), and in the same run:
+ * on a broker of its own process (aedes in a child process by default, or Mosquitto), or on the agent's
+ * embedded broker (`--broker embedded`: durable, inside the agent process), and in the same run:
  * - mailboxReqPerSec: `app.call` requests (counter.increment) published QoS 1 to the counter's
  *   mailbox by a Ferry bus here, 64 in flight, each answered after the group commit that holds
  *   it (store durability `full`, the default: synced before any answer);
@@ -39,7 +40,7 @@ import { controlRequest } from '../agent/cli/control-client.js';
 import type { InstanceView } from '../agent/runtime/agent.js';
 import { AGENT_NODE_FLAGS } from '../agent/runtime/sandbox.js';
 import { appMailboxTopic, connectBus } from '../transports/index.js';
-import { startMosquitto } from '../test/helpers/brokers.js';
+import { freePort, startMosquitto } from '../test/helpers/brokers.js';
 import { parseBenchArgs, percentile, report, round } from './lib/args.js';
 import { startBenchProcess } from './lib/bench-process.js';
 import { tag as benchTag } from './lib/transport-bench.js';
@@ -65,12 +66,30 @@ function checkInstalledCommand(): void {
   for (const f of AGENT_NODE_FLAGS) if (!shebang.includes(f)) throw new Error(`${MAIN}'s #! line lacks ${f}: ${shebang}`);
 }
 
-function brokerArg(argv: string[]): 'aedes' | 'mosquitto' {
+/** `embedded`: the agent's own durable broker (no --broker; its sessions in <data>/broker.db), on a port picked here. */
+function brokerArg(argv: string[]): 'aedes' | 'mosquitto' | 'embedded' {
   const i = argv.findIndex((a) => a === '--broker' || a.startsWith('--broker='));
   if (i < 0) return 'aedes';
   const v = argv[i]!.includes('=') ? argv[i]!.slice(argv[i]!.indexOf('=') + 1) : argv[i + 1];
-  if (v !== 'aedes' && v !== 'mosquitto') throw new Error(`--broker must be aedes or mosquitto, got ${String(v)}`);
+  if (v !== 'aedes' && v !== 'mosquitto' && v !== 'embedded') throw new Error(`--broker must be aedes, mosquitto or embedded, got ${String(v)}`);
   return v;
+}
+
+/** Where the agent's broker is: one of its own process, or the agent's embedded one on `port`. */
+interface BenchBroker {
+  url: string;
+  /** `ferry start` arguments that pick it. */
+  args: string[];
+  stop(): Promise<void>;
+}
+
+async function startBroker(): Promise<BenchBroker> {
+  if (BROKER === 'embedded') {
+    const port = await freePort();
+    return { url: `mqtt://127.0.0.1:${port}`, args: ['--port', String(port)], stop: async () => undefined };
+  }
+  const b = BROKER === 'aedes' ? await startBenchProcess({ role: 'aedes' }).then((p) => ({ url: p.info.url!, stop: () => p.close() })) : await startMosquitto();
+  return { url: b.url, args: ['--broker', b.url], stop: () => b.stop() };
 }
 
 const median = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 50);
@@ -95,9 +114,9 @@ process.once('exit', () => {
 });
 
 /** `installed`: main.js run through its `#!` line, as the `ferry` command is; `wrapped`: `node main.js` without flags (it re-executes). */
-function spawnAgent(dataDir: string, brokerUrl: string, how: 'installed' | 'wrapped' = 'installed'): AgentProc {
+function spawnAgent(dataDir: string, broker: BenchBroker, how: 'installed' | 'wrapped' = 'installed'): AgentProc {
   const spawnedAt = performance.now();
-  const args = ['start', '--data', dataDir, '--broker', brokerUrl, '--samples'];
+  const args = ['start', '--data', dataDir, ...broker.args, '--samples'];
   const child = how === 'installed' ? spawn(MAIN, args, { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(child);
   const seen = new Map<string, number>();
@@ -429,11 +448,11 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   checkInstalledCommand();
   const dataDir = mkdtempSync(join(tmpdir(), 'ferry-bench-agent-'));
-  const broker = BROKER === 'aedes' ? await startBenchProcess({ role: 'aedes' }).then((p) => ({ url: p.info.url!, stop: () => p.close() })) : await startMosquitto();
+  const broker = await startBroker();
   let agent: AgentProc | undefined;
   try {
     // A fresh data directory: the samples are installed, run (init) and checkpointed at shutdown.
-    agent = spawnAgent(dataDir, broker.url);
+    agent = spawnAgent(dataDir, broker);
     await agent.event('agent.ready');
     await shutdown(dataDir, agent);
 
@@ -444,7 +463,7 @@ async function main(): Promise<void> {
     const bare: number[] = [];
     for (let i = 0; i < RESTARTS; i++) {
       bare.push(await bareNodeMs());
-      agent = spawnAgent(dataDir, broker.url);
+      agent = spawnAgent(dataDir, broker);
       cold.push((await agent.event('app.resumed')) - agent.spawnedAt);
       ready.push((await agent.event('agent.ready')) - agent.spawnedAt);
       if (i < RESTARTS - 1) await shutdown(dataDir, agent);
@@ -473,7 +492,7 @@ async function main(): Promise<void> {
     await shutdown(dataDir, agent);
 
     // The same idle agent through the wrapper (`node main.js start`, no flags): two processes.
-    agent = spawnAgent(dataDir, broker.url, 'wrapped');
+    agent = spawnAgent(dataDir, broker, 'wrapped');
     await agent.event('agent.ready');
     await sleep(IDLE_MS);
     const wrapped = treeRssMB(agent.pid);
@@ -485,8 +504,8 @@ async function main(): Promise<void> {
     const result = {
       bench: 'agent',
       quick: args.quick,
-      broker: BROKER === 'aedes' ? 'aedes (child process)' : 'mosquitto',
-      layout: `agent: its own process from dist/ (--broker); broker: ${BROKER === 'aedes' ? 'a child process' : 'its binary'}; requesters: this process; raw and bus echo responders: a child process each`,
+      broker: BROKER === 'aedes' ? 'aedes (child process)' : BROKER === 'embedded' ? "embedded (the agent's own, on SQLite)" : 'mosquitto',
+      layout: `agent: its own process from dist/; broker: ${BROKER === 'aedes' ? 'a child process' : BROKER === 'embedded' ? 'inside the agent' : 'its binary'}; requesters: this process; raw and bus echo responders: a child process each`,
       durability: 'full',
       dataDirFs: fsName(dataDir),
       concurrency: CONCURRENCY,
