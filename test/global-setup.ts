@@ -8,4 +8,6 @@ import { join } from 'node:path';
 export default function setup(): void {
   const root = join(import.meta.dirname, '..');
   execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.build.json')], { stdio: 'inherit' });
+  // As `npm run build` does: the command runs through its #! line.
+  execFileSync(process.execPath, [join(root, 'scripts/mark-executable.mjs')], { stdio: 'inherit' });
 }
