@@ -1,4 +1,3 @@
-import { deserialize, serialize } from 'node:v8';
 import { FerryError, isFerryError } from '../../core/errors.js';
 import { openHeap, type Heap, type HeapOptions, type HeapStats } from '../heap/index.js';
 import { errorAnswerBody } from '../../transports/pending-requests.js';
@@ -6,11 +5,9 @@ import { randomId128 } from '../../transports/random-id.js';
 import { NAME, type AppDefinition, type AppFunction } from './app-definition.js';
 import { buildContext, type AppHost } from './app-context.js';
 import { plainResult } from './plain-result.js';
+import { ReplyMemory } from './reply-memory.js';
 import type { Sandbox } from './sandbox.js';
 import { SpentIds, type SpentRecord } from './spent-ids.js';
-
-/** Memory for the outcomes of read-only calls kept for duplicates, bytes (serialized). */
-const READ_REPLY_BYTES = 1024 * 1024;
 
 /** What a call produced: recorded in the heap under its request id, so a repeat gets it again. */
 export type CallOutcome = { ok: true; body: unknown } | { ok: false; code: string; message: string; field?: string };
@@ -49,19 +46,12 @@ const MAX_AFTER_MS = 30 * 86_400_000;
 /** Marks the runtime's own record among the heap's pinned objects. */
 const RECORD_TAG = 'ferry.runtime/1';
 
-/**
- * Request ids per map of remembered replies. One map of every id would reach the heap's
- * object size limit (64 KiB: about 2,000 ids) and then refuse every call; a small map is
- * also all a commit rewrites of them.
- */
-const REPLY_BUCKET = 64;
-
 interface RuntimeRecord {
   tag: string;
   initialized: boolean;
   /** Request id → outcome of the newest calls, insertion-ordered (the oldest is forgotten first). */
   replies: Map<string, CallOutcome>;
-  /** Earlier `replies` maps, oldest first (see REPLY_BUCKET); absent in heaps made before them. */
+  /** Earlier `replies` maps, oldest first (see REPLY_BUCKET in reply-memory.ts); absent in heaps made before them. */
   olderReplies?: Array<Map<string, CallOutcome>>;
   /** Digests of ids whose outcome was dropped, and the mailbox clock (spent-ids.ts); added at opening to heaps made before it. */
   spent?: SpentRecord;
@@ -122,11 +112,8 @@ export class AppInstance {
   private running = false;
   /** Outbox ids handed out by takeOutbox and not yet delivered. */
   private readonly handedOut = new Set<string>();
-  /**
-   * Request ids that may be in the heap's reply maps: every remembered id is in it
-   * (a miss here is a miss there), forgotten ones leave it only when it is rebuilt.
-   */
-  private knownIds = new Set<string>();
+  /** Which request ids have an outcome kept, in the heap or (reads) in memory (reply-memory.ts). */
+  private readonly replies: ReplyMemory;
   /** Makes this opening's outbox ids unique even after a restore to an older version. */
   private salt = '';
   /** Ids whose outcome was dropped, still recognised within the replay horizon. */
@@ -134,13 +121,6 @@ export class AppInstance {
   /** The mailbox clock at this opening (committed value) and `mailboxMs()` then. */
   private clockBase = 0;
   private clockMark = 0;
-  /**
-   * Outcomes of calls that changed nothing, serialized, by request id, newest last (at most
-   * rememberReplies of them and READ_REPLY_BYTES in all): not in the heap, so a duplicate delivered
-   * in this run gets the same answer without a checkpoint.
-   */
-  private readonly readReplies = new Map<string, Buffer>();
-  private readRepliesBytes = 0;
   /** Calls since this opening that changed nothing (not counted in `applied`, which is durable). */
   readOnlyCalls = 0;
   /** Set by `run` for the call it just ran. */
@@ -150,6 +130,7 @@ export class AppInstance {
     this.instance = o.instance;
     this.definition = o.definition;
     this.spent = new SpentIds(o.replayHorizonMs);
+    this.replies = new ReplyMemory(o.rememberReplies, this.spent);
   }
 
   /** Opens (or creates) the instance's heap; a new instance runs `init` and is checkpointed. */
@@ -195,10 +176,10 @@ export class AppInstance {
   call(name: string, message: unknown, requestId?: string): CallResult {
     this.checkOpen();
     if (requestId !== undefined) {
-      const seen = this.recalled(requestId);
+      const seen = this.replies.recalled(this.record, requestId);
       if (seen !== undefined) return { outcome: this.heap.toPlain(seen) as CallOutcome, repeat: true };
-      const read = this.readReplies.get(requestId);
-      if (read !== undefined) return { outcome: deserialize(read) as CallOutcome, repeat: true };
+      const read = this.replies.readAnswer(requestId);
+      if (read !== undefined) return { outcome: read, repeat: true };
       if (this.spent.has(requestId)) {
         // Applied before, its outcome dropped since: never run again. Spent afresh, so the horizon
         // starts again from this replay (whose acknowledgement a broker may lose once more).
@@ -213,8 +194,8 @@ export class AppInstance {
     // Successes were recorded inside their transaction (run); failures are recorded after the rollback.
     // A success that changed nothing is remembered in memory only (PROTOCOL.md A.4.1).
     const readOnly = outcome.ok && this.lastRunReadOnly;
-    if (!outcome.ok) this.remember(requestId, outcome);
-    else if (readOnly && requestId !== undefined) this.rememberRead(requestId, outcome);
+    if (!outcome.ok) this.replies.remember(this.record, requestId, outcome);
+    else if (readOnly && requestId !== undefined) this.replies.rememberRead(requestId, outcome);
     this.uncommitted.push({ kind: 'call', handler: name, message, requestId, failed: outcome.ok ? undefined : outcome, readOnly });
     return { outcome, repeat: false };
   }
@@ -353,7 +334,7 @@ export class AppInstance {
     this.spent.load(rec.spent);
     this.clockBase = rec.spent.clock;
     this.clockMark = this.o.mailboxMs();
-    this.indexIds();
+    this.replies.index(this.record);
     this.salt = randomId128().slice(0, 8);
     this.handedOut.clear();
     this.ctx = buildContext(this.o.sandbox, {
@@ -422,7 +403,7 @@ export class AppInstance {
       // refused like any other bad write, and the caller gets a plain copy.
       this.record.last = { ok: true, body: end.value };
       const kept = this.record.last;
-      this.remember(requestId, kept);
+      this.replies.remember(this.record, requestId, kept);
       if (counts) this.record.applied++;
       sp.release();
       return this.heap.toPlain(kept) as CallOutcome;
@@ -441,81 +422,6 @@ export class AppInstance {
     }
   }
 
-  /** The recorded outcome of `requestId`, if remembered. */
-  private recalled(requestId: string): CallOutcome | undefined {
-    // Almost every id is new: answer that from memory, not from a walk over the heap's maps.
-    if (!this.knownIds.has(requestId)) return undefined;
-    const hit = this.record.replies.get(requestId);
-    const older = this.record.olderReplies;
-    if (hit !== undefined || older === undefined) return hit;
-    for (let i = older.length - 1; i >= 0; i--) {
-      const h = older[i]!.get(requestId);
-      if (h !== undefined) return h;
-    }
-    return undefined;
-  }
-
-  private rememberRead(requestId: string, outcome: CallOutcome): void {
-    const bytes = serialize(outcome);
-    // A result too large to keep is not kept: a duplicate of it runs again (it changes nothing).
-    if (bytes.length > READ_REPLY_BYTES / 4) return;
-    this.readReplies.set(requestId, bytes);
-    this.readRepliesBytes += bytes.length;
-    while (this.readReplies.size > this.o.rememberReplies || this.readRepliesBytes > READ_REPLY_BYTES) {
-      const [id, oldest] = this.readReplies.entries().next().value!;
-      this.readReplies.delete(id);
-      this.readRepliesBytes -= oldest.length;
-    }
-  }
-
-  private remember(requestId: string | undefined, outcome: CallOutcome): void {
-    if (requestId === undefined) return;
-    // Into the index before the heap, and never out of it but by a rebuild: it stays a superset.
-    this.knownIds.add(requestId);
-    if (this.knownIds.size > 2 * this.o.rememberReplies + REPLY_BUCKET) this.indexIds();
-    if (this.record.replies.size >= REPLY_BUCKET && this.o.rememberReplies > REPLY_BUCKET) this.newReplyBucket();
-    try {
-      this.record.replies.set(requestId, outcome);
-    } catch (e) {
-      // Full by the heap's object size limit before REPLY_BUCKET ids (a small profile, long ids).
-      if (!isFerryError(e, 'HEAP_VALUE_TOO_LARGE') || this.record.replies.size === 0) throw e;
-      this.newReplyBucket();
-      this.record.replies.set(requestId, outcome);
-    }
-    const replies = this.record.replies;
-    while (replies.size > this.o.rememberReplies) {
-      const oldest = replies.keys().next().value;
-      if (oldest === undefined) break;
-      replies.delete(oldest);
-      this.spent.add(oldest);
-    }
-  }
-
-  /** Rebuilds the index of remembered ids from the heap's maps. */
-  private indexIds(): void {
-    const ids = new Set<string>();
-    for (const k of this.record.replies.keys()) ids.add(k);
-    for (const b of this.record.olderReplies ?? []) for (const k of b.keys()) ids.add(k);
-    this.knownIds = ids;
-  }
-
-  /** Starts a new `replies` map; the oldest maps go while the others still hold rememberReplies ids. */
-  private newReplyBucket(): void {
-    const rec = this.record;
-    rec.olderReplies ??= [];
-    const older = rec.olderReplies;
-    older.push(rec.replies);
-    rec.replies = new Map();
-    let kept = 0;
-    for (const b of older) kept += b.size;
-    while (older.length > 0 && kept - older[0]!.size >= this.o.rememberReplies) {
-      const gone = older[0]!;
-      kept -= gone.size;
-      for (const id of gone.keys()) this.spent.add(id);
-      older.shift();
-    }
-  }
-
   private reload(): void {
     const redo = this.uncommitted;
     this.uncommitted = [];
@@ -525,10 +431,10 @@ export class AppInstance {
     // out would time out again, and each run would reload). Hooks run as hooks.
     for (const c of redo) {
       if (c.failed) {
-        this.remember(c.requestId, c.failed);
+        this.replies.remember(this.record, c.requestId, c.failed);
         this.uncommitted.push(c);
       } else if (c.kind === 'hook') this.hook(c.handler as keyof AppDefinition['hooks'], c.message);
-      else if (c.requestId === undefined || this.recalled(c.requestId) === undefined) this.call(c.handler, c.message, c.requestId);
+      else if (c.requestId === undefined || this.replies.recalled(this.record, c.requestId) === undefined) this.call(c.handler, c.message, c.requestId);
     }
   }
 }
