@@ -110,10 +110,14 @@ export const COMMANDS: Record<string, Command> = {
     usage: 'install <path>',
     summary: 'check and install an app module (.mjs, .js, or .ts compiled here)',
     flags: [],
-    async run(_c, w, _f, _cfg, d) {
+    async run(c, w, f, _cfg, d) {
       const path = need(w, 0, 'path', this.usage);
       noMore(w, 1, this.usage);
-      return agent(d, 'install', { path: resolve(path) });
+      const out = await agent(d, 'install', { path: resolve(path) });
+      const old = (out.result as { oldCodeRunning?: string[] }).oldCodeRunning ?? [];
+      // Installing does not change what runs: say so, and how to move each instance.
+      if (old.length > 0 && !f.bool('json')) c.say(`still running the code installed before: ${old.join(', ')}; move each with ferry upgrade <instance> (or it moves at its next resume or agent start)`);
+      return out;
     },
   },
   run: {

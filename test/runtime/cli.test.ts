@@ -115,6 +115,27 @@ describe('the ferry command, end to end against a real agent', () => {
     expect((await json(['call', 'book', 'list', ...d()])).value).toMatchObject({ error: { code: 'APP_UNKNOWN' } });
   });
 
+  it('installing a new version while an instance runs says the instance keeps its code, and upgrade moves it', async () => {
+    const dir = temp.dir('module');
+    const v = (n: number) => {
+      const f = join(dir, `tally-${n}.mjs`);
+      writeFileSync(f, `export default { name: 'tally', version: '${n}', handlers: { which() { return ${n}; } } };`);
+      return f;
+    };
+    await json(['install', v(1), ...d()]);
+    await json(['run', 'tally', ...d()]);
+    try {
+      const r = await ferry(['install', v(2), ...d()]);
+      expect(r.code).toBe(0);
+      expect(r.stderr).toBe('still running the code installed before: tally; move each with ferry upgrade <instance> (or it moves at its next resume or agent start)\n');
+      expect((await json(['call', 'tally', 'which', ...d()])).value).toBe(1);
+      expect((await json(['upgrade', 'tally', ...d()])).value).toMatchObject({ instance: 'tally', from: '1', to: '2', upgraded: true });
+      expect((await json(['call', 'tally', 'which', ...d()])).value).toBe(2);
+    } finally {
+      await json(['remove', 'tally', ...d()]);
+    }
+  });
+
   it('a call to an app installed but not run says to run it (not that it is unknown)', async () => {
     await json(['install', join(import.meta.dirname, 'fixtures', 'ledger.mjs'), ...d()]);
     try {
