@@ -52,7 +52,7 @@ const ROUNDS = args.quick ? 3 : 6;
 const ROUND_MS = args.quick ? 600 : 1500;
 const WARMUP_MS = args.quick ? 500 : 1500;
 const RESTARTS = args.quick ? 3 : 9;
-const IDLE_MS = args.quick ? 1000 : 2000;
+const IDLE_MS = 2000;
 const REQUEST_TIMEOUT_MS = 15_000;
 const TARGETS = { mailboxOverRawRatio: 0.25, coldStartRatio: 6, rssIdleMB: 80 };
 
