@@ -198,7 +198,7 @@ export class Agent {
       const r = this.running.get(instance);
       const rec = this.registry.instance(instance);
       if (!rec) throw this.unknownApp(instance);
-      if (!r) throw new FerryError('APP_NOT_RUNNING', `instance ${instance} is ${rec.state}: it opens with the installed code (and runs its onUpgrade) when resumed (ferry resume ${instance})`, { field: 'instance' });
+      if (!r) throw new FerryError('APP_NOT_RUNNING', `instance ${instance} is ${this.failed.has(instance) ? 'failed' : rec.state}: it opens with the installed code (and runs its onUpgrade) when resumed (ferry resume ${instance})`, { field: 'instance' });
       const installed = this.registry.app(rec.app)!;
       const source = readFileSync(join(this.options.dataDir, 'apps', installed.file), 'utf8');
       const from = r.instance.definition.version;
@@ -210,7 +210,10 @@ export class Agent {
         return { ...(await this.start(r.record, undefined)), from, to: installed.version, upgraded: true };
       } catch (e) {
         // Back to the old code at the version it committed (which becomes the newest again).
-        await this.start(r.record, at, r.source);
+        await this.start(r.record, at, r.source).catch((back: unknown) => {
+          this.fail(instance, 'app.upgrade-rollback-failed', back);
+          throw back;
+        });
         this.log.warn('app.upgrade-failed', { instance, from, to: installed.version, error: String(e) });
         throw isFerryError(e, 'APP_UPGRADE_FAILED') ? e : upgradeFailed(instance, { fromVersion: from, toVersion: installed.version, fromCode: codeHash(r.source), toCode: codeHash(source) }, String(e), e);
       }
