@@ -98,6 +98,15 @@ export const ERROR_CODES = {
   BRIDGE_REPLAY: 'a sealed record arrived with a counter already used (replayed) or out of order; it was dropped and nothing was acted on',
   BRIDGE_FRAME_MALFORMED: 'a bridge frame is too large, too short, of an unknown version or kind, or names a malformed device id; it was dropped',
   BRIDGE_CLOSED: 'the sealed channel (or the bridge) was closed; the operation did not complete',
+
+  // bridge: live handoff (agent/bridge/DESIGN.md, "Handoff")
+  MIGRATE_NO_FIT: "the destination cannot run the instance: its heap budget is below the app's minHeapBytes, or a required service is missing there; nothing moved",
+  MIGRATE_BUSY: 'the instance is already moving (or a move of it is undecided after a crash), or the agent is busy with another lifecycle command for it; nothing changed',
+  MIGRATE_NO_CONVERGENCE: 'pre-copy rounds did not bring the expected downtime under the limit within the round or time limit (the app dirties its heap faster than the link carries it); the move was aborted and the origin serves on',
+  MIGRATE_DOWNTIME_EXCEEDED: 'at the switch the final delta (or a late answer) would have broken the downtime limit; the move was aborted and the origin serves on',
+  MIGRATE_ABORTED: 'the move was cancelled, or a step failed or timed out before the decision (the peer unreachable, its disk full); the origin serves on and the destination discarded what it received',
+  MIGRATE_MOVED: 'the instance was handed off to a peer and runs there now; it cannot be run, resumed or changed here (move it back, or remove it)',
+  MIGRATE_PROTOCOL: 'a handoff message is malformed, out of order, or names a move this device does not know; it was refused and nothing was acted on',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

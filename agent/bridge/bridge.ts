@@ -5,6 +5,7 @@ import type { Discovery } from '../services/discovery.js';
 import { Channels } from './channel.js';
 import { loadIdentity, type DeviceIdentity } from './identity.js';
 import { readBridgeOptions, type BridgeOptions, type ResolvedBridgeOptions } from './options.js';
+import { Migrations, type HandoffRuntime } from './migrations.js';
 import { Pairing, type AttemptView, type CodeView } from './pairing.js';
 import { PeerRegistry, type PeerRecord } from './peer-registry.js';
 import { SealedBulk, type SealedBulkOptions, type SealedBulkResult, type SealedTransfer } from './sealed-bulk.js';
@@ -17,6 +18,8 @@ export interface BridgeLinks {
   bus: MqttBus;
   discovery: Discovery;
   log: BridgeLog;
+  /** The runtime's side of a handoff; without it this device neither sends nor takes moves. */
+  runtime?: HandoffRuntime;
 }
 
 /** A paired peer as `ferry peers` shows it. */
@@ -42,6 +45,8 @@ const REACH_MS = 1500;
 export class Bridge {
   private readonly lastSeen = new Map<string, number>();
   private announced = false;
+  /** Live handoff (migrations.ts); undefined when the bridge runs without a runtime. */
+  migrations: Migrations | undefined;
 
   private constructor(
     readonly options: ResolvedBridgeOptions,
@@ -94,8 +99,13 @@ export class Bridge {
       await pairing.close();
       throw e;
     }
-    const bulk = new SealedBulk(channels, { maxTransferBytes: o.maxTransferBytes, maxTransfers: 4, maxChunkBytes: o.maxFrameBytes - 256 }, onTransfer);
+    const bulk = new SealedBulk(channels, { maxTransferBytes: o.maxTransferBytes, maxTransfers: 4, maxChunkBytes: o.maxFrameBytes - 256 }, (t) => {
+      if (!bridge?.migrations?.destination.onTransfer(t.from, t.data, t.meta)) onTransfer(t);
+    });
     bridge = new Bridge(o, identity, peers, links, pairing, channels, bulk);
+    if (links.runtime) {
+      bridge.migrations = new Migrations({ ...links.runtime, channels, bulk, peers, deviceId: o.deviceId, dataDir: o.dataDir, maxFrameBytes: o.maxFrameBytes, log: links.log });
+    }
     channels.handle('bridge.ping', () => ({ ts: Date.now() }));
     channels.handle('bridge.unpair', (peer) => {
       // Answered first (the answer is sealed on the session this drops), then forgotten.
@@ -208,6 +218,7 @@ export class Bridge {
   }
 
   async close(): Promise<void> {
+    this.migrations?.close();
     await this.pairing.close();
     await this.channels.close();
     if (this.announced) await this.links.discovery.withdraw('bridge').catch(() => undefined);

@@ -7,6 +7,7 @@ import { agent, need, noMore, type Command, type CommandResult } from './command
 import { readConfig, type FerryConfig } from './config.js';
 import { LOGS_COMMAND } from './logs-command.js';
 import { PAIR_COMMANDS } from './pair-commands.js';
+import { MIGRATE_COMMANDS } from './migrate-commands.js';
 import { SERVICE_COMMANDS } from './service-command.js';
 import { packageDir } from './package-dir.js';
 
@@ -221,6 +222,7 @@ export const COMMANDS: Record<string, Command> = {
   leases: { usage: 'leases', summary: "leases held by this agent's apps", flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'leases'), agent(d, 'leases')) },
   logs: LOGS_COMMAND,
   ...PAIR_COMMANDS,
+  ...MIGRATE_COMMANDS,
   ...SERVICE_COMMANDS,
   shutdown: { usage: 'shutdown', summary: 'stop the agent (apps are checkpointed and resume at the next start)', flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'shutdown'), agent(d, 'shutdown')) },
 };

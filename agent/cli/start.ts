@@ -159,7 +159,12 @@ async function startBridge(agent: Agent, extra: Partial<BridgeOptions>): Promise
   try {
     return await Bridge.start(
       { ...extra, dataDir: agent.options.dataDir, deviceId: agent.options.deviceId, profile: agent.profile.name },
-      { bus: c.bus as MqttBus, discovery: c.discovery, log: (level, event, fields) => agent.log.log(level, event, fields) },
+      {
+        bus: c.bus as MqttBus,
+        discovery: c.discovery,
+        log: (level, event, fields) => agent.log.log(level, event, fields),
+        runtime: { moves: agent.moves, store: agent.store, profile: agent.profile, services: () => agent.connection },
+      },
     );
   } catch (e) {
     if (!isBridgeFileError(e)) throw e;

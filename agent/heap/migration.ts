@@ -56,6 +56,8 @@ export interface InstallLine {
  * Installs a heap image received from a peer as the app's next committed version, atomically:
  * every line of the image (bytes sent, or found locally by hash), lines the image does not
  * have deleted, the metadata as the state blob. Returns the version. The heap must not be open.
+ * Lines whose hash equals the app's newest version's are neither read nor written again, so
+ * installing the image of each pre-copy round in turn writes only what changed.
  */
 export function installLines(store: Store, app: string, image: { lineSize: number; maxLines: number; lines: InstallLine[]; meta: Uint8Array }): number {
   const bad = (field: string, what: string) => new FerryError('HEAP_BAD_IMAGE', `heap image for app ${app}: ${field} ${what}`, { field, app });
@@ -68,8 +70,12 @@ export function installLines(store: Store, app: string, image: { lineSize: numbe
   })();
   if (meta.lineSize !== image.lineSize) throw bad('meta.lineSize', `is ${meta.lineSize}, the image says ${image.lineSize}`);
   if (store.hasApp(app) && store.appInfo(app).lineSize !== image.lineSize) throw bad('lineSize', `${image.lineSize} differs from the ${store.appInfo(app).lineSize}-byte lines already stored; use the object-level import`);
-  const bytesOf: Uint8Array[] = image.lines.map((l, i) => {
+  const head = new Map<number, string>();
+  if (store.hasApp(app) && store.appInfo(app).head > 0) for (const l of store.listLines(app)) head.set(l.line, Buffer.from(l.hash).toString('hex'));
+  const bytesOf: Array<Uint8Array | undefined> = image.lines.map((l, i) => {
     if (!Number.isInteger(l.line) || l.line < 1 || l.line >= image.maxLines) throw bad(`lines[${i}].line`, `must be an integer in 1..${image.maxLines - 1}, got ${String(l.line)}`);
+    if (!(l.hash instanceof Uint8Array)) throw bad(`lines[${i}].hash`, 'must be a byte string');
+    if (l.bytes === undefined && head.get(l.line) === Buffer.from(l.hash).toString('hex')) return undefined; // unchanged here
     const b = l.bytes ?? store.readByHash(l.hash);
     if (!b) throw bad(`lines[${i}].bytes`, `are missing and no local line has hash ${Buffer.from(l.hash).toString('hex')}`);
     if (b.length !== image.lineSize) throw bad(`lines[${i}].bytes`, `must be ${image.lineSize} bytes, got ${b.length}`);
@@ -80,9 +86,11 @@ export function installLines(store: Store, app: string, image: { lineSize: numbe
   const tx = store.begin(app);
   try {
     const keep = new Set(image.lines.map((l) => l.line));
-    const head = store.appInfo(app).head;
-    if (head > 0) for (const l of store.listLines(app)) if (!keep.has(l.line)) tx.delete(l.line);
-    image.lines.forEach((l, i) => tx.write(l.line, bytesOf[i]!));
+    for (const line of head.keys()) if (!keep.has(line)) tx.delete(line);
+    image.lines.forEach((l, i) => {
+      const b = bytesOf[i];
+      if (b !== undefined && head.get(l.line) !== Buffer.from(l.hash).toString('hex')) tx.write(l.line, b);
+    });
     tx.setState(encodeMeta(meta));
     return tx.commit().version;
   } finally {

@@ -237,6 +237,13 @@ export class Pager {
     this.resident--;
   }
 
+  /** Resident lines, most recently used first (a handoff sends these first: the app touches them next). */
+  recentLines(): number[] {
+    const lines: number[] = [];
+    for (const line of this.slotLine) if (line >= 0) lines.push(line);
+    return lines.sort((a, b) => this.table.lastUse[b]! - this.table.lastUse[a]!);
+  }
+
   /** Evicts up to `n` lines: least recently used first, clean lines before dirty ones. */
   evict(n: number): number {
     const t = this.table;

@@ -4,8 +4,8 @@ import type { Agent } from '../runtime/agent.js';
 export interface OpsInstance {
   instance: string;
   app: string;
-  /** `failed`: it should run and cannot (`error` says why); `suspended`, `stopped`: the operator took it off. */
-  state: 'running' | 'suspended' | 'stopped' | 'failed';
+  /** `failed`: it should run and cannot (`error` says why); `suspended`, `stopped`: the operator took it off; `moved`: handed off to a peer; `incoming`: arriving. */
+  state: 'running' | 'suspended' | 'stopped' | 'failed' | 'moved' | 'incoming';
   error?: string;
   /** While it runs: its heap's figures since the heap was last opened. */
   heap?: { faults: number; residentBytes: number; budgetBytes: number; virtualBytes: number };
@@ -42,7 +42,8 @@ export function agentSurface(agent: Agent): OpsSurface {
     instances() {
       return agent.apps().instances.map((v) => {
         const i: OpsInstance = { instance: v.instance, app: v.app, state: v.state, ...(v.error !== undefined ? { error: v.error } : {}) };
-        if (v.state === 'running') {
+        // Not while a handoff has it paused at its bookmark (agent.runner refuses then).
+        if (v.state === 'running' && !agent.moves.isMoving(v.instance)) {
           const h = agent.runner(v.instance).instance.heapStats();
           i.heap = { faults: h.faults, residentBytes: h.residentBytes, budgetBytes: h.budgetBytes, virtualBytes: h.virtualBytes };
         }

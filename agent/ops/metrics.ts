@@ -62,7 +62,7 @@ export class OpsMetrics implements RunnerObserver {
     );
 
     const instances = surface.instances();
-    const states = ['running', 'suspended', 'stopped', 'failed'] as const;
+    const states = ['running', 'suspended', 'stopped', 'failed', 'moved', 'incoming'] as const;
     t.gauge('ferry_instances', 'Instances known to the agent, by state (failed: should run and cannot).', states.map((state) => ({ labels: { state }, value: instances.filter((i) => i.state === state).length })));
     const heaps = instances.filter((i) => i.heap !== undefined).map((i) => ({ instance: i.instance, heap: i.heap! }));
     const heap = (pick: (h: NonNullable<(typeof heaps)[number]['heap']>) => number): Sample[] => heaps.map((i) => ({ labels: { instance: i.instance }, value: pick(i.heap) }));

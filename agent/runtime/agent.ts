@@ -24,6 +24,13 @@ import { Registry, writeAtomically, type InstanceRecord } from './registry.js';
 import { answer, deliver, type DeliveryHost } from './outbox-delivery.js';
 import type { Running } from './running.js';
 import { instanceView, type InstanceView } from './instance-view.js';
+import { InstanceMoves } from './instance-moves.js';
+
+/** How an instance arriving in a handoff starts: its handed-over leases, then `onMigrated` with this message. */
+interface Arrival {
+  adopt: (r: Running) => void;
+  migrated: Record<string, unknown>;
+}
 
 /** How often a running instance looks again for a required service it lost or never found, ms. */
 const LEASE_RETRY_MS = 500;
@@ -48,6 +55,8 @@ export class Agent {
   private brokerWatch: BrokerWatch | undefined;
   private closed = false;
   private readonly startedAt = Date.now();
+  /** The handoff's operations on instances (instance-moves.ts), for the bridge. */
+  readonly moves: InstanceMoves;
 
   private constructor(
     options: ResolvedAgentOptions,
@@ -58,6 +67,18 @@ export class Agent {
     this.options = options;
     this.profile = profile;
     this.log = new Logger(options.logLevel, options.log);
+    this.moves = new InstanceMoves({
+      running: this.running,
+      registry,
+      store,
+      profile,
+      dataDir: options.dataDir,
+      log: this.log,
+      services: () => this.services,
+      exclusive: (fn) => this.exclusive(fn),
+      start: (rec, adopt, migrated) => this.start(rec, undefined, undefined, { adopt, migrated }),
+      reconnect: (r) => this.reconnect(r),
+    });
   }
 
   /**
@@ -198,6 +219,7 @@ export class Agent {
       const r = this.running.get(instance);
       const rec = this.registry.instance(instance);
       if (!rec) throw this.unknownApp(instance);
+      this.moves.checkHere(instance);
       if (!r) throw new FerryError('APP_NOT_RUNNING', `instance ${instance} is ${this.failed.has(instance) ? 'failed' : rec.state}: it opens with the installed code (and runs its onUpgrade) when resumed (ferry resume ${instance})`, { field: 'instance' });
       const installed = this.registry.app(rec.app)!;
       const source = readFileSync(join(this.options.dataDir, 'apps', installed.file), 'utf8');
@@ -232,6 +254,7 @@ export class Agent {
       throw new FerryError('BAD_OPTION', `instance must be 1..64 of a-z 0-9 - starting with a letter, got ${JSON.stringify(instance)}`, { field: 'instance' });
     }
     const known = this.registry.instance(instance);
+    this.moves.checkHere(instance);
     if (known && known.app !== app) throw new FerryError('APP_EXISTS', `instance ${instance} already exists and runs app ${known.app}`, { field: 'instance' });
     if (this.running.has(instance)) throw new FerryError('APP_EXISTS', `instance ${instance} is already running`, { field: 'instance' });
     try {
@@ -244,16 +267,18 @@ export class Agent {
   }
 
   /** Opens an instance (at `version`, or its newest), connects it, records it as running. */
-  private async start(rec: InstanceRecord, version: number | undefined, source?: string): Promise<InstanceView> {
+  private async start(rec: InstanceRecord, version: number | undefined, source?: string, arrival?: Arrival): Promise<InstanceView> {
     const r = await this.open(rec, version, source);
     try {
-      await this.connect(r, true);
+      arrival?.adopt(r);
+      await this.connect(r, true, arrival?.migrated);
     } catch (e) {
       await this.shut(r, 'close');
       throw e;
     }
     this.registry.update((d) => {
-      d.instances[rec.instance] = { ...rec, state: 'running', since: Date.now(), code: codeHash(r.source), appVersion: r.instance.definition.version };
+      const { move: _, ...plain } = rec;
+      d.instances[rec.instance] = { ...plain, state: 'running', since: Date.now(), code: codeHash(r.source), appVersion: r.instance.definition.version };
     });
     this.failed.delete(rec.instance);
     r.record = this.registry.instance(rec.instance)!;
@@ -264,8 +289,9 @@ export class Agent {
   private async open(rec: InstanceRecord, version?: number, code?: string): Promise<Running> {
     const installed = this.registry.app(rec.app);
     if (!installed) throw this.unknownApp(rec.app);
-    const source = code ?? readFileSync(join(this.options.dataDir, 'apps', installed.file), 'utf8');
-    const { definition, sandbox } = await loadApp(source, { filename: installed.file, instance: rec.instance, timeoutMs: this.options.handlerTimeoutMs });
+    const file = rec.codeFile ?? installed.file;
+    const source = code ?? readFileSync(join(this.options.dataDir, 'apps', file), 'utf8');
+    const { definition, sandbox } = await loadApp(source, { filename: file, instance: rec.instance, timeoutMs: this.options.handlerTimeoutMs });
     const min = definition.requirements.minHeapBytes;
     if (min > this.profile.heapBudgetBytes) {
       throw new FerryError('HEAP_NO_MEMORY', `app ${rec.app} needs ${min} bytes of heap; profile ${this.profile.name} gives each app ${this.profile.heapBudgetBytes}`, { field: 'requirements.minHeapBytes' });
@@ -327,21 +353,27 @@ export class Agent {
     return running;
   }
 
-  /** Leases, mailbox session, timers, and the outbox left from before a restart. */
-  private async connect(r: Running, strict: boolean): Promise<void> {
+  /** Leases, mailbox session, timers, and the outbox left from before a restart; an arrived instance runs `onMigrated` instead of `onResume`. */
+  private async connect(r: Running, strict: boolean, migrated?: Record<string, unknown>): Promise<void> {
     const services = this.services!;
     const leases = (r.leases ??= new AppLeases(services, r.instance.definition));
     await leases.acquire(this.options.leaseWaitMs, strict, (type, e) => {
       this.log.warn('lease.missing', { instance: r.record.instance, type, error: String(e) });
       this.lookAgain(r, type);
     });
+    await this.reconnect(r);
+    // The hook's commit also hands out the outbox left from before a restart.
+    if (migrated) r.runner.hook('onMigrated', { ...migrated, checkpoint: r.instance.heapStats().version });
+    else r.runner.hook('onResume', { checkpoint: r.instance.heapStats().version });
+    r.runner.flush();
+  }
+
+  /** The mailbox session and timers (also after a handoff's pause that was aborted). */
+  private async reconnect(r: Running): Promise<void> {
     r.session = await DurableSession.connect(this.sessionOptions(r.record.instance), (m) => r.runner.onMailbox(m)).catch((e: unknown) => {
       throw inAgentTerms(e, this.options.credentials, this.options.brokerUrl); // names the agent's own option
     });
     r.runner.startTimers();
-    // The hook's commit also hands out the outbox left from before a restart.
-    r.runner.hook('onResume', { checkpoint: r.instance.heapStats().version });
-    r.runner.flush();
   }
 
   /** Keeps looking for a lost or missing service while the instance runs. */
@@ -358,7 +390,7 @@ export class Agent {
     bus: () => this.services?.bus as MqttBus | undefined,
     warn: (event, fields) => this.log.warn(event, fields),
     error: (event, fields) => this.log.error(event, fields),
-    isCurrent: (r) => this.running.get(r.record.instance) === r,
+    isCurrent: (r) => this.running.get(r.record.instance) === r && r.paused !== true,
   };
 
   /** Runs a handler (`ferry call`) and returns its result after the commit; an app error is thrown as a FerryError. */
@@ -377,6 +409,7 @@ export class Agent {
   private async suspendNow(instance: string, state: 'suspended' | 'stopped'): Promise<InstanceView> {
     const rec = this.registry.instance(instance);
     if (!rec) throw this.unknownApp(instance);
+    this.moves.checkHere(instance);
     const r = this.running.get(instance);
     if (r) await this.shut(r, 'suspend');
     this.registry.update((d) => {
@@ -400,6 +433,7 @@ export class Agent {
     this.checkOpen();
     const rec = this.registry.instance(instance);
     if (!rec) throw this.unknownApp(instance);
+    this.moves.checkHere(instance);
     const r = this.running.get(instance);
     if (r) {
       if (version === undefined) throw new FerryError('APP_EXISTS', `instance ${instance} is already running`, { field: 'instance' });
@@ -438,6 +472,7 @@ export class Agent {
   private async removeNow(app: string): Promise<{ removed: string[] }> {
     if (!this.registry.app(app)) throw this.unknownApp(app);
     const mine = this.registry.instances().filter((i) => i.app === app);
+    for (const rec of mine) if (this.moves.isMoving(rec.instance) || rec.state === 'incoming') this.moves.checkHere(rec.instance);
     for (const rec of mine) {
       const r = this.running.get(rec.instance);
       if (r) await this.shut(r, 'close');
@@ -468,6 +503,7 @@ export class Agent {
 
   private async restoreNow(instance: string, version: number): Promise<InstanceView> {
     this.known(instance);
+    this.moves.checkHere(instance);
     const r = this.running.get(instance);
     if (r) return this.reopenAt(r, version);
     this.checkVersion(instance, version);
@@ -533,6 +569,8 @@ export class Agent {
 
   private get(instance: string): Running {
     const r = this.running.get(instance);
+    if (r && !r.paused) return r;
+    this.moves.checkHere(instance);
     if (r) return r;
     const why = this.failed.get(instance);
     if (why !== undefined) throw new FerryError('APP_NOT_RUNNING', `instance ${instance} failed (${why}); ferry resume ${instance} tries again`, { field: 'instance' });

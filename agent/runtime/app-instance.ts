@@ -269,6 +269,16 @@ export class AppInstance {
     this.handedOut.delete(id);
   }
 
+  /** Resident heap lines, most recently used first. */
+  recentLines(): number[] {
+    return this.heap.internals.pager.recentLines();
+  }
+
+  /** Every committed outbox entry is handed out again by the next takeOutbox (after a pause in which timers may have been skipped). */
+  rehandOutbox(): void {
+    this.handedOut.clear();
+  }
+
   /** Entries waiting in the outbox. */
   get outboxSize(): number {
     return this.record.outbox.size;

@@ -83,6 +83,12 @@ export class AppLeases {
     this.retries.set(type, t);
   }
 
+  /** Takes over a lease handed over to this device (a live handoff): held, renewed, replaced if lost. */
+  adopt(type: string, lease: HeldLease, query: { type: string; attrs?: Record<string, unknown> | undefined }): void {
+    this.held.set(type, lease);
+    this.services.alternates.adopt(lease, { type: query.type, ...(query.attrs ? { attrs: query.attrs as never } : {}) });
+  }
+
   /** Follows a lease moved to another provider; returns true if it was one of these. */
   replaced(old: HeldLease, next: HeldLease): boolean {
     for (const [type, l] of this.held) {

@@ -78,7 +78,7 @@ export class AppRunner {
   }
 
   /** Runs a hook (onResume, onLeaseLost, ...) as a call of the next commit. */
-  hook(name: 'onResume' | 'onLeaseLost', message: unknown): void {
+  hook(name: 'onResume' | 'onLeaseLost' | 'onMigrated', message: unknown): void {
     if (this.stopped) return;
     const outcome = this.instance.hook(name, message);
     if (!outcome.ok) this.host.warn('hook.failed', { app: this.instance.instance, hook: name, code: outcome.code, error: outcome.message });
@@ -245,6 +245,11 @@ export class AppRunner {
   /** The agent finished delivering an outbox entry. */
   delivered(id: string): void {
     this.instance.delivered(id);
+  }
+
+  /** Takes calls again after `stop` (an aborted handoff); the caller restarts the timers with the session. */
+  restart(): void {
+    this.stopped = false;
   }
 
   /** Stops timers and commits what is pending; no call runs after. */

@@ -12,7 +12,24 @@ export interface InstalledApp {
   installedAt: number;
 }
 
-export type InstanceState = 'running' | 'suspended' | 'stopped';
+/**
+ * `moved`: handed off to a peer (its heap stays here as a cached version for a return trip);
+ * `incoming`: a handoff to this device is in progress and undecided (bridge DESIGN.md, "Two-sided commit").
+ */
+export type InstanceState = 'running' | 'suspended' | 'stopped' | 'moved' | 'incoming';
+
+/** A handoff this instance is part of: the origin's durable decision (`moved`) or the destination's prepared state (`incoming`). */
+export interface MoveMark {
+  /** The move's id (both sides use it to find the decision after a crash). */
+  id: string;
+  /** The other device. */
+  peer: string;
+  /** The store version the move installed (`incoming`) or handed off (`moved`). */
+  version: number;
+  at: number;
+  /** `incoming` only: what this record was before the move began (a return trip), restored if the move is undone. */
+  prev?: Omit<InstanceRecord, 'move'>;
+}
 
 export interface InstanceRecord {
   instance: string;
@@ -23,6 +40,9 @@ export interface InstanceRecord {
   /** The code the instance last ran (`codeHash` of its module) and that module's version: a change at the next opening runs `onUpgrade`. Absent in registries written before them. */
   code?: string;
   appVersion?: string;
+  /** A module kept for this instance alone (received in a handoff, differing from the installed one), in `<data>/apps/`. */
+  codeFile?: string;
+  move?: MoveMark;
 }
 
 interface RegistryFile {
@@ -96,7 +116,9 @@ export class Registry {
   }
 }
 
-const STATES: readonly string[] = ['running', 'suspended', 'stopped'];
+const STATES: readonly string[] = ['running', 'suspended', 'stopped', 'moved', 'incoming'];
+/** A per-instance module file: `<instance>@<code hash>.mjs`. */
+export const CODE_FILE = /^[a-z][a-z0-9-]{0,63}@[0-9a-f]{16}\.mjs$/;
 
 /** Every record's fields, so nothing later trips over a changed file (a `file` must not name a path elsewhere). */
 function checkRecords(path: string, f: RegistryFile): void {
@@ -113,6 +135,12 @@ function checkRecords(path: string, f: RegistryFile): void {
     if (typeof i.since !== 'number') throw bad(`instances.${k}.since`, 'a time in ms');
     if (i.code !== undefined && (typeof i.code !== 'string' || !/^[0-9a-f]{16}$/.test(i.code))) throw bad(`instances.${k}.code`, '16 hex digits');
     if (i.appVersion !== undefined && typeof i.appVersion !== 'string') throw bad(`instances.${k}.appVersion`, 'a string');
+    if (i.codeFile !== undefined && (typeof i.codeFile !== 'string' || !CODE_FILE.test(i.codeFile))) throw bad(`instances.${k}.codeFile`, '<instance>@<16 hex digits>.mjs');
+    if ((i.state === 'moved' || i.state === 'incoming') !== (i.move !== undefined)) throw bad(`instances.${k}.move`, `present exactly when the state is moved or incoming`);
+    if (i.move !== undefined) {
+      const m = i.move;
+      if (m === null || typeof m !== 'object' || typeof m.id !== 'string' || typeof m.peer !== 'string' || !Number.isInteger(m.version) || typeof m.at !== 'number') throw bad(`instances.${k}.move`, 'a record with id, peer, version and at');
+    }
   }
 }
 

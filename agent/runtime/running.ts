@@ -14,4 +14,6 @@ export interface Running {
   session: DurableSession | undefined;
   /** The module's JavaScript this instance runs (installing another keeps it until `upgrade`). */
   source: string;
+  /** At a handoff's bookmark: no handler runs and its timers and deliveries wait (instance-moves.ts). */
+  paused?: boolean;
 }

@@ -52,6 +52,15 @@ export class Alternates extends EventEmitter {
     return this.acquireFrom({ query, durationMs, desiredUntil, gone: [...(query.exclude ?? [])] });
   }
 
+  /**
+   * Watches and renews a lease this device did not grant itself: one handed over to it (a live
+   * handoff). If it is lost, an alternate matching `query` is leased as for any other.
+   */
+  adopt(lease: HeldLease, query: ServiceQuery, durationMs: RequestedDuration = 'any'): void {
+    this.held.set(lease.leaseId, { lease, query, durationMs, desiredUntil: Infinity, gone: [...(query.exclude ?? [])] });
+    this.manager.manage(lease);
+  }
+
   /** Stops watching a lease (e.g. before cancelling it). */
   forget(leaseId: string): void {
     this.held.delete(leaseId);

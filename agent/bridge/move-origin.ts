@@ -1,0 +1,524 @@
+import { randomBytes } from 'node:crypto';
+import { encode } from 'cbor-x';
+import { FerryError, isFerryError } from '../../core/errors.js';
+import type { HwProfile } from '../../hw-profiles/index.js';
+import type { Store } from '../../store/index.js';
+import { openHeap } from '../heap/heap.js';
+import { exportObjects, type ExportedObject, type ObjectImage } from '../heap/migration.js';
+import type { HeldLease, Services } from '../services/index.js';
+import type { InstanceMoves, OutgoingInstance } from '../runtime/instance-moves.js';
+import type { Channels } from './channel.js';
+import type { SealedBulk } from './sealed-bulk.js';
+import { HASH_BYTES, type PrepareAnswer, type WireLine } from './move-wire.js';
+import type { ResolvedMigrateOptions } from './move-options.js';
+import { createHash } from 'node:crypto';
+
+/**
+ * The origin of a handoff, which coordinates it (DESIGN.md, "Handoff"): prepare, pre-copy while
+ * the app runs, switch at a bookmark when the expected downtime fits the limit, the durable
+ * decision, lease handover, commit. Every failure before the decision aborts: the destination is
+ * told to undo and the origin serves on. After the decision the move is final.
+ */
+
+export type MovePhase = 'prepare' | 'code' | 'precopy' | 'switch' | 'commit' | 'done' | 'aborted';
+
+export interface MoveProgress {
+  phase: MovePhase;
+  round: number;
+  bytesSent: number;
+  /** Bytes of the lines the destination lacked at the prepare (the least any move must send). */
+  bytesMissing: number;
+  heapBytes: number;
+  dirtyRateBps: number;
+  bandwidthBps: number;
+  rttMs: number;
+  expectedDowntimeMs: number;
+}
+
+export interface MoveReport extends MoveProgress {
+  id: string;
+  instance: string;
+  from: string;
+  to: string;
+  path: 'lines' | 'objects';
+  outcome: 'moved' | 'aborted' | 'planned';
+  code?: string;
+  message?: string;
+  startedAt: string;
+  totalMs: number;
+  /** Pause to the destination's answer that the instance runs there (0 if it never paused). */
+  downtimeMs: number;
+  downtimeLimitMs: number;
+  rounds: number;
+  linesReused: number;
+  linesSent: number;
+  leasesHandedOver: number;
+  leasePlan: PrepareAnswer['leasePlan'];
+  codeSent: boolean;
+}
+
+export interface OriginLinks {
+  channels: Channels;
+  bulk: SealedBulk;
+  moves: InstanceMoves;
+  store: Store;
+  profile: HwProfile;
+  deviceId: string;
+  services: () => Services | undefined;
+  maxFrameBytes: number;
+  /** The fixed part of the switch learned from earlier moves to this peer (ms): what the estimate missed. */
+  learned: (peer: string) => number;
+}
+
+/** Round bodies up to this share of a frame go inline; larger ones as a sealed bulk transfer. */
+const INLINE_SHARE = 0.5;
+/** Hashes per `move.have` request. */
+const HAVE_BATCH = 4096;
+
+const hex = (h: Uint8Array) => Buffer.from(h).toString('hex');
+const round2 = (x: number) => Math.round(x * 100) / 100;
+
+export class MoveOrigin {
+  readonly id = randomBytes(16).toString('base64url');
+  readonly progress: MoveProgress = { phase: 'prepare', round: 0, bytesSent: 0, bytesMissing: 0, heapBytes: 0, dirtyRateBps: 0, bandwidthBps: 0, rttMs: 0, expectedDowntimeMs: 0 };
+  private cancelled: FerryError | undefined;
+  private readonly t0 = performance.now();
+  private readonly startedAt = new Date();
+  private desc!: OutgoingInstance;
+  private prep!: PrepareAnswer;
+  private paused = false;
+  private pausedAt = 0;
+  private decided = false;
+  /** Time spent sending round data and the bytes sent in it (the bandwidth estimate). */
+  private xferMs = 0;
+  private xferBytes = 0;
+  private applyMsPerByte = 0;
+  private linesReused = 0;
+  private linesSent = 0;
+  private leasesHandedOver = 0;
+  private rounds = 0;
+  private codeSent = false;
+  private readonly report: Partial<MoveReport> = {};
+
+  constructor(
+    private readonly l: OriginLinks,
+    readonly instance: string,
+    readonly peer: string,
+    readonly o: ResolvedMigrateOptions,
+    private readonly onProgress: (p: MoveProgress) => void,
+  ) {}
+
+  /** Asks the move to stop; it aborts at its next step unless the decision is already written. */
+  cancel(): boolean {
+    if (this.decided) return false;
+    this.cancelled ??= new FerryError('MIGRATE_ABORTED', `the move of ${this.instance} to ${this.peer} was cancelled; ${this.instance} serves on here`, { field: 'instance' });
+    return true;
+  }
+
+  /** Whether the durable decision is written (the move is then final, whatever happens next). */
+  get isDecided(): boolean {
+    return this.decided;
+  }
+
+  async run(): Promise<MoveReport> {
+    try {
+      this.desc = this.l.moves.describe(this.instance);
+      await this.measureRtt();
+      this.prep = (await this.request('move.prepare', this.prepareBody())) as PrepareAnswer;
+      const r = this.prep.path === 'objects' ? await this.objectPath() : await this.linePath();
+      return r;
+    } catch (e) {
+      if (this.decided) throw e;
+      return await this.abort(e);
+    }
+  }
+
+  // ---- line path ----
+
+  private async linePath(): Promise<MoveReport> {
+    const size = this.desc.lineSize;
+    let version = this.desc.version;
+    let lines = this.l.store.listLines(this.instance, { version });
+    this.progress.heapBytes = lines.length * size;
+    const held = await this.held(lines.map((x) => x.hash));
+    const missing = lines.filter((x) => !held.has(hex(x.hash)));
+    this.progress.bytesMissing = missing.length * size;
+    if (this.o.dryRun) return this.plan(this.estimate(this.progress.bytesMissing, true));
+    await this.sendCode();
+    this.phase('precopy');
+    // Round 0: the lines the destination lacks, the app's recently used ones first; held ones by hash.
+    const hot = new Map(this.desc.hot.map((line, i) => [line, i]));
+    lines = [...lines].sort((a, b) => (hot.get(a.line) ?? Infinity) - (hot.get(b.line) ?? Infinity) || a.line - b.line);
+    let sent = new Map<number, string>();
+    let lastAt = performance.now();
+    await this.sendRound(0, 0, version, lines.map((x) => [x.line, x.hash, held.has(hex(x.hash)) ? null : this.readLine(x.line, version)]), [], held);
+    for (const x of lines) sent.set(x.line, hex(x.hash));
+    let base = version;
+    for (let round = 1; ; round++) {
+      this.checkCancelled();
+      version = this.l.moves.committedVersion(this.instance);
+      const now = lines = this.l.store.listLines(this.instance, { version });
+      const changed = now.filter((x) => sent.get(x.line) !== hex(x.hash));
+      const removed = [...sent.keys()].filter((line) => !now.some((x) => x.line === line));
+      const t = performance.now();
+      this.progress.dirtyRateBps = Math.round((changed.length * size * 1000) / Math.max(1, t - lastAt));
+      lastAt = t;
+      // What the switch would send: the dirty lines now, plus what the app dirties while it pauses.
+      const expected = this.estimate(changed.length * size + (this.progress.dirtyRateBps * this.fixedMs()) / 1000);
+      this.progress.expectedDowntimeMs = expected;
+      this.onProgress({ ...this.progress });
+      if (expected <= this.o.downtimeLimitMs) break;
+      if (round > this.o.maxRounds || performance.now() - this.t0 > this.o.maxTotalMs) {
+        throw new FerryError('MIGRATE_NO_CONVERGENCE', `the move of ${this.instance} did not converge: after ${round - 1} rounds the expected downtime is ${expected} ms (limit ${this.o.downtimeLimitMs} ms; dirty rate ${this.progress.dirtyRateBps} B/s, link ${this.progress.bandwidthBps} B/s)`, { field: 'downtimeLimitMs', expectedDowntimeMs: expected, rounds: round - 1 });
+      }
+      if (changed.length + removed.length > 0) {
+        const heldNow = await this.held(changed.map((x) => x.hash));
+        await this.sendRound(round, base, version, changed.map((x) => [x.line, x.hash, heldNow.has(hex(x.hash)) ? null : this.readLine(x.line, version)]), removed, heldNow);
+        sent = new Map(now.map((x) => [x.line, hex(x.hash)]));
+        base = version;
+      } else await new Promise((r) => setTimeout(r, Math.min(50, this.o.downtimeLimitMs)));
+    }
+    return this.switchOver(async (budgetMs) => {
+      const v = this.l.moves.committedVersionPaused(this.instance);
+      const now = this.l.store.listLines(this.instance, { version: v });
+      const changed = now.filter((x) => sent.get(x.line) !== hex(x.hash));
+      const removed = [...sent.keys()].filter((line) => !now.some((x) => x.line === line));
+      const bytes = changed.length * size;
+      this.check(bytes, budgetMs());
+      const body = { id: this.id, round: this.rounds, base, version: v, lines: changed.map((x): WireLine => [x.line, x.hash, this.readLine(x.line, v)]), removed, meta: this.l.store.readState(this.instance, { version: v }) };
+      this.linesSent += changed.length;
+      return this.timedRequest('move.switch', await this.roundBody(body, bytes), budgetMs());
+    });
+  }
+
+  private readLine(line: number, version: number): Uint8Array {
+    const b = this.l.store.readLine(this.instance, line, { version });
+    if (!b) throw new FerryError('HEAP_BAD_IMAGE', `line ${line} of ${this.instance} is not in version ${version}`, { field: 'line' });
+    return b;
+  }
+
+  /** Which of `hashes` the destination holds (any app, any version it keeps). */
+  private async held(hashes: Uint8Array[]): Promise<Set<string>> {
+    const unique = [...new Map(hashes.map((h) => [hex(h), h])).values()];
+    const have = new Set<string>();
+    for (let i = 0; i < unique.length; i += HAVE_BATCH) {
+      const batch = unique.slice(i, i + HAVE_BATCH);
+      const a = (await this.request('move.have', { id: this.id, hashes: Buffer.concat(batch) })) as { have?: unknown };
+      const bits = a?.have;
+      if (!(bits instanceof Uint8Array) || bits.length < Math.ceil(batch.length / 8)) throw new FerryError('MIGRATE_PROTOCOL', `${this.peer} answered move.have without a bitmap`, { field: 'have' });
+      batch.forEach((h, j) => {
+        if (bits[j >> 3]! & (1 << (j & 7))) have.add(hex(h));
+      });
+    }
+    return have;
+  }
+
+  private async sendRound(round: number, base: number, version: number, lines: WireLine[], removed: number[], held: Set<string>): Promise<void> {
+    const bytes = lines.reduce((n, l) => n + (l[2]?.length ?? 0), 0);
+    this.linesSent += lines.filter((l) => l[2] !== null).length;
+    this.linesReused += lines.filter((l) => l[2] === null && held.has(hex(l[1]))).length;
+    const body = { id: this.id, round, base, version, lines, removed, meta: this.l.store.readState(this.instance, { version }) };
+    const t = performance.now();
+    const a = (await this.request('move.round', await this.roundBody(body, bytes))) as { applyMs?: number };
+    const ms = performance.now() - t;
+    if (bytes > 0) {
+      this.xferMs += ms;
+      this.xferBytes += bytes;
+      this.progress.bandwidthBps = Math.round((this.xferBytes * 1000) / Math.max(1, this.xferMs));
+      if (typeof a?.applyMs === 'number') this.applyMsPerByte = Math.max(this.applyMsPerByte * 0.5, a.applyMs / bytes);
+    }
+    this.rounds = round + 1;
+    this.progress.round = round;
+    this.onProgress({ ...this.progress });
+  }
+
+  /** A round's request body: inline when small, else its data goes ahead as a sealed bulk transfer. */
+  private async roundBody(body: Record<string, unknown> & { round: number }, bytes: number): Promise<Record<string, unknown>> {
+    if (bytes + 64 * 1024 < this.l.maxFrameBytes * INLINE_SHARE) {
+      this.progress.bytesSent += bytes;
+      return body;
+    }
+    const { id: _, ...rest } = body;
+    const data = encode(rest) as Buffer;
+    await this.l.bulk.send(this.peer, data, { meta: { move: this.id, kind: `round:${body.round}` }, timeoutMs: this.o.stepTimeoutMs });
+    this.progress.bytesSent += data.length;
+    return { id: this.id, round: body.round, bulk: true };
+  }
+
+  // ---- object path (another line or word size): stop-and-copy of objects, pre-copied once ----
+
+  private async objectPath(): Promise<MoveReport> {
+    const first = this.exportAt(this.desc.version);
+    const bytes = first.objects.reduce((n, [, r]) => n + r.length, 0);
+    this.progress.heapBytes = bytes;
+    this.progress.bytesMissing = bytes;
+    if (this.o.dryRun) return this.plan(this.estimate(bytes, true));
+    await this.sendCode();
+    // Pre-copy once at object level: the whole image while the app runs (it also measures the
+    // link); the switch sends the objects whose records changed since.
+    this.phase('precopy');
+    const t = performance.now();
+    const data0 = encode({ objects: first.objects, image: first.image }) as Buffer;
+    await this.l.bulk.send(this.peer, data0, { meta: { move: this.id, kind: 'objects:0' }, timeoutMs: this.o.stepTimeoutMs });
+    await this.request('move.round', { id: this.id, round: 0, bulk: true });
+    this.progress.bytesSent += data0.length;
+    this.linesSent = first.objects.length;
+    this.xferMs += performance.now() - t;
+    this.xferBytes += data0.length;
+    this.progress.bandwidthBps = Math.round((this.xferBytes * 1000) / Math.max(1, this.xferMs));
+    const sent = new Map(first.objects.map(([oid, rec]) => [oid, recordHash(rec)]));
+    const now = this.exportAt(this.l.moves.committedVersion(this.instance));
+    const dirty = now.objects.filter(([oid, rec]) => sent.get(oid) !== recordHash(rec)).reduce((n, [, r]) => n + r.length, 0);
+    const expected = this.estimate(dirty);
+    this.progress.expectedDowntimeMs = expected;
+    this.onProgress({ ...this.progress });
+    if (expected > this.o.downtimeLimitMs) {
+      throw new FerryError('MIGRATE_DOWNTIME_EXCEEDED', `the object-level switch of ${this.instance} (${dirty} bytes of changed objects) would take about ${expected} ms at ${this.progress.bandwidthBps} B/s; the limit is ${this.o.downtimeLimitMs} ms`, { field: 'downtimeLimitMs', expectedDowntimeMs: expected });
+    }
+    return this.switchOver(async (budgetMs) => {
+      const img = this.exportAt(this.l.moves.committedVersionPaused(this.instance));
+      const changed = img.objects.filter(([oid, rec]) => sent.get(oid) !== recordHash(rec));
+      const live = new Set(img.objects.map(([oid]) => oid));
+      const removed = [...sent.keys()].filter((oid) => !live.has(oid));
+      const size = changed.reduce((n, [, r]) => n + r.length, 0);
+      this.check(size, budgetMs());
+      this.linesSent += changed.length;
+      this.rounds = 2;
+      const body = { changed, removed, image: img.image };
+      if (size + 64 * 1024 < this.l.maxFrameBytes * INLINE_SHARE) {
+        this.progress.bytesSent += size;
+        return this.timedRequest('move.switch', { id: this.id, ...body }, budgetMs());
+      }
+      const data = encode(body) as Buffer;
+      await this.l.bulk.send(this.peer, data, { meta: { move: this.id, kind: 'objects:1' }, timeoutMs: Math.max(1, budgetMs()) });
+      this.progress.bytesSent += data.length;
+      return this.timedRequest('move.switch', { id: this.id, bulk: true }, budgetMs());
+    });
+  }
+
+  private exportAt(version: number): { objects: ExportedObject[]; image: ObjectImage } {
+    const heap = openHeap({ store: this.l.store, app: this.instance, profile: this.l.profile, version, readOnly: true });
+    try {
+      const gen = exportObjects(heap);
+      const objects: ExportedObject[] = [];
+      for (;;) {
+        const n = gen.next();
+        if (n.done) return { objects, image: n.value };
+        objects.push(n.value);
+      }
+    } finally {
+      heap.close();
+    }
+  }
+
+  // ---- the switch, the decision, the commit ----
+
+  /**
+   * Pauses the instance at a bookmark, sends the final delta (`send`, given the time left), and
+   * writes the decision when the destination is prepared. Any failure or lateness before the
+   * decision unpauses the instance here.
+   */
+  private async switchOver(send: (budgetMs: () => number) => Promise<unknown>): Promise<MoveReport> {
+    this.checkCancelled();
+    this.phase('switch');
+    this.pausedAt = performance.now();
+    this.paused = true;
+    await this.l.moves.pause(this.instance);
+    // Time kept for what follows the destination's answer: the decision, the handover, the commit.
+    const reserve = this.commitReserveMs();
+    const budget = () => this.o.downtimeLimitMs - reserve - (performance.now() - this.pausedAt);
+    await send(budget);
+    this.checkCancelled();
+    if (budget() < 0) throw this.late('the destination answered prepared', budget());
+    // The decision: durable before anything is acted on. From here the instance never runs here again.
+    const version = this.l.moves.committedVersionPaused(this.instance);
+    this.l.moves.decide(this.instance, { id: this.id, peer: this.peer, version });
+    this.decided = true;
+    this.phase('commit');
+    this.l.moves.letGo(this.instance);
+    const gifts = await this.handOverLeases();
+    let downtimeMs = performance.now() - this.pausedAt;
+    try {
+      await this.request('move.commit', { id: this.id, instance: this.instance, leases: gifts, downtimeMs: Math.round(downtimeMs) }, this.o.stepTimeoutMs, this.o.retries);
+    } catch (e) {
+      // Decided: the destination learns it when it asks (move.decision). The move stands.
+      this.report.message = `moved; the destination had not confirmed the commit (${String(e)}), it will ask`;
+    }
+    downtimeMs = performance.now() - this.pausedAt;
+    await this.l.moves.cancelLeases(this.desc.leases.filter((x) => this.prep.leasePlan.find((p) => p.type === x.type)?.action !== 'handover').map((x) => x.lease));
+    this.phase('done');
+    return this.finish('moved', downtimeMs);
+  }
+
+  private async handOverLeases(): Promise<Array<{ type: string; lease: HeldLease; remainingMs: number }>> {
+    const s = this.l.services();
+    const gifts: Array<{ type: string; lease: HeldLease; remainingMs: number }> = [];
+    for (const { type, lease } of this.desc.leases) {
+      if (this.prep.leasePlan.find((p) => p.type === type)?.action !== 'handover' || !s) continue;
+      try {
+        const moved = await s.client.handover(lease, this.peer);
+        const { description: _, ...plain } = moved;
+        gifts.push({ type, lease: { ...plain, ...(lease.description ? { description: lease.description } : {}) } as HeldLease, remainingMs: Math.max(0, moved.expiresAt - Date.now()) });
+        this.leasesHandedOver++;
+      } catch {
+        // Not handed over: the destination leases one through alternates (onLeaseLost if none).
+      }
+    }
+    return gifts;
+  }
+
+  private check(bytes: number, budgetMs: number): void {
+    const need = bytes / Math.max(1, this.progress.bandwidthBps / 1000) + bytes * this.applyMsPerByte + this.progress.rttMs;
+    this.progress.expectedDowntimeMs = Math.round(performance.now() - this.pausedAt + need + this.commitReserveMs());
+    if (need > budgetMs) {
+      throw new FerryError('MIGRATE_DOWNTIME_EXCEEDED', `at the switch the final delta of ${this.instance} (${bytes} bytes) would take about ${Math.round(need)} ms with ${Math.max(0, Math.round(budgetMs))} ms of the ${this.o.downtimeLimitMs} ms limit left`, { field: 'downtimeLimitMs', expectedDowntimeMs: this.progress.expectedDowntimeMs });
+    }
+  }
+
+  private late(what: string, leftMs: number): FerryError {
+    return new FerryError('MIGRATE_DOWNTIME_EXCEEDED', `${what} too late: ${Math.round(-leftMs)} ms past what the ${this.o.downtimeLimitMs} ms downtime limit allows`, { field: 'downtimeLimitMs' });
+  }
+
+  /** A request that must answer within `budgetMs`, else the switch is late (aborted). */
+  private async timedRequest(type: string, body: unknown, budgetMs: number): Promise<unknown> {
+    if (budgetMs < 1) throw this.late(`${type} could not be sent`, budgetMs);
+    try {
+      return await this.l.channels.request(this.peer, type, body, Math.max(100, Math.ceil(budgetMs)));
+    } catch (e) {
+      if (isFerryError(e, 'BRIDGE_CLOSED') && /timed out|no answer/i.test(e.message)) throw this.late(`${type} was not answered`, -1);
+      throw e;
+    }
+  }
+
+  // ---- estimates ----
+
+  private async measureRtt(): Promise<void> {
+    let best = Infinity;
+    for (let i = 0; i < 3; i++) {
+      const t = performance.now();
+      await this.request('bridge.ping', null);
+      best = Math.min(best, performance.now() - t);
+    }
+    this.progress.rttMs = round2(best);
+  }
+
+  /** The switch's cost apart from the final delta: the answer's and the commit's round trips, the leases, the resume there. */
+  private fixedMs(): number {
+    const handovers = this.desc.leases.length;
+    return 3 * this.progress.rttMs + handovers * this.progress.rttMs + 5 + this.l.learned(this.peer);
+  }
+
+  private commitReserveMs(): number {
+    return 2 * this.progress.rttMs + this.desc.leases.length * this.progress.rttMs + 5 + this.l.learned(this.peer) / 2;
+  }
+
+  /** Expected downtime (ms) of a switch sending `bytes`; `noLink`: before any transfer measured the link. */
+  private estimate(bytes: number, noLink = false): number {
+    const bps = this.progress.bandwidthBps > 0 ? this.progress.bandwidthBps : noLink ? Math.max(1, (64 * 1024 * 1000) / Math.max(1, this.progress.rttMs)) : 1;
+    return Math.round(bytes / (bps / 1000) + bytes * this.applyMsPerByte + this.fixedMs());
+  }
+
+  // ---- helpers ----
+
+  private prepareBody(): Record<string, unknown> {
+    const d = this.desc;
+    return {
+      id: this.id,
+      instance: d.instance,
+      app: d.app,
+      appVersion: d.appVersion,
+      code: d.code,
+      lineSize: d.lineSize,
+      maxLines: d.maxLines,
+      wordBits: d.wordBits,
+      minHeapBytes: d.minHeapBytes,
+      services: d.services.map((s) => ({ type: s.type, optional: s.optional, ...(s.attributes ? { attributes: s.attributes } : {}) })),
+      leases: d.leases.map(({ type, lease }) => {
+        const provider = String(lease.description?.attrs?.device ?? lease.description?.provider ?? lease.leaseTopic);
+        return { type, provider, exclusive: lease.exclusive, local: lease.description?.attrs?.system === true && provider === this.l.deviceId };
+      }),
+    };
+  }
+
+  private async sendCode(): Promise<void> {
+    if (!this.prep.needCode) return;
+    this.phase('code');
+    const data = Buffer.from(this.desc.source, 'utf8');
+    await this.l.bulk.send(this.peer, data, { meta: { move: this.id, kind: 'code' }, timeoutMs: this.o.stepTimeoutMs });
+    await this.request('move.code', { id: this.id });
+    this.progress.bytesSent += data.length;
+    this.codeSent = true;
+  }
+
+  private async request(type: string, body: unknown, timeoutMs = this.o.stepTimeoutMs, retries = 0): Promise<unknown> {
+    this.checkCancelled();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.l.channels.request(this.peer, type, body, timeoutMs);
+      } catch (e) {
+        if (attempt >= retries || !isFerryError(e, 'BRIDGE_CLOSED')) throw e;
+      }
+    }
+  }
+
+  private checkCancelled(): void {
+    if (this.cancelled && !this.decided) throw this.cancelled;
+  }
+
+  private phase(p: MovePhase): void {
+    this.progress.phase = p;
+    this.onProgress({ ...this.progress });
+  }
+
+  private async abort(e: unknown): Promise<MoveReport> {
+    const err = isFerryError(e) ? e : new FerryError('MIGRATE_ABORTED', String(e), { field: 'move' });
+    // The destination undoes what it staged; told at once, and it also undoes on its own when it hears nothing.
+    const told = this.l.channels.request(this.peer, 'move.abort', { id: this.id }, Math.min(2000, this.o.stepTimeoutMs)).catch(() => undefined);
+    let downtimeMs = 0;
+    if (this.paused) {
+      await this.l.moves.unpause(this.instance).catch((u: unknown) => {
+        this.report.message = `could not resume after the abort: ${String(u)}`;
+      });
+      downtimeMs = performance.now() - this.pausedAt;
+    }
+    await told;
+    this.phase('aborted');
+    const code = err.code.startsWith('MIGRATE_') ? err.code : 'MIGRATE_ABORTED';
+    return this.finish('aborted', downtimeMs, code, err.code === code ? err.message : `${err.code}: ${err.message}`);
+  }
+
+  private plan(expected: number): MoveReport {
+    this.progress.expectedDowntimeMs = expected;
+    void this.l.channels.request(this.peer, 'move.abort', { id: this.id }, 2000).catch(() => undefined);
+    return this.finish('planned', 0);
+  }
+
+  private finish(outcome: MoveReport['outcome'], downtimeMs: number, code?: string, message?: string): MoveReport {
+    return {
+      ...this.progress,
+      id: this.id,
+      instance: this.instance,
+      from: this.l.deviceId,
+      to: this.peer,
+      path: this.prep?.path ?? 'lines',
+      outcome,
+      ...(code ? { code } : {}),
+      ...(message ?? this.report.message ? { message: message ?? this.report.message } : {}),
+      startedAt: this.startedAt.toISOString(),
+      totalMs: Math.round(performance.now() - this.t0),
+      downtimeMs: round2(downtimeMs),
+      downtimeLimitMs: this.o.downtimeLimitMs,
+      rounds: this.rounds,
+      linesReused: this.linesReused,
+      linesSent: this.linesSent,
+      leasesHandedOver: this.leasesHandedOver,
+      leasePlan: this.prep?.leasePlan ?? [],
+      codeSent: this.codeSent,
+    };
+  }
+}
+
+/** A content hash of bytes (the store's: 16 bytes of SHA-256), for object records. */
+export function recordHash(b: Uint8Array): string {
+  return createHash('sha256').update(b).digest().subarray(0, HASH_BYTES).toString('hex');
+}

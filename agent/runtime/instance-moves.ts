@@ -1,0 +1,309 @@
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { FerryError } from '../../core/errors.js';
+import type { HwProfile } from '../../hw-profiles/index.js';
+import type { Store } from '../../store/index.js';
+import type { HeldLease, Services } from '../services/index.js';
+import { codeHash } from './app-upgrade.js';
+import type { ServiceRequirement } from './app-definition.js';
+import type { Logger } from './logger.js';
+import { CODE_FILE, writeAtomically, type InstanceRecord, type MoveMark, type Registry } from './registry.js';
+import type { Running } from './running.js';
+
+/**
+ * The runtime's side of a live handoff (agent/bridge/DESIGN.md, "Handoff"): the narrow set of
+ * operations the bridge drives on an instance, so the bridge never reaches into the agent. The
+ * origin describes, pauses, unpauses or hands off a running instance; the destination checks a
+ * fit, keeps incoming code, marks an incoming instance durably and starts it. Every registry
+ * change here is one atomic write (registry.ts): the durable steps of the two-sided commit.
+ */
+
+/** What the origin tells about an instance it offers to move. */
+export interface OutgoingInstance {
+  instance: string;
+  app: string;
+  appVersion: string;
+  code: string;
+  source: string;
+  /** Its newest committed store version. */
+  version: number;
+  lineSize: number;
+  maxLines: number;
+  wordBits: number;
+  minHeapBytes: number;
+  services: ServiceRequirement[];
+  /** Resident lines, most recently used first (sent first). */
+  hot: number[];
+  /** The leases it holds now, by service type. */
+  leases: Array<{ type: string; lease: HeldLease }>;
+}
+
+/** A lease the destination takes over, with the time left on it, ms. */
+export interface AdoptedLease {
+  type: string;
+  lease: HeldLease;
+  remainingMs: number;
+}
+
+/** What the agent lends this part: its state and the steps it already has. */
+export interface MovesHost {
+  running: Map<string, Running>;
+  registry: Registry;
+  store: Store;
+  profile: HwProfile;
+  dataDir: string;
+  log: Logger;
+  services(): Services | undefined;
+  exclusive<T>(fn: () => Promise<T>): Promise<T>;
+  /** Opens and connects an instance from its record, records it running (agent.start). */
+  start(rec: InstanceRecord, adopt: (r: Running) => void, migrated: Record<string, unknown>): Promise<unknown>;
+  /** Reconnects a paused instance's mailbox session and restarts its timers. */
+  reconnect(r: Running): Promise<void>;
+}
+
+export class InstanceMoves {
+  /** Instances with a move under way here (either side): lifecycle commands refuse them. */
+  private readonly moving = new Set<string>();
+
+  constructor(private readonly h: MovesHost) {}
+
+  /** Throws MIGRATE_BUSY if `instance` is moving, MIGRATE_MOVED if it moved away or is arriving. */
+  checkHere(instance: string): void {
+    if (this.moving.has(instance)) throw new FerryError('MIGRATE_BUSY', `instance ${instance} is being moved; wait for the move to end or cancel it (ferry migrate --cancel ${instance})`, { field: 'instance' });
+    const rec = this.h.registry.instance(instance);
+    if (rec?.state === 'moved') throw new FerryError('MIGRATE_MOVED', `instance ${instance} moved to ${rec.move!.peer} (checkpoint ${rec.move!.version}); it runs there now`, { field: 'instance' });
+    if (rec?.state === 'incoming') throw new FerryError('MIGRATE_BUSY', `instance ${instance} is arriving from ${rec.move!.peer}; the move is not decided yet`, { field: 'instance' });
+  }
+
+  isRunningHere(instance: string): boolean {
+    return this.h.running.has(instance);
+  }
+
+  isMoving(instance: string): boolean {
+    return this.moving.has(instance);
+  }
+
+  /** Marks a move of `instance` under way (MIGRATE_BUSY if one is); returns the release. */
+  claim(instance: string): () => void {
+    if (this.moving.has(instance)) this.checkHere(instance);
+    this.moving.add(instance);
+    return () => this.moving.delete(instance);
+  }
+
+  // ---- origin ----
+
+  describe(instance: string): OutgoingInstance {
+    const r = this.runningOrThrow(instance);
+    const def = r.instance.definition;
+    const info = this.h.store.appInfo(instance);
+    return {
+      instance,
+      app: r.record.app,
+      appVersion: def.version,
+      code: codeHash(r.source),
+      source: r.source,
+      version: r.instance.heapStats().version,
+      lineSize: info.lineSize,
+      maxLines: info.maxLines,
+      wordBits: this.h.profile.wordBits,
+      minHeapBytes: def.requirements.minHeapBytes,
+      services: def.requirements.services,
+      hot: r.instance.recentLines(),
+      leases: [...(r.leases?.held ?? [])].map(([type, lease]) => ({ type, lease })),
+    };
+  }
+
+  /** The newest committed version of a running instance (pre-copy reads it from the store). */
+  committedVersion(instance: string): number {
+    return this.runningOrThrow(instance).instance.heapStats().version;
+  }
+
+  /** The committed version of an instance paused at its bookmark (everything it answered is in it). */
+  committedVersionPaused(instance: string): number {
+    const r = this.h.running.get(instance);
+    if (!r?.paused) throw new FerryError('MIGRATE_PROTOCOL', `instance ${instance} is not paused for a move`, { field: 'instance' });
+    return r.instance.heapStats().version;
+  }
+
+  /**
+   * The bookmark: no handler runs after this. Pending calls are committed (and answered), the
+   * mailbox session is closed (requests not acknowledged stay queued at the broker for whoever
+   * connects next), timers stop; the heap stays open and the leases held, so an abort resumes at
+   * once. Returns the committed version every answered call is in.
+   */
+  async pause(instance: string): Promise<{ version: number }> {
+    const r = this.runningOrThrow(instance);
+    r.paused = true;
+    r.runner.stop();
+    const s = r.session;
+    r.session = undefined;
+    await s?.close();
+    return { version: r.instance.heapStats().version };
+  }
+
+  /** An aborted move: the paused instance takes requests again (its outbox is handed out afresh). */
+  async unpause(instance: string): Promise<void> {
+    const r = this.h.running.get(instance);
+    if (!r || !r.paused) return;
+    r.paused = false;
+    r.instance.rehandOutbox();
+    r.runner.restart();
+    await this.h.reconnect(r);
+    // Its commit hands the outbox out again (timers skipped during the pause fire now).
+    r.runner.hook('onResume', { checkpoint: r.instance.heapStats().version, afterAbortedMove: true });
+    r.runner.flush();
+  }
+
+  /**
+   * The origin's durable decision: the instance moved to `peer` at `version`. From this write on
+   * it never runs here again unless it comes back; its heap stays as the cached version for a
+   * return. The in-memory instance is freed and its leases forgotten without being cancelled
+   * (the handoff gives them to the destination).
+   */
+  decide(instance: string, mark: Omit<MoveMark, 'at' | 'prev'>): void {
+    const rec = this.h.registry.instance(instance);
+    if (!rec) throw new FerryError('APP_UNKNOWN', `no instance ${instance} here`, { field: 'instance' });
+    this.h.registry.update((d) => {
+      d.instances[instance] = { ...strip(rec), state: 'moved', since: Date.now(), move: { ...mark, at: Date.now() } };
+    });
+  }
+
+  /** After the decision: frees the paused instance; its leases are left to the handoff (not cancelled). */
+  letGo(instance: string): void {
+    const r = this.h.running.get(instance);
+    if (!r) return;
+    this.h.running.delete(instance);
+    const services = this.h.services();
+    for (const l of r.leases?.held.values() ?? []) services?.alternates.forget(l.leaseId);
+    r.leases?.held.clear();
+    void r.leases?.release();
+    r.instance.close();
+  }
+
+  /** Cancels leases of the origin's own resources the app held (mapped to the destination's own on arrival). */
+  async cancelLeases(leases: HeldLease[]): Promise<void> {
+    const s = this.h.services();
+    for (const l of leases) await s?.client.cancel(l).catch(() => undefined);
+  }
+
+  // ---- destination ----
+
+  /** Whether this device can run the app: its heap budget and required (non-optional) services it can find. */
+  checkFit(req: { app: string; minHeapBytes: number; services: ServiceRequirement[] }): { missing: string[] } {
+    if (req.minHeapBytes > this.h.profile.heapBudgetBytes) {
+      throw new FerryError('MIGRATE_NO_FIT', `app ${req.app} needs ${req.minHeapBytes} bytes of heap; profile ${this.h.profile.name} gives each app ${this.h.profile.heapBudgetBytes}`, { field: 'requirements.minHeapBytes' });
+    }
+    const d = this.h.services()?.discovery;
+    const missing = req.services.filter((s) => (d ? d.lookup({ type: s.type, attrs: s.attributes }).length === 0 : true));
+    const needed = missing.filter((s) => !s.optional);
+    if (needed.length > 0) {
+      throw new FerryError('MIGRATE_NO_FIT', `app ${req.app} requires service ${needed.map((s) => s.type).join(', ')}, which device ${this.h.profile.name} cannot find`, { field: 'requirements.services' });
+    }
+    return { missing: missing.map((s) => s.type) };
+  }
+
+  /** Whether this device holds the module with code hash `code` (the installed one for `app`). */
+  hasCode(app: string, code: string): boolean {
+    const installed = this.h.registry.app(app);
+    if (!installed) return false;
+    return codeHash(readFileSync(join(this.h.dataDir, 'apps', installed.file), 'utf8')) === code;
+  }
+
+  /** Whether the store holds a heap for `instance` whose line size is `lineSize` (the line path can reuse it). */
+  lineSizeHere(): number {
+    return this.h.profile.cacheLineBytes;
+  }
+
+  /**
+   * Durably marks `instance` as arriving (state `incoming`) before anything of it is stored here,
+   * keeping what the record was (a return trip) so an undone move puts it back.
+   */
+  beginIncoming(instance: string, app: string, mark: { id: string; peer: string }): void {
+    const prev = this.h.registry.instance(instance);
+    if (this.h.running.has(instance) || (prev && prev.state !== 'moved' && prev.state !== 'incoming')) {
+      throw new FerryError('MIGRATE_NO_FIT', `an instance named ${instance} already exists here (${prev?.state ?? 'running'}); remove it first`, { field: 'instance' });
+    }
+    if (prev?.state === 'incoming' && prev.move!.id !== mark.id) throw new FerryError('MIGRATE_BUSY', `instance ${instance} is arriving in another move (${prev.move!.id}) not decided yet`, { field: 'instance' });
+    const before = prev?.state === 'incoming' ? prev.move!.prev : prev ? strip(prev) : undefined;
+    this.h.registry.update((d) => {
+      d.instances[instance] = { instance, app, state: 'incoming', since: Date.now(), move: { ...mark, version: 0, at: Date.now(), ...(before ? { prev: before } : {}) } };
+    });
+  }
+
+  /** The prepared state: the image is installed as `version`; `code` names the module it runs. */
+  prepared(instance: string, version: number, code: { hash: string; appVersion: string; file?: string }): void {
+    const rec = this.incoming(instance);
+    this.h.registry.update((d) => {
+      d.instances[instance] = { ...rec, code: code.hash, appVersion: code.appVersion, ...(code.file ? { codeFile: code.file } : {}), move: { ...rec.move!, version } };
+    });
+  }
+
+  /** Keeps a received module: installed as the app if this device has none, else as this instance's own file. */
+  keepCode(instance: string, app: string, appVersion: string, source: string): string | undefined {
+    const hash = codeHash(source);
+    if (!this.h.registry.app(app)) {
+      writeAtomically(join(this.h.dataDir, 'apps', `${app}.mjs`), source);
+      this.h.registry.update((d) => {
+        d.apps[app] = { name: app, version: appVersion, file: `${app}.mjs`, installedAt: Date.now() };
+      });
+      return undefined;
+    }
+    const file = `${instance}@${hash}.mjs`;
+    if (!CODE_FILE.test(file)) throw new FerryError('MIGRATE_PROTOCOL', `instance name ${instance} cannot name a module file`, { field: 'instance' });
+    writeAtomically(join(this.h.dataDir, 'apps', file), source);
+    return file;
+  }
+
+  /** The decision was "moved here": the instance runs here now, with the leases handed over. */
+  async commitIncoming(instance: string, leases: AdoptedLease[], migrated: { from: string; to: string; downtimeMs: number }): Promise<void> {
+    const rec = this.incoming(instance);
+    const at = rec.move!.version;
+    const { move: _, ...plain } = rec;
+    await this.h.start({ ...plain, state: 'running' }, (r) => {
+      const s = this.h.services();
+      if (!s || !r.leases) return;
+      for (const l of leases) {
+        const req = r.instance.definition.requirements.services.find((x) => x.type === l.type);
+        r.leases.adopt(l.type, { ...l.lease, expiresAt: Date.now() + l.remainingMs }, { type: l.type, attrs: req?.attributes });
+      }
+    }, migrated);
+    this.h.log.info('app.arrived', { instance, checkpoint: at, from: rec.move!.peer, leases: leases.length });
+  }
+
+  /** The move was undone: the record goes back to what it was (or away, with its heap, if the instance was new here). */
+  undoIncoming(instance: string, moveId: string): boolean {
+    const rec = this.h.registry.instance(instance);
+    if (rec?.state !== 'incoming' || rec.move!.id !== moveId) return false;
+    const prev = rec.move!.prev;
+    if (rec.codeFile && rec.codeFile !== prev?.codeFile) rmSync(join(this.h.dataDir, 'apps', rec.codeFile), { force: true });
+    if (!prev && this.h.store.hasApp(instance)) this.h.store.removeApp(instance);
+    this.h.registry.update((d) => {
+      if (prev) d.instances[instance] = { ...prev };
+      else delete d.instances[instance];
+    });
+    return true;
+  }
+
+  /** Every instance whose move is undecided here (`incoming`) or decided away (`moved`), for recovery. */
+  marked(): InstanceRecord[] {
+    return this.h.registry.instances().filter((r) => r.state === 'incoming' || r.state === 'moved');
+  }
+
+  private incoming(instance: string): InstanceRecord {
+    const rec = this.h.registry.instance(instance);
+    if (rec?.state !== 'incoming') throw new FerryError('MIGRATE_PROTOCOL', `instance ${instance} is not arriving here`, { field: 'instance' });
+    return rec;
+  }
+
+  private runningOrThrow(instance: string): Running {
+    const r = this.h.running.get(instance);
+    if (r && !r.paused) return r;
+    this.checkHere(instance);
+    throw new FerryError('APP_NOT_RUNNING', `instance ${instance} is not running here${this.h.registry.instance(instance) ? ` (${this.h.registry.instance(instance)!.state})` : ''}`, { field: 'instance' });
+  }
+}
+
+function strip(rec: InstanceRecord): Omit<InstanceRecord, 'move'> {
+  const { move: _, ...plain } = rec;
+  return plain;
+}
