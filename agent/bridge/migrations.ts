@@ -9,6 +9,7 @@ import type { InstanceMoves } from '../runtime/instance-moves.js';
 import { writeAtomically } from '../runtime/registry.js';
 import type { BridgeLog } from './bridge.js';
 import type { Channels } from './channel.js';
+import { dropHere } from './fault-points.js';
 import { MoveDestination } from './move-destination.js';
 import { MoveOrigin, type MoveProgress, type MoveReport } from './move-origin.js';
 import { readMigrateOptions, type MigrateOptions } from './move-options.js';
@@ -86,7 +87,7 @@ export class Migrations {
       idleMs: INCOMING_IDLE_MS,
       askEveryMs: ASK_EVERY_MS,
     });
-    l.channels.handle('move.decision', (peer, b) => this.decision(peer, b));
+    l.channels.handle('move.decision', (peer, b) => (dropHere('origin', 'decision') ? new Promise<never>(() => undefined) : this.decision(peer, b)));
     this.destination.recover();
   }
 

@@ -8,6 +8,7 @@ import type { HeldLease } from '../services/index.js';
 import type { InstanceMoves } from '../runtime/instance-moves.js';
 import type { Channels } from './channel.js';
 import type { BridgeLog } from './bridge.js';
+import { dropHere, faultPoint } from './fault-points.js';
 import { BodyReader, HASH_BYTES, readGifts, readPrepare, readRound, type PrepareAnswer, type PrepareBody, type RoundBody } from './move-wire.js';
 
 /**
@@ -61,9 +62,11 @@ export class MoveDestination {
     c.handle('move.prepare', (peer, b) => this.prepare(peer, b));
     c.handle('move.have', (peer, b) => this.have(peer, b));
     c.handle('move.code', (peer, b) => this.code(peer, b));
-    c.handle('move.round', (peer, b) => this.round(peer, b, false));
-    c.handle('move.switch', (peer, b) => this.round(peer, b, true));
-    c.handle('move.commit', (peer, b) => this.commit(peer, b));
+    // A dropped request (fault-points.ts) is never answered, as if it were lost on the way.
+    const lost = new Promise<never>(() => undefined);
+    c.handle('move.round', (peer, b) => (dropHere('destination', 'round') ? lost : this.round(peer, b, false)));
+    c.handle('move.switch', (peer, b) => (dropHere('destination', 'switch') ? lost : this.round(peer, b, true)));
+    c.handle('move.commit', (peer, b) => (dropHere('destination', 'commit') ? lost : this.commit(peer, b)));
     c.handle('move.abort', (peer, b) => this.abort(peer, b));
   }
 
@@ -113,9 +116,11 @@ export class MoveDestination {
     });
     // Durable before anything of the instance is stored here: a crash from now on is undone at restart.
     this.l.moves.beginIncoming(p.instance, p.app, { id: p.id, peer });
+    faultPoint('destination', 'incoming');
     const inc: Incoming = { id: p.id, peer, p, path, staged: new Map(), base: 0, round: -1, received: new Map(), lastActivity: Date.now(), prepared: false, codeFile: undefined, needCode, idle: setTimeout(() => undefined, 0) };
     this.incoming.set(p.id, inc);
     this.touch(inc);
+    if (!needCode) this.l.moves.preload(p.instance, p.app);
     this.l.log('info', 'move.incoming', { move: p.id, instance: p.instance, from: peer, path, needCode });
     return { path, needCode, missing: fit.missing, leasePlan };
   }
@@ -144,6 +149,7 @@ export class MoveDestination {
     inc.received.delete('code');
     inc.codeFile = this.l.moves.keepCode(inc.p.instance, inc.p.app, inc.p.appVersion, data.toString('utf8'));
     inc.needCode = false;
+    this.l.moves.preload(inc.p.instance, inc.p.app, inc.codeFile);
     return { kept: true };
   }
 
@@ -163,11 +169,14 @@ export class MoveDestination {
       version = this.installObjects(inc, r.b.bulk === true ? this.objectData(inc, 'objects:1') : r.b);
     } else {
       const round = this.roundBody(inc, r);
+      if (final) faultPoint('destination', 'install');
       version = this.installRound(inc, round);
+      if (round.round === 0) faultPoint('destination', 'staged');
     }
     if (final) {
       this.l.moves.prepared(inc.p.instance, version, { hash: inc.p.code, appVersion: inc.p.appVersion, ...(inc.codeFile ? { file: inc.codeFile } : {}) });
       inc.prepared = true;
+      faultPoint('destination', 'prepared');
       clearTimeout(inc.idle);
       // From here only the origin's decision ends it; if it never comes, ask for it.
       this.askDecision(inc.p.instance, inc.id, inc.peer, this.l.askEveryMs * 2);
@@ -262,6 +271,7 @@ export class MoveDestination {
       throw new FerryError('MIGRATE_PROTOCOL', `no prepared move ${id} of ${instance} from ${peer} here`, { field: 'body.id' });
     }
     if (rec.move!.version === 0) throw new FerryError('MIGRATE_PROTOCOL', `move ${id} of ${instance} was never prepared here`, { field: 'body.id' });
+    faultPoint('destination', 'commit');
     await this.finish(instance, id, peer, gifts.map((g) => ({ type: g.type, lease: g.lease as unknown as HeldLease, remainingMs: g.remainingMs })), downtimeMs);
     return { running: true, resumedAt: Date.now() };
   }
@@ -272,6 +282,7 @@ export class MoveDestination {
     if (t) clearTimeout(t);
     this.asking.delete(instance);
     await this.l.moves.commitIncoming(instance, leases, { from: peer, to: this.l.deviceId, downtimeMs });
+    faultPoint('destination', 'running');
   }
 
   private abort(peer: string, b: unknown): { undone: boolean } {

@@ -14,11 +14,16 @@ export interface MigrateOptions {
   retries?: number;
   /** Plan only: fit, bytes to send, expected downtime, lease plan; nothing moves. Default false. */
   dryRun?: boolean;
+  /**
+   * false: stop and copy, the baseline the benchmark compares with: pause first, then send the
+   * whole heap (no pre-copy, no lines reused from the destination's cache). Default true.
+   */
+  precopy?: boolean;
 }
 
 export type ResolvedMigrateOptions = Required<MigrateOptions>;
 
-const KNOWN = ['downtimeLimitMs', 'maxRounds', 'maxTotalMs', 'stepTimeoutMs', 'retries', 'dryRun'];
+const KNOWN = ['downtimeLimitMs', 'maxRounds', 'maxTotalMs', 'stepTimeoutMs', 'retries', 'dryRun', 'precopy'];
 
 export function readMigrateOptions(options: MigrateOptions = {}): ResolvedMigrateOptions {
   const r = new OptionReader(options as unknown as Record<string, unknown>, 'options');
@@ -30,5 +35,6 @@ export function readMigrateOptions(options: MigrateOptions = {}): ResolvedMigrat
     stepTimeoutMs: r.number('stepTimeoutMs', { min: 100, max: 600_000 }, 30_000),
     retries: r.number('retries', { min: 0, max: 20 }, 3),
     dryRun: r.boolean('dryRun', false),
+    precopy: r.boolean('precopy', true),
   };
 }

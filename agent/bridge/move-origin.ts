@@ -11,6 +11,7 @@ import type { Channels } from './channel.js';
 import type { SealedBulk } from './sealed-bulk.js';
 import { HASH_BYTES, type PrepareAnswer, type WireLine } from './move-wire.js';
 import type { ResolvedMigrateOptions } from './move-options.js';
+import { faultPoint } from './fault-points.js';
 import { createHash } from 'node:crypto';
 
 /**
@@ -55,6 +56,8 @@ export interface MoveReport extends MoveProgress {
   leasesHandedOver: number;
   leasePlan: PrepareAnswer['leasePlan'];
   codeSent: boolean;
+  /** Where the downtime went, ms from the pause: paused, destination prepared, decision written, leases handed over, destination running. */
+  switchSteps?: { pausedMs: number; preparedMs: number; decidedMs: number; handedOverMs: number; runningMs: number };
 }
 
 export interface OriginLinks {
@@ -125,6 +128,7 @@ export class MoveOrigin {
       this.desc = this.l.moves.describe(this.instance);
       await this.measureRtt();
       this.prep = (await this.request('move.prepare', this.prepareBody())) as PrepareAnswer;
+      faultPoint('origin', 'prepare');
       const r = this.prep.path === 'objects' ? await this.objectPath() : await this.linePath();
       return r;
     } catch (e) {
@@ -140,26 +144,43 @@ export class MoveOrigin {
     let version = this.desc.version;
     let lines = this.l.store.listLines(this.instance, { version });
     this.progress.heapBytes = lines.length * size;
-    const held = await this.held(lines.map((x) => x.hash));
+    const held = this.o.precopy ? await this.held(lines.map((x) => x.hash)) : new Set<string>();
     const missing = lines.filter((x) => !held.has(hex(x.hash)));
     this.progress.bytesMissing = missing.length * size;
     if (this.o.dryRun) return this.plan(this.estimate(this.progress.bytesMissing, true));
     await this.sendCode();
+    let sent = new Map<number, string>();
+    let base = 0;
+    if (this.o.precopy) [sent, base] = await this.precopy(lines, held, version);
+    return this.switchOver(async (budgetMs) => {
+      const v = this.l.moves.committedVersionPaused(this.instance);
+      const { changed, removed } = delta(sent, this.l.store.listLines(this.instance, { version: v }));
+      const bytes = changed.length * size;
+      if (this.o.precopy) this.check(bytes, budgetMs());
+      const body = { id: this.id, round: this.rounds, base, version: v, lines: changed.map((x): WireLine => [x.line, x.hash, this.readLine(x.line, v)]), removed, meta: this.l.store.readState(this.instance, { version: v }) };
+      this.linesSent += changed.length;
+      return this.timedRequest('move.switch', await this.roundBody(body, bytes), this.o.precopy ? budgetMs() : this.o.stepTimeoutMs);
+    });
+  }
+
+  /** Round 0 and the delta rounds, until the expected downtime fits; returns what the destination has staged and its version. */
+  private async precopy(all: ReturnType<Store['listLines']>, held: Set<string>, version: number): Promise<[Map<number, string>, number]> {
+    const size = this.desc.lineSize;
     this.phase('precopy');
     // Round 0: the lines the destination lacks, the app's recently used ones first; held ones by hash.
     const hot = new Map(this.desc.hot.map((line, i) => [line, i]));
-    lines = [...lines].sort((a, b) => (hot.get(a.line) ?? Infinity) - (hot.get(b.line) ?? Infinity) || a.line - b.line);
+    const lines = [...all].sort((a, b) => (hot.get(a.line) ?? Infinity) - (hot.get(b.line) ?? Infinity) || a.line - b.line);
     let sent = new Map<number, string>();
     let lastAt = performance.now();
     await this.sendRound(0, 0, version, lines.map((x) => [x.line, x.hash, held.has(hex(x.hash)) ? null : this.readLine(x.line, version)]), [], held);
     for (const x of lines) sent.set(x.line, hex(x.hash));
+    faultPoint('origin', 'precopy');
     let base = version;
     for (let round = 1; ; round++) {
       this.checkCancelled();
       version = this.l.moves.committedVersion(this.instance);
-      const now = lines = this.l.store.listLines(this.instance, { version });
-      const changed = now.filter((x) => sent.get(x.line) !== hex(x.hash));
-      const removed = [...sent.keys()].filter((line) => !now.some((x) => x.line === line));
+      const now = this.l.store.listLines(this.instance, { version });
+      const { changed, removed } = delta(sent, now);
       const t = performance.now();
       this.progress.dirtyRateBps = Math.round((changed.length * size * 1000) / Math.max(1, t - lastAt));
       lastAt = t;
@@ -178,17 +199,7 @@ export class MoveOrigin {
         base = version;
       } else await new Promise((r) => setTimeout(r, Math.min(50, this.o.downtimeLimitMs)));
     }
-    return this.switchOver(async (budgetMs) => {
-      const v = this.l.moves.committedVersionPaused(this.instance);
-      const now = this.l.store.listLines(this.instance, { version: v });
-      const changed = now.filter((x) => sent.get(x.line) !== hex(x.hash));
-      const removed = [...sent.keys()].filter((line) => !now.some((x) => x.line === line));
-      const bytes = changed.length * size;
-      this.check(bytes, budgetMs());
-      const body = { id: this.id, round: this.rounds, base, version: v, lines: changed.map((x): WireLine => [x.line, x.hash, this.readLine(x.line, v)]), removed, meta: this.l.store.readState(this.instance, { version: v }) };
-      this.linesSent += changed.length;
-      return this.timedRequest('move.switch', await this.roundBody(body, bytes), budgetMs());
-    });
+    return [sent, base];
   }
 
   private readLine(line: number, version: number): Uint8Array {
@@ -323,20 +334,33 @@ export class MoveOrigin {
     this.phase('switch');
     this.pausedAt = performance.now();
     this.paused = true;
-    await this.l.moves.pause(this.instance);
+    this.l.moves.pause(this.instance);
+    faultPoint('origin', 'paused');
+    const at = () => Math.round((performance.now() - this.pausedAt) * 100) / 100;
+    const steps = { pausedMs: at(), preparedMs: 0, decidedMs: 0, handedOverMs: 0, runningMs: 0 };
+    this.report.switchSteps = steps;
     // Time kept for what follows the destination's answer: the decision, the handover, the commit.
     const reserve = this.commitReserveMs();
     const budget = () => this.o.downtimeLimitMs - reserve - (performance.now() - this.pausedAt);
     await send(budget);
+    steps.preparedMs = at();
+    faultPoint('origin', 'prepared');
     this.checkCancelled();
-    if (budget() < 0) throw this.late('the destination answered prepared', budget());
+    // Stop and copy (the benchmark's baseline) has no limit to keep.
+    if (this.o.precopy && budget() < 0) throw this.late('the destination answered prepared', budget());
     // The decision: durable before anything is acted on. From here the instance never runs here again.
     const version = this.l.moves.committedVersionPaused(this.instance);
     this.l.moves.decide(this.instance, { id: this.id, peer: this.peer, version });
     this.decided = true;
+    faultPoint('origin', 'decided');
+    steps.decidedMs = at();
     this.phase('commit');
     this.l.moves.letGo(this.instance);
     const gifts = await this.handOverLeases();
+    // The destination connects this session next: the old connection must be gone first.
+    await this.l.moves.sessionClosed(this.instance);
+    steps.handedOverMs = at();
+    faultPoint('origin', 'handedover');
     let downtimeMs = performance.now() - this.pausedAt;
     try {
       await this.request('move.commit', { id: this.id, instance: this.instance, leases: gifts, downtimeMs: Math.round(downtimeMs) }, this.o.stepTimeoutMs, this.o.retries);
@@ -345,6 +369,8 @@ export class MoveOrigin {
       this.report.message = `moved; the destination had not confirmed the commit (${String(e)}), it will ask`;
     }
     downtimeMs = performance.now() - this.pausedAt;
+    steps.runningMs = at();
+    faultPoint('origin', 'committed');
     await this.l.moves.cancelLeases(this.desc.leases.filter((x) => this.prep.leasePlan.find((p) => p.type === x.type)?.action !== 'handover').map((x) => x.lease));
     this.phase('done');
     return this.finish('moved', downtimeMs);
@@ -514,8 +540,15 @@ export class MoveOrigin {
       leasesHandedOver: this.leasesHandedOver,
       leasePlan: this.prep?.leasePlan ?? [],
       codeSent: this.codeSent,
+      ...(this.report.switchSteps ? { switchSteps: this.report.switchSteps } : {}),
     };
   }
+}
+
+/** Lines of `now` whose hash differs from what the destination has staged (`sent`), and staged lines `now` lacks. */
+function delta(sent: Map<number, string>, now: Array<{ line: number; hash: Uint8Array }>): { changed: Array<{ line: number; hash: Uint8Array }>; removed: number[] } {
+  const live = new Set(now.map((x) => x.line));
+  return { changed: now.filter((x) => sent.get(x.line) !== hex(x.hash)), removed: [...sent.keys()].filter((line) => !live.has(line)) };
 }
 
 /** A content hash of bytes (the store's: 16 bytes of SHA-256), for object records. */

@@ -77,6 +77,7 @@ export class Agent {
       services: () => this.services,
       exclusive: (fn) => this.exclusive(fn),
       start: (rec, adopt, migrated) => this.start(rec, undefined, undefined, { adopt, migrated }),
+      load: (source, filename, instance) => loadApp(source, { filename, instance, timeoutMs: options.handlerTimeoutMs }),
       reconnect: (r) => this.reconnect(r),
     });
   }
@@ -291,7 +292,8 @@ export class Agent {
     if (!installed) throw this.unknownApp(rec.app);
     const file = rec.codeFile ?? installed.file;
     const source = code ?? readFileSync(join(this.options.dataDir, 'apps', file), 'utf8');
-    const { definition, sandbox } = await loadApp(source, { filename: file, instance: rec.instance, timeoutMs: this.options.handlerTimeoutMs });
+    // An arriving instance's module was compiled while its heap was on the way (instance-moves.ts).
+    const { definition, sandbox } = (await this.moves.takePreloaded(rec.instance, source)) ?? (await loadApp(source, { filename: file, instance: rec.instance, timeoutMs: this.options.handlerTimeoutMs }));
     const min = definition.requirements.minHeapBytes;
     if (min > this.profile.heapBudgetBytes) {
       throw new FerryError('HEAP_NO_MEMORY', `app ${rec.app} needs ${min} bytes of heap; profile ${this.profile.name} gives each app ${this.profile.heapBudgetBytes}`, { field: 'requirements.minHeapBytes' });

@@ -6,6 +6,7 @@ import type { Store } from '../../store/index.js';
 import type { HeldLease, Services } from '../services/index.js';
 import { codeHash } from './app-upgrade.js';
 import type { ServiceRequirement } from './app-definition.js';
+import type { LoadedApp } from './app-loader.js';
 import type { Logger } from './logger.js';
 import { CODE_FILE, writeAtomically, type InstanceRecord, type MoveMark, type Registry } from './registry.js';
 import type { Running } from './running.js';
@@ -57,6 +58,8 @@ export interface MovesHost {
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
   /** Opens and connects an instance from its record, records it running (agent.start). */
   start(rec: InstanceRecord, adopt: (r: Running) => void, migrated: Record<string, unknown>): Promise<unknown>;
+  /** Compiles an app module into a sandbox for `instance` (app-loader.ts). */
+  load(source: string, filename: string, instance: string): Promise<LoadedApp>;
   /** Reconnects a paused instance's mailbox session and restarts its timers. */
   reconnect(r: Running): Promise<void>;
 }
@@ -64,6 +67,10 @@ export interface MovesHost {
 export class InstanceMoves {
   /** Instances with a move under way here (either side): lifecycle commands refuse them. */
   private readonly moving = new Set<string>();
+  /** Mailbox sessions being closed at a pause, by instance. */
+  private readonly closing = new Map<string, Promise<void>>();
+  /** Modules of arriving instances compiled ahead, by instance: the switch does not wait for the compiler. */
+  private readonly preloaded = new Map<string, { source: string; loaded: Promise<LoadedApp | undefined> }>();
 
   constructor(private readonly h: MovesHost) {}
 
@@ -126,25 +133,33 @@ export class InstanceMoves {
   }
 
   /**
-   * The bookmark: no handler runs after this. Pending calls are committed (and answered), the
-   * mailbox session is closed (requests not acknowledged stay queued at the broker for whoever
-   * connects next), timers stop; the heap stays open and the leases held, so an abort resumes at
-   * once. Returns the committed version every answered call is in.
+   * The bookmark: no handler runs after this. Pending calls are committed (and answered), timers
+   * stop, and the mailbox session starts closing (requests not acknowledged stay queued at the
+   * broker for whoever connects next; `sessionClosed` waits for it, before anyone else connects);
+   * the heap stays open and the leases held, so an abort resumes at once. Returns the committed
+   * version every answered call is in.
    */
-  async pause(instance: string): Promise<{ version: number }> {
+  pause(instance: string): { version: number } {
     const r = this.runningOrThrow(instance);
     r.paused = true;
     r.runner.stop();
     const s = r.session;
     r.session = undefined;
-    await s?.close();
+    this.closing.set(instance, (s?.close() ?? Promise.resolve()).catch(() => undefined));
     return { version: r.instance.heapStats().version };
+  }
+
+  /** Resolves when the mailbox session `pause` began closing is closed. */
+  async sessionClosed(instance: string): Promise<void> {
+    await this.closing.get(instance);
+    this.closing.delete(instance);
   }
 
   /** An aborted move: the paused instance takes requests again (its outbox is handed out afresh). */
   async unpause(instance: string): Promise<void> {
     const r = this.h.running.get(instance);
     if (!r || !r.paused) return;
+    await this.sessionClosed(instance);
     r.paused = false;
     r.instance.rehandOutbox();
     r.runner.restart();
@@ -200,6 +215,26 @@ export class InstanceMoves {
       throw new FerryError('MIGRATE_NO_FIT', `app ${req.app} requires service ${needed.map((s) => s.type).join(', ')}, which device ${this.h.profile.name} cannot find`, { field: 'requirements.services' });
     }
     return { missing: missing.map((s) => s.type) };
+  }
+
+  /** Compiles the module an arriving instance will run (`codeFile`, else the installed one) ahead of its start. */
+  preload(instance: string, app: string, codeFile?: string): void {
+    const file = codeFile ?? this.h.registry.app(app)?.file;
+    if (!file) return;
+    let source: string;
+    try {
+      source = readFileSync(join(this.h.dataDir, 'apps', file), 'utf8');
+    } catch {
+      return; // the start reads it again and says what is wrong
+    }
+    this.preloaded.set(instance, { source, loaded: this.h.load(source, file, instance).catch(() => undefined) });
+  }
+
+  /** A module compiled ahead for `instance`, if it is this source (used once). */
+  async takePreloaded(instance: string, source: string): Promise<LoadedApp | undefined> {
+    const p = this.preloaded.get(instance);
+    this.preloaded.delete(instance);
+    return p && p.source === source ? p.loaded : undefined;
   }
 
   /** Whether this device holds the module with code hash `code` (the installed one for `app`). */
@@ -275,6 +310,7 @@ export class InstanceMoves {
     const rec = this.h.registry.instance(instance);
     if (rec?.state !== 'incoming' || rec.move!.id !== moveId) return false;
     const prev = rec.move!.prev;
+    this.preloaded.delete(instance);
     if (rec.codeFile && rec.codeFile !== prev?.codeFile) rmSync(join(this.h.dataDir, 'apps', rec.codeFile), { force: true });
     if (!prev && this.h.store.hasApp(instance)) this.h.store.removeApp(instance);
     this.h.registry.update((d) => {

@@ -14,6 +14,7 @@ describe('handoff smoke', () => {
     for (let i = 0; i < 5; i++) await s.pi.cli(['call', 'counter', 'increment']);
     const m = await moved(s.pi, 'counter', s.phone.id);
     console.log(JSON.stringify(m));
+    console.log(JSON.stringify(s.phone.logs.filter((l) => l.event === 'TIMING')));
     const c = await s.phone.json<{ count: number }>(['call', 'counter', 'increment']);
     expect(c.value.count).toBe(6);
     const back = await moved(s.phone, 'counter', s.pi.id);
