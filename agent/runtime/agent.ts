@@ -27,9 +27,11 @@ import { instanceView, type InstanceView } from './instance-view.js';
 import { InstanceMoves } from './instance-moves.js';
 
 /** How an instance arriving in a handoff starts: its handed-over leases, then `onMigrated` with this message. */
-interface Arrival {
+export interface Arrival {
   adopt: (r: Running) => void;
   migrated: Record<string, unknown>;
+  /** Its heap, opened while the decision was awaited (instance-moves.ts). */
+  opened?: Running;
 }
 
 /** How often a running instance looks again for a required service it lost or never found, ms. */
@@ -76,7 +78,8 @@ export class Agent {
       log: this.log,
       services: () => this.services,
       exclusive: (fn) => this.exclusive(fn),
-      start: (rec, adopt, migrated) => this.start(rec, undefined, undefined, { adopt, migrated }),
+      start: (rec, arrival) => this.start(rec, undefined, undefined, arrival),
+      openAhead: (rec, still) => this.open(rec, undefined, undefined, { still }),
       load: (source, filename, instance) => loadApp(source, { filename, instance, timeoutMs: options.handlerTimeoutMs }),
       reconnect: (r) => this.reconnect(r),
     });
@@ -269,7 +272,11 @@ export class Agent {
 
   /** Opens an instance (at `version`, or its newest), connects it, records it as running. */
   private async start(rec: InstanceRecord, version: number | undefined, source?: string, arrival?: Arrival): Promise<InstanceView> {
-    const r = await this.open(rec, version, source);
+    const r = arrival?.opened ?? (await this.open(rec, version, source));
+    if (arrival?.opened) {
+      r.record = rec;
+      this.running.set(rec.instance, r);
+    }
     try {
       arrival?.adopt(r);
       await this.connect(r, true, arrival?.migrated);
@@ -277,23 +284,42 @@ export class Agent {
       await this.shut(r, 'close');
       throw e;
     }
-    this.registry.update((d) => {
-      const { move: _, ...plain } = rec;
-      d.instances[rec.instance] = { ...plain, state: 'running', since: Date.now(), code: codeHash(r.source), appVersion: r.instance.definition.version };
-    });
+    const record = (): void =>
+      this.registry.update((d) => {
+        const { move: _, ...plain } = rec;
+        d.instances[rec.instance] = { ...plain, state: 'running', since: Date.now(), code: codeHash(r.source), appVersion: r.instance.definition.version };
+      });
     this.failed.delete(rec.instance);
-    r.record = this.registry.instance(rec.instance)!;
+    if (arrival) {
+      // Written after the commit's answer: until then the record says `incoming` (prepared), and
+      // a crash before the write asks the origin again, which says `moved`.
+      r.record = { ...rec, state: 'running' };
+      setImmediate(() => {
+        if (this.running.get(rec.instance) !== r) return;
+        try {
+          record();
+          r.record = this.registry.instance(rec.instance)!;
+        } catch (e) {
+          this.log.error('app.record-failed', { instance: rec.instance, error: String(e) });
+        }
+      });
+    } else {
+      record();
+      r.record = this.registry.instance(rec.instance)!;
+    }
     this.log.info('app.running', { instance: rec.instance, app: rec.app, checkpoint: r.instance.heapStats().version });
     return this.view(rec.instance);
   }
 
-  private async open(rec: InstanceRecord, version?: number, code?: string): Promise<Running> {
+  /** Loads an instance's module and opens its heap; `ahead` (an arriving instance): not registered as running, and only if `ahead.still()` holds once the module is loaded. */
+  private async open(rec: InstanceRecord, version?: number, code?: string, ahead?: { still: () => boolean }): Promise<Running> {
     const installed = this.registry.app(rec.app);
     if (!installed) throw this.unknownApp(rec.app);
     const file = rec.codeFile ?? installed.file;
     const source = code ?? readFileSync(join(this.options.dataDir, 'apps', file), 'utf8');
     // An arriving instance's module was compiled while its heap was on the way (instance-moves.ts).
     const { definition, sandbox } = (await this.moves.takePreloaded(rec.instance, source)) ?? (await loadApp(source, { filename: file, instance: rec.instance, timeoutMs: this.options.handlerTimeoutMs }));
+    if (ahead && !ahead.still()) throw new FerryError('MIGRATE_ABORTED', `the move of ${rec.instance} ended before its heap was opened`, { field: 'instance' });
     const min = definition.requirements.minHeapBytes;
     if (min > this.profile.heapBudgetBytes) {
       throw new FerryError('HEAP_NO_MEMORY', `app ${rec.app} needs ${min} bytes of heap; profile ${this.profile.name} gives each app ${this.profile.heapBudgetBytes}`, { field: 'requirements.minHeapBytes' });
@@ -351,7 +377,7 @@ export class Agent {
       this.options.maxBatch,
     );
     running = { record: rec, instance, runner, leases: this.services ? new AppLeases(this.services, definition) : undefined, session: undefined, source };
-    this.running.set(rec.instance, running);
+    if (!ahead) this.running.set(rec.instance, running);
     return running;
   }
 

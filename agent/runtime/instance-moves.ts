@@ -6,6 +6,7 @@ import type { Store } from '../../store/index.js';
 import type { HeldLease, Services } from '../services/index.js';
 import { codeHash } from './app-upgrade.js';
 import type { ServiceRequirement } from './app-definition.js';
+import type { Arrival } from './agent.js';
 import type { LoadedApp } from './app-loader.js';
 import type { Logger } from './logger.js';
 import { CODE_FILE, writeAtomically, type InstanceRecord, type MoveMark, type Registry } from './registry.js';
@@ -57,7 +58,9 @@ export interface MovesHost {
   services(): Services | undefined;
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
   /** Opens and connects an instance from its record, records it running (agent.start). */
-  start(rec: InstanceRecord, adopt: (r: Running) => void, migrated: Record<string, unknown>): Promise<unknown>;
+  start(rec: InstanceRecord, arrival: Arrival): Promise<unknown>;
+  /** Opens an arriving instance's heap without running it (not registered), if `still()` holds once its module is loaded. */
+  openAhead(rec: InstanceRecord, still: () => boolean): Promise<Running>;
   /** Compiles an app module into a sandbox for `instance` (app-loader.ts). */
   load(source: string, filename: string, instance: string): Promise<LoadedApp>;
   /** Reconnects a paused instance's mailbox session and restarts its timers. */
@@ -67,6 +70,8 @@ export interface MovesHost {
 export class InstanceMoves {
   /** Instances with a move under way here (either side): lifecycle commands refuse them. */
   private readonly moving = new Set<string>();
+  /** Heaps of prepared arriving instances, opened while the decision is awaited (not running), by instance. */
+  private readonly ahead = new Map<string, { id: string; opened: Promise<Running | undefined> }>();
   /** Mailbox sessions being closed at a pause, by instance. */
   private readonly closing = new Map<string, Promise<void>>();
   /** Modules of arriving instances compiled ahead, by instance: the switch does not wait for the compiler. */
@@ -265,12 +270,28 @@ export class InstanceMoves {
     });
   }
 
-  /** The prepared state: the image is installed as `version`; `code` names the module it runs. */
+  /**
+   * The prepared state: the image is installed as `version`; `code` names the module it runs.
+   * Its heap is then opened (not run) while the decision is awaited, so the commit only connects.
+   */
   prepared(instance: string, version: number, code: { hash: string; appVersion: string; file?: string }): void {
     const rec = this.incoming(instance);
     this.h.registry.update((d) => {
       d.instances[instance] = { ...rec, code: code.hash, appVersion: code.appVersion, ...(code.file ? { codeFile: code.file } : {}), move: { ...rec.move!, version } };
     });
+    const id = rec.move!.id;
+    const { move: _, ...plain } = this.h.registry.instance(instance)!;
+    const still = () => this.h.registry.instance(instance)?.move?.id === id && this.ahead.get(instance)?.id === id;
+    // After the `prepared` answer is on its way (it is what the origin waits for).
+    const opened = new Promise<void>((r) => setImmediate(r)).then(() => this.h.openAhead({ ...plain, state: 'running' }, still)).catch(() => undefined);
+    this.ahead.set(instance, { id, opened });
+  }
+
+  /** Closes a heap opened ahead for an arrival that will not happen. */
+  private dropAhead(instance: string): void {
+    const a = this.ahead.get(instance);
+    this.ahead.delete(instance);
+    void a?.opened.then((r) => r?.instance.close());
   }
 
   /** Keeps a received module: installed as the app if this device has none, else as this instance's own file. */
@@ -294,14 +315,17 @@ export class InstanceMoves {
     const rec = this.incoming(instance);
     const at = rec.move!.version;
     const { move: _, ...plain } = rec;
-    await this.h.start({ ...plain, state: 'running' }, (r) => {
+    const a = this.ahead.get(instance);
+    this.ahead.delete(instance);
+    const opened = a?.id === rec.move!.id ? await a.opened : undefined;
+    await this.h.start({ ...plain, state: 'running' }, { ...(opened ? { opened } : {}), migrated, adopt: (r) => {
       const s = this.h.services();
       if (!s || !r.leases) return;
       for (const l of leases) {
         const req = r.instance.definition.requirements.services.find((x) => x.type === l.type);
         r.leases.adopt(l.type, { ...l.lease, expiresAt: Date.now() + l.remainingMs }, { type: l.type, attrs: req?.attributes });
       }
-    }, migrated);
+    } });
     this.h.log.info('app.arrived', { instance, checkpoint: at, from: rec.move!.peer, leases: leases.length });
   }
 
@@ -311,6 +335,7 @@ export class InstanceMoves {
     if (rec?.state !== 'incoming' || rec.move!.id !== moveId) return false;
     const prev = rec.move!.prev;
     this.preloaded.delete(instance);
+    this.dropAhead(instance);
     if (rec.codeFile && rec.codeFile !== prev?.codeFile) rmSync(join(this.h.dataDir, 'apps', rec.codeFile), { force: true });
     if (!prev && this.h.store.hasApp(instance)) this.h.store.removeApp(instance);
     this.h.registry.update((d) => {
