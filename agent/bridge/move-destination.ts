@@ -38,6 +38,7 @@ interface Incoming {
   peer: string;
   p: PrepareBody;
   path: 'lines' | 'objects';
+  plan: PrepareAnswer['leasePlan'];
   /** Staged lines: line → hash (hex), as of origin version `base`. */
   staged: Map<number, string>;
   base: number;
@@ -117,7 +118,7 @@ export class MoveDestination {
     // Durable before anything of the instance is stored here: a crash from now on is undone at restart.
     this.l.moves.beginIncoming(p.instance, p.app, { id: p.id, peer });
     faultPoint('destination', 'incoming');
-    const inc: Incoming = { id: p.id, peer, p, path, staged: new Map(), base: 0, round: -1, received: new Map(), lastActivity: Date.now(), prepared: false, codeFile: undefined, needCode, idle: setTimeout(() => undefined, 0) };
+    const inc: Incoming = { id: p.id, peer, p, path, plan: leasePlan, staged: new Map(), base: 0, round: -1, received: new Map(), lastActivity: Date.now(), prepared: false, codeFile: undefined, needCode, idle: setTimeout(() => undefined, 0) };
     this.incoming.set(p.id, inc);
     this.touch(inc);
     if (!needCode) this.l.moves.preload(p.instance, p.app);
@@ -272,16 +273,24 @@ export class MoveDestination {
     }
     if (rec.move!.version === 0) throw new FerryError('MIGRATE_PROTOCOL', `move ${id} of ${instance} was never prepared here`, { field: 'body.id' });
     faultPoint('destination', 'commit');
-    await this.finish(instance, id, peer, gifts.map((g) => ({ type: g.type, lease: g.lease as unknown as HeldLease, remainingMs: g.remainingMs })), downtimeMs);
+    const mapped = this.incoming.get(id)?.plan.filter((p) => p.action === 'map').map((p) => p.type) ?? [];
+    await this.finish(instance, id, peer, gifts.map((g) => ({ type: g.type, lease: g.lease as unknown as HeldLease, remainingMs: g.remainingMs })), downtimeMs, mapped);
     return { running: true, resumedAt: Date.now() };
   }
 
-  private async finish(instance: string, id: string, peer: string, leases: Array<{ type: string; lease: HeldLease; remainingMs: number }>, downtimeMs: number): Promise<void> {
+  private async finish(instance: string, id: string, peer: string, leases: Array<{ type: string; lease: HeldLease; remainingMs: number }>, downtimeMs: number, mapped: string[] = []): Promise<void> {
     this.forget(id);
     const t = this.asking.get(instance);
     if (t) clearTimeout(t);
     this.asking.delete(instance);
-    await this.l.moves.commitIncoming(instance, leases, { from: peer, to: this.l.deviceId, downtimeMs });
+    try {
+      await this.l.moves.commitIncoming(instance, leases, { from: peer, to: this.l.deviceId, downtimeMs }, mapped);
+    } catch (e) {
+      // Decided, and it did not start here (its module, its heap): still `incoming`; try again by asking.
+      this.l.log('error', 'move.start-failed', { instance, move: id, from: peer, error: String(e) });
+      this.askDecision(instance, id, peer, this.l.askEveryMs);
+      throw e;
+    }
     faultPoint('destination', 'running');
   }
 

@@ -58,48 +58,56 @@ export interface LeaseGift {
 }
 
 function fail(field: string, what: string, got: unknown): never {
-  throw new FerryError('MIGRATE_PROTOCOL', `body.${field} must be ${what}, got ${describe(got)}`, { field: `body.${field}` });
+  const f = field ? `body.${field}` : 'body';
+  throw new FerryError('MIGRATE_PROTOCOL', `${f} must be ${what}, got ${describe(got)}`, { field: f });
 }
 
 export class BodyReader {
   readonly b: Record<string, unknown>;
-  constructor(v: unknown) {
-    if (v === null || typeof v !== 'object' || Array.isArray(v) || v instanceof Uint8Array) fail('', 'a map', v);
+  /** `at`: where this map sits in the body (`services[0]`), so a bad field is named in full. */
+  constructor(
+    v: unknown,
+    private readonly at = '',
+  ) {
+    if (v === null || typeof v !== 'object' || Array.isArray(v) || v instanceof Uint8Array) fail(at, 'a map', v);
     this.b = v as Record<string, unknown>;
+  }
+  private fail(k: string, what: string, got: unknown): never {
+    fail(this.at ? `${this.at}.${k}` : k, what, got);
   }
   id(): string {
     const v = this.b.id;
-    if (typeof v !== 'string' || !MOVE_ID.test(v)) fail('id', 'a move id (22 base64url characters)', v);
+    if (typeof v !== 'string' || !MOVE_ID.test(v)) this.fail('id', 'a move id (22 base64url characters)', v);
     return v;
   }
   name(k: string): string {
     const v = this.b[k];
-    if (typeof v !== 'string' || !NAME.test(v)) fail(k, 'a name (a-z 0-9 -, starting with a letter)', v);
+    if (typeof v !== 'string' || !NAME.test(v)) this.fail(k, 'a name (a-z 0-9 -, starting with a letter)', v);
     return v;
   }
   str(k: string, max = 256): string {
     const v = this.b[k];
-    if (typeof v !== 'string' || v.length > max) fail(k, `a string of at most ${max} characters`, v);
+    if (typeof v !== 'string' || v.length > max) this.fail(k, `a string of at most ${max} characters`, v);
     return v;
   }
   int(k: string, min: number, max: number): number {
     const v = this.b[k];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) fail(k, `an integer in ${min}..${max}`, v);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) this.fail(k, `an integer in ${min}..${max}`, v);
     return v;
   }
   bool(k: string): boolean {
     const v = this.b[k];
-    if (typeof v !== 'boolean') fail(k, 'a boolean', v);
+    if (typeof v !== 'boolean') this.fail(k, 'a boolean', v);
     return v;
   }
   bytes(k: string, max: number): Uint8Array {
     const v = this.b[k];
-    if (!(v instanceof Uint8Array) || v.length > max) fail(k, `a byte string of at most ${max} bytes`, v);
+    if (!(v instanceof Uint8Array) || v.length > max) this.fail(k, `a byte string of at most ${max} bytes`, v);
     return v;
   }
   array(k: string, max: number): unknown[] {
     const v = this.b[k];
-    if (!Array.isArray(v) || v.length > max) fail(k, `an array of at most ${max} items`, v);
+    if (!Array.isArray(v) || v.length > max) this.fail(k, `an array of at most ${max} items`, v);
     return v;
   }
 }
@@ -107,14 +115,14 @@ export class BodyReader {
 export function readPrepare(v: unknown): PrepareBody {
   const r = new BodyReader(v);
   const services = r.array('services', 64).map((s, i) => {
-    const x = new BodyReader(s);
+    const x = new BodyReader(s, `services[${i}]`);
     const attributes = x.b.attributes ?? {};
     if (attributes === null || typeof attributes !== 'object' || Array.isArray(attributes)) fail(`services[${i}].attributes`, 'a map', attributes);
     for (const [k, a] of Object.entries(attributes)) if (!['string', 'number', 'boolean'].includes(typeof a)) fail(`services[${i}].attributes.${k}`, 'a string, number or boolean', a);
     return { type: x.str('type', 64), optional: x.bool('optional'), attributes: attributes as Record<string, string | number | boolean> };
   });
-  const leases = r.array('leases', 64).map((s) => {
-    const x = new BodyReader(s);
+  const leases = r.array('leases', 64).map((s, i) => {
+    const x = new BodyReader(s, `leases[${i}]`);
     return { type: x.str('type', 64), provider: x.str('provider', 128), exclusive: x.bool('exclusive'), local: x.bool('local') };
   });
   const lineSize = r.int('lineSize', 64, 1 << 20);
@@ -159,7 +167,7 @@ export function readRound(v: unknown, limits: { maxLines: number; lineSize: numb
 export function readGifts(v: unknown): LeaseGift[] {
   if (!Array.isArray(v) || v.length > 64) fail('leases', 'an array of at most 64 leases', v);
   return v.map((g, i) => {
-    const x = new BodyReader(g);
+    const x = new BodyReader(g, `leases[${i}]`);
     const lease = x.b.lease;
     if (lease === null || typeof lease !== 'object' || Array.isArray(lease)) fail(`leases[${i}].lease`, 'a map', lease);
     const l = lease as Record<string, unknown>;

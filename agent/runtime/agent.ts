@@ -29,6 +29,8 @@ import { InstanceMoves } from './instance-moves.js';
 /** How an instance arriving in a handoff starts: its handed-over leases, then `onMigrated` with this message. */
 export interface Arrival {
   adopt: (r: Running) => void;
+  /** Resource types the origin held on itself: leased from this device's own service of the type first. */
+  mapped?: string[];
   migrated: Record<string, unknown>;
   /** Its heap, opened while the decision was awaited (instance-moves.ts). */
   opened?: Running;
@@ -279,7 +281,8 @@ export class Agent {
     }
     try {
       arrival?.adopt(r);
-      await this.connect(r, true, arrival?.migrated);
+      if (arrival?.mapped?.length) await r.leases?.acquireOwn(arrival.mapped, this.options.deviceId);
+      await this.connect(r, arrival === undefined, arrival?.migrated);
     } catch (e) {
       await this.shut(r, 'close');
       throw e;
@@ -381,7 +384,11 @@ export class Agent {
     return running;
   }
 
-  /** Leases, mailbox session, timers, and the outbox left from before a restart; an arrived instance runs `onMigrated` instead of `onResume`. */
+  /**
+   * Leases, mailbox session, timers, and the outbox left from before a restart; an arrived instance
+   * runs `onMigrated` instead of `onResume`. Not `strict` (recovery, an arrival: it must run, the
+   * move is decided): a required service that cannot be leased now is looked for again while it runs.
+   */
   private async connect(r: Running, strict: boolean, migrated?: Record<string, unknown>): Promise<void> {
     const services = this.services!;
     const leases = (r.leases ??= new AppLeases(services, r.instance.definition));

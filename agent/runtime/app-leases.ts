@@ -83,6 +83,25 @@ export class AppLeases {
     this.retries.set(type, t);
   }
 
+  /**
+   * Leases, for each of `types`, this device's own service of that type (`device` attribute):
+   * an arriving app's local resources map to the destination's (a display to its display). One
+   * not found or busy here is left to `acquire`.
+   */
+  async acquireOwn(types: string[], device: string): Promise<void> {
+    for (const type of types) {
+      const req = this.definition.requirements.services.find((r) => r.type === type);
+      if (!req || this.held.has(type)) continue;
+      const query = { type, attrs: { ...req.attributes, device } };
+      if (this.services.discovery.lookup(query).length === 0) continue;
+      try {
+        this.held.set(type, await this.services.alternates.acquire(query));
+      } catch {
+        // busy here: acquire() tries every matching service next
+      }
+    }
+  }
+
   /** Takes over a lease handed over to this device (a live handoff): held, renewed, replaced if lost. */
   adopt(type: string, lease: HeldLease, query: { type: string; attrs?: Record<string, unknown> | undefined }): void {
     this.held.set(type, lease);

@@ -41,6 +41,12 @@ export interface OutgoingInstance {
 }
 
 /** A lease the destination takes over, with the time left on it, ms. */
+/** An arrival's start: leases handed over (adopted), resource types mapped to this device's own. */
+export interface ArrivalLeases {
+  adopt: (r: Running) => void;
+  mapped: string[];
+}
+
 export interface AdoptedLease {
   type: string;
   lease: HeldLease;
@@ -311,7 +317,7 @@ export class InstanceMoves {
   }
 
   /** The decision was "moved here": the instance runs here now, with the leases handed over. */
-  async commitIncoming(instance: string, leases: AdoptedLease[], migrated: { from: string; to: string; downtimeMs: number }): Promise<void> {
+  async commitIncoming(instance: string, leases: AdoptedLease[], migrated: { from: string; to: string; downtimeMs: number }, mapped: string[] = []): Promise<void> {
     const rec = this.incoming(instance);
     const at = rec.move!.version;
     const { move: _, ...plain } = rec;
@@ -325,7 +331,7 @@ export class InstanceMoves {
         const req = r.instance.definition.requirements.services.find((x) => x.type === l.type);
         r.leases.adopt(l.type, { ...l.lease, expiresAt: Date.now() + l.remainingMs }, { type: l.type, attrs: req?.attributes });
       }
-    } });
+    }, mapped: mapped.filter((t) => !leases.some((l) => l.type === t)) });
     this.h.log.info('app.arrived', { instance, checkpoint: at, from: rec.move!.peer, leases: leases.length });
   }
 

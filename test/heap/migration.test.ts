@@ -129,6 +129,27 @@ describe('line-level migration', () => {
     heap.close();
   });
 
+  it('installing the next image over an installed one writes only the lines whose hash changed (a handoff round)', () => {
+    const { heap } = origin();
+    const store2 = temp.store({ profile: j2me });
+    installLines(store2, 'mover', lineImage(heap));
+    const root = heap.root as Record<string, any>;
+    root.items[7].text = 'one changed item';
+    heap.checkpoint({ state: STATE });
+    const img = lineImage(heap);
+    const changed = img.lines.filter((l) => !store2.hasHashes([l.hash])[0]).length;
+    expect(changed).toBeGreaterThan(0);
+    expect(changed).toBeLessThan(img.lines.length / 2);
+    const before = store2.stats().segmentBytesWritten;
+    installLines(store2, 'mover', img);
+    // Every line is in the image with its bytes, and only the changed ones are written.
+    expect(store2.stats().segmentBytesWritten - before).toBe(changed * j2me.cacheLineBytes);
+    const there = openHeap({ store: store2, app: 'mover', profile: j2me });
+    expect(sameGraph(there.toPlain(there.root), heap.toPlain(heap.root))).toBeNull();
+    there.close();
+    heap.close();
+  });
+
   it('bad images → HEAP_BAD_IMAGE naming the field; nothing is committed (new app or existing one)', () => {
     const { heap } = origin();
     const good = lineImage(heap);

@@ -344,6 +344,15 @@ describe('agent: apps, checkpoints and bad input', () => {
     expect((await caughtAsync(() => agent(broker, { dataDir }))).details.field).toBe('registry.apps.evil.file');
     reg({}, { c: { instance: 'c', app: 'counter', state: 'dancing', since: 1 } });
     expect((await caughtAsync(() => agent(broker, { dataDir }))).details.field).toBe('registry.instances.c.state');
+    // A handoff's marks (bridge DESIGN.md, "Two-sided commit"): present exactly with moved/incoming, whole.
+    reg({}, { c: { instance: 'c', app: 'counter', state: 'moved', since: 1 } });
+    expect((await caughtAsync(() => agent(broker, { dataDir }))).details.field).toBe('registry.instances.c.move');
+    reg({}, { c: { instance: 'c', app: 'counter', state: 'running', since: 1, move: { id: 'x', peer: 'p', version: 1, at: 1 } } });
+    expect((await caughtAsync(() => agent(broker, { dataDir }))).details.field).toBe('registry.instances.c.move');
+    reg({}, { c: { instance: 'c', app: 'counter', state: 'incoming', since: 1, move: { id: 'x', peer: 'p', version: 'one', at: 1 } } });
+    expect((await caughtAsync(() => agent(broker, { dataDir }))).details.field).toBe('registry.instances.c.move');
+    reg({}, { c: { instance: 'c', app: 'counter', state: 'running', since: 1, codeFile: '../evil.mjs' } });
+    expect((await caughtAsync(() => agent(broker, { dataDir }))).details.field).toBe('registry.instances.c.codeFile');
   });
 
   it('the control channel answers bad lines with AGENT_BAD_REQUEST naming the field, and keeps serving', async () => {
