@@ -197,7 +197,9 @@ export class Migrations {
     this.byInstance.delete(r.instance);
     // Followers get the report for a while; the history keeps it.
     setTimeout(() => this.active.delete(r.id), 60_000).unref();
-    if (r.outcome === 'moved') {
+    // Only pre-copy moves teach the switch's fixed cost: a stop-and-copy downtime is mostly the
+    // whole heap's transfer, which the next estimate already counts as bytes.
+    if (r.outcome === 'moved' && a.origin.o.precopy) {
       const missed = Math.max(0, r.downtimeMs - r.expectedDowntimeMs);
       this.learned.set(r.to, Math.max((this.learned.get(r.to) ?? 0) * 0.5, missed));
     }

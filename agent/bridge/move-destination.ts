@@ -117,6 +117,7 @@ export class MoveDestination {
     });
     // Durable before anything of the instance is stored here: a crash from now on is undone at restart.
     this.l.moves.beginIncoming(p.instance, p.app, { id: p.id, peer });
+    for (const [old, o] of this.incoming) if (o.p.instance === p.instance && o.peer === peer) this.forget(old);
     faultPoint('destination', 'incoming');
     const inc: Incoming = { id: p.id, peer, p, path, plan: leasePlan, staged: new Map(), base: 0, round: -1, received: new Map(), lastActivity: Date.now(), prepared: false, codeFile: undefined, needCode, idle: setTimeout(() => undefined, 0) };
     this.incoming.set(p.id, inc);

@@ -141,7 +141,8 @@ export class MoveOrigin {
 
   private async linePath(): Promise<MoveReport> {
     const size = this.desc.lineSize;
-    let version = this.desc.version;
+    // Not desc.version: the app commits on during the prepare, and the store keeps only a few versions.
+    let version = this.l.moves.committedVersion(this.instance);
     let lines = this.l.store.listLines(this.instance, { version });
     this.progress.heapBytes = lines.length * size;
     const held = this.o.precopy ? await this.held(lines.map((x) => x.hash)) : new Set<string>();
@@ -167,6 +168,9 @@ export class MoveOrigin {
   private async precopy(all: ReturnType<Store['listLines']>, held: Set<string>, version: number): Promise<[Map<number, string>, number]> {
     const size = this.desc.lineSize;
     this.phase('precopy');
+    // The newest version, read before any await: the one listed before the code went may be pruned since.
+    version = this.l.moves.committedVersion(this.instance);
+    all = this.l.store.listLines(this.instance, { version });
     // Round 0: the lines the destination lacks, the app's recently used ones first; held ones by hash.
     const hot = new Map(this.desc.hot.map((line, i) => [line, i]));
     const lines = [...all].sort((a, b) => (hot.get(a.line) ?? Infinity) - (hot.get(b.line) ?? Infinity) || a.line - b.line);
@@ -193,8 +197,11 @@ export class MoveOrigin {
         throw new FerryError('MIGRATE_NO_CONVERGENCE', `the move of ${this.instance} did not converge: after ${round - 1} rounds the expected downtime is ${expected} ms (limit ${this.o.downtimeLimitMs} ms; dirty rate ${this.progress.dirtyRateBps} B/s, link ${this.progress.bandwidthBps} B/s)`, { field: 'downtimeLimitMs', expectedDowntimeMs: expected, rounds: round - 1 });
       }
       if (changed.length + removed.length > 0) {
+        // Read before the peer's answer: the app's commits meanwhile may prune this version.
+        const data = changed.map((x) => this.readLine(x.line, version));
+        const meta = this.l.store.readState(this.instance, { version });
         const heldNow = await this.held(changed.map((x) => x.hash));
-        await this.sendRound(round, base, version, changed.map((x) => [x.line, x.hash, heldNow.has(hex(x.hash)) ? null : this.readLine(x.line, version)]), removed, heldNow);
+        await this.sendRound(round, base, version, changed.map((x, i): WireLine => [x.line, x.hash, heldNow.has(hex(x.hash)) ? null : data[i]!]), removed, heldNow, meta);
         sent = new Map(now.map((x) => [x.line, hex(x.hash)]));
         base = version;
       } else await new Promise((r) => setTimeout(r, Math.min(50, this.o.downtimeLimitMs)));
@@ -224,11 +231,11 @@ export class MoveOrigin {
     return have;
   }
 
-  private async sendRound(round: number, base: number, version: number, lines: WireLine[], removed: number[], held: Set<string>): Promise<void> {
+  private async sendRound(round: number, base: number, version: number, lines: WireLine[], removed: number[], held: Set<string>, meta = this.l.store.readState(this.instance, { version })): Promise<void> {
     const bytes = lines.reduce((n, l) => n + (l[2]?.length ?? 0), 0);
     this.linesSent += lines.filter((l) => l[2] !== null).length;
     this.linesReused += lines.filter((l) => l[2] === null && held.has(hex(l[1]))).length;
-    const body = { id: this.id, round, base, version, lines, removed, meta: this.l.store.readState(this.instance, { version }) };
+    const body = { id: this.id, round, base, version, lines, removed, meta };
     const t = performance.now();
     const a = (await this.request('move.round', await this.roundBody(body, bytes))) as { applyMs?: number };
     const ms = performance.now() - t;
@@ -259,7 +266,7 @@ export class MoveOrigin {
   // ---- object path (another line or word size): stop-and-copy of objects, pre-copied once ----
 
   private async objectPath(): Promise<MoveReport> {
-    const first = this.exportAt(this.desc.version);
+    const first = this.exportAt(this.l.moves.committedVersion(this.instance)); // not desc.version: pruned by now under load
     const bytes = first.objects.reduce((n, [, r]) => n + r.length, 0);
     this.progress.heapBytes = bytes;
     this.progress.bytesMissing = bytes;

@@ -3,7 +3,7 @@ import { describe } from '../../core/options.js';
 import { NAME } from '../runtime/app-definition.js';
 
 /**
- * The handoff's sealed records (transports/PROTOCOL.md, "Bridge: handoff"): the bodies of the
+ * The handoff's sealed records (transports/PROTOCOL.md §B.8): the bodies of the
  * `move.*` requests and their checks. Every field is checked on arrival and a bad one is refused
  * with MIGRATE_PROTOCOL naming it; nothing is acted on before the whole body has passed.
  */

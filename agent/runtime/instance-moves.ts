@@ -269,7 +269,12 @@ export class InstanceMoves {
     if (this.h.running.has(instance) || (prev && prev.state !== 'moved' && prev.state !== 'incoming')) {
       throw new FerryError('MIGRATE_NO_FIT', `an instance named ${instance} already exists here (${prev?.state ?? 'running'}); remove it first`, { field: 'instance' });
     }
-    if (prev?.state === 'incoming' && prev.move!.id !== mark.id) throw new FerryError('MIGRATE_BUSY', `instance ${instance} is arriving in another move (${prev.move!.id}) not decided yet`, { field: 'instance' });
+    // A new move from the same origin means its earlier one is over (the origin moves an instance
+    // once at a time, and could not move it again had it decided the earlier one): replaced.
+    if (prev?.state === 'incoming' && prev.move!.id !== mark.id && prev.move!.peer !== mark.peer) {
+      throw new FerryError('MIGRATE_BUSY', `instance ${instance} is arriving from ${prev.move!.peer} in another move not decided yet`, { field: 'instance' });
+    }
+    if (prev?.state === 'incoming' && prev.move!.id !== mark.id) this.dropAhead(instance);
     const before = prev?.state === 'incoming' ? prev.move!.prev : prev ? strip(prev) : undefined;
     this.h.registry.update((d) => {
       d.instances[instance] = { instance, app, state: 'incoming', since: Date.now(), move: { ...mark, version: 0, at: Date.now(), ...(before ? { prev: before } : {}) } };

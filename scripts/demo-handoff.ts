@@ -1,0 +1,176 @@
+/**
+ * `npm run demo:handoff`: Ferry's live handoff in one command. Two real agents on this machine, an
+ * `rpi-4b` and an `android-phone` (the phone behind its profile's emulated link), are paired; the
+ * `counter` app runs on the Pi while a client streams `increment` requests into its mailbox; the
+ * app moves to the phone and back (`ferry migrate`, through the agents' control sockets); then
+ * the demo says what each move cost and checks that every request was answered exactly once, in
+ * order. Exit status 0 only if so. Builds dist/ first when a source is newer (`--no-build`: not).
+ * Everything it starts is stopped, and its temp files removed, however it ends (Ctrl-C too).
+ */
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { MoveWatch } from '../agent/bridge/migrations.js';
+import type { MoveReport } from '../agent/bridge/move-origin.js';
+import { getProfile } from '../hw-profiles/index.js';
+import { startLinkEmulator, type LinkEmulator } from '../transports/index.js';
+import { DemoAgent, ROOT, build, distIsStale } from './demo-agents.js';
+import { MailboxClient, type Call } from './demo-client.js';
+
+const APP = 'counter';
+/** One increment every this many ms, answered or not (about 50 requests a second). */
+const EVERY_MS = 20;
+/** How long the app serves from each place before it moves on. */
+const DWELL_MS = 1500;
+
+interface Move {
+  report: MoveReport;
+  from: DemoAgent;
+  to: DemoAgent;
+  t0: number;
+  t1: number;
+}
+
+const say = (line = '') => process.stdout.write(`${line}\n`);
+const ms = (n: number) => `${Math.round(n)} ms`;
+const bytes = (n: number) => (n < 10 * 1024 ? `${n} B` : `${(n / 1024).toFixed(1)} KiB`);
+const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
+
+const root = mkdtempSync(join(tmpdir(), 'ferry-demo-'));
+const agents: DemoAgent[] = [];
+let emulator: LinkEmulator | undefined;
+let client: MailboxClient | undefined;
+let cleaning: Promise<void> | undefined;
+
+/** Stops everything this run started (the phone first: the Pi's agent is its broker) and removes the files. */
+function cleanup(): Promise<void> {
+  return (cleaning ??= (async () => {
+    await client?.close().catch(() => undefined);
+    for (const a of [...agents].reverse()) await a.stop();
+    await emulator?.close();
+    rmSync(root, { recursive: true, force: true });
+  })());
+}
+
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    say(`\n${sig === 'SIGINT' ? 'Ctrl-C' : sig}: stopping the agents and removing their files.`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+async function startAgent(id: string, profile: string, args: string[]): Promise<DemoAgent> {
+  const dir = join(root, id);
+  mkdirSync(dir);
+  // An empty config file: nothing from a ferry.config.json elsewhere on the machine applies.
+  writeFileSync(join(dir, 'ferry.config.json'), '{}');
+  const agent = new DemoAgent(id, profile, dir, ['--config', join(dir, 'ferry.config.json'), ...args]);
+  agents.push(agent);
+  await agent.ready();
+  return agent;
+}
+
+/** `ferry pair` on both devices, as two owners would: request, accept, compare the code, confirm. */
+async function pair(a: DemoAgent, b: DemoAgent): Promise<string> {
+  const asking = a.control<{ code: string }>('pair', { peer: b.id }, 60_000);
+  const deadline = Date.now() + 20_000;
+  while (!(await b.control<{ pending: Array<{ peer: string }> }>('peers', { check: false })).pending.some((p) => p.peer === a.id)) {
+    if (Date.now() > deadline) throw new Error(`${b.id} never saw ${a.id}'s pairing request`);
+    await sleep(50);
+  }
+  const accepted = await b.control<{ code: string }>('pair', { peer: a.id, accept: true }, 60_000);
+  const { code } = await asking;
+  if (code !== accepted.code) throw new Error(`the two devices show different codes (${code}, ${accepted.code})`);
+  await Promise.all([a.control('pair-confirm', { peer: b.id, yes: true, code }, 60_000), b.control('pair-confirm', { peer: a.id, yes: true, code }, 60_000)]);
+  return `${code.slice(0, 3)} ${code.slice(3)}`;
+}
+
+/** `ferry migrate counter <to>` on `from`: starts the move and follows it to its report. */
+async function move(from: DemoAgent, to: DemoAgent): Promise<Move> {
+  const t0 = performance.now();
+  const started = await from.control<{ id: string } | MoveReport>('migrate', { instance: APP, peer: to.id, options: {} }, 120_000);
+  let report = 'outcome' in started ? started : undefined;
+  let after = 0;
+  while (!report) {
+    const w = await from.control<MoveWatch>('migrate-watch', { id: (started as { id: string }).id, after }, 20_000);
+    for (const e of w.events) after = e.seq;
+    report = w.done;
+  }
+  return { report, from, to, t0, t1: performance.now() };
+}
+
+function describeMove(n: number, m: Move, calls: Call[]): void {
+  const r = m.report;
+  say(`move ${n}: ${APP} ${m.from.id} (${m.from.profile}) -> ${m.to.id} (${m.to.profile})   [ferry migrate ${APP} ${m.to.id}]`);
+  if (r.outcome !== 'moved') {
+    say(`  NOT moved: ${r.code ?? r.outcome} ${r.message ?? ''}; ${APP} served on from ${m.from.id}`);
+    return;
+  }
+  say(`  downtime ${ms(r.downtimeMs)} (limit ${ms(r.downtimeLimitMs)}); the whole move took ${ms(r.totalMs)}`);
+  const reused = r.linesReused > 0 ? `, ${r.linesReused} lines already on ${m.to.id}` : '';
+  say(`  sent ${bytes(r.bytesSent)} in ${r.rounds} round${r.rounds === 1 ? '' : 's'} (heap ${bytes(r.heapBytes)}${reused}${r.codeSent ? ', app code included' : ''})`);
+  const during = calls.filter((c) => c.sentAt >= m.t0 && c.sentAt <= m.t1);
+  const answeredIn = calls.filter((c) => c.answeredAt !== undefined && c.answeredAt >= m.t0 && c.answeredAt <= m.t1).length;
+  const waits = during.filter((c) => c.answeredAt !== undefined).map((c) => c.answeredAt! - c.sentAt);
+  const unanswered = during.length - waits.length;
+  say(`  requests: ${answeredIn} answered during the move; ${during.length} sent during it, ${unanswered === 0 ? 'all' : `${waits.length} (${unanswered} NOT)`} answered, the longest wait ${ms(Math.max(0, ...waits))}`);
+}
+
+async function main(): Promise<boolean> {
+  if (!process.argv.includes('--no-build') && distIsStale()) {
+    say('building dist/ (a source is newer than the build)...');
+    build();
+  }
+  say('Ferry live handoff: a running app moves from a Raspberry Pi to a phone and back, while a client keeps talking to it.\n');
+  const pi = await startAgent('rpi', 'rpi-4b', ['--port', '0', '--label', 'kitchen pi']);
+  const broker = (await pi.ready()).broker;
+  const link = getProfile('android-phone').link;
+  emulator = await startLinkEmulator({ targetPort: Number(new URL(broker).port), link });
+  const phone = await startAgent('phone', 'android-phone', ['--broker', emulator.url, '--label', 'my phone']);
+  say(`agent ${pi.id} (rpi-4b) is up, with its embedded MQTT broker at ${broker}`);
+  say(`agent ${phone.id} (android-phone) is up, on that broker through an emulated phone link (${link.bandwidthBps / 1e6} Mbit/s, ${link.latencyMs} ± ${link.jitterMs} ms each way)`);
+  say(`paired ${pi.id} and ${phone.id}: both showed the code ${await pair(pi, phone)} and both confirmed it`);
+  await pi.control('install', { path: join(ROOT, 'apps', `${APP}.mjs`) });
+  await pi.control('run', { app: APP });
+  say(`${APP} is installed and running on ${pi.id}`);
+
+  client = await MailboxClient.connect(broker, APP);
+  say(`a client sends "increment" to ${APP}'s mailbox every ${EVERY_MS} ms; it never learns where ${APP} runs\n`);
+  client.stream('increment', EVERY_MS);
+  await sleep(DWELL_MS);
+  const there = await move(pi, phone);
+  await sleep(DWELL_MS);
+  const back = there.report.outcome === 'moved' ? await move(phone, pi) : undefined;
+  await sleep(DWELL_MS / 2);
+  client.stopStream();
+  await client.settle(15_000);
+  const increments = client.calls.filter((c) => c.handler === 'increment');
+  describeMove(1, there, increments);
+  if (back) describeMove(2, back, increments);
+
+  const ok = increments.filter((c) => c.answeredAt !== undefined && c.error === undefined);
+  const failed = increments.filter((c) => c.error !== undefined);
+  const lost = increments.length - ok.length - failed.length;
+  const final = await client.ask('get');
+  const count = (final?.result as { count?: number } | undefined)?.count;
+  const twice = increments.filter((c) => c.answers > 1).length + Math.max(0, (count ?? 0) - ok.length);
+  const inOrder = ok.every((c, i) => (c.result as { count?: number }).count === i + 1);
+  say(`\ntotal: ${increments.length} increments sent, ${ok.length} answered, ${lost} lost, ${twice} duplicated${failed.length > 0 ? `, ${failed.length} FAILED (${JSON.stringify(failed[0]!.error)})` : ''}; answers ${inOrder ? 'in order' : 'OUT OF ORDER'}`);
+  const where = there.report.outcome !== 'moved' ? pi : back?.report.outcome === 'moved' ? pi : phone;
+  say(`${APP} now reads ${count ?? '(no answer)'} on ${where.id}: ${count === ok.length ? 'exactly' : 'NOT'} the increments answered`);
+  const moved = there.report.outcome === 'moved' && back?.report.outcome === 'moved';
+  const good = moved && lost === 0 && twice === 0 && failed.length === 0 && inOrder && count === ok.length;
+  say(good ? `\nThe app moved twice under load and nobody talking to it lost a request.` : `\nThe demo FAILED: see above.`);
+  return good;
+}
+
+let code = 1;
+try {
+  code = (await main()) ? 0 : 1;
+} catch (e) {
+  say(`\nThe demo FAILED: ${e instanceof Error ? e.message : String(e)}`);
+  for (const a of agents) if (a.output()) say(`  last output of ${a.id}:\n${a.output()}`);
+} finally {
+  await cleanup();
+}
+process.exit(code);
