@@ -40,8 +40,8 @@ import { observe, type Observer } from './bridge-setup.js';
 const WRITER_APP = fileURLToPath(new URL('./apps/writer.mjs', import.meta.url));
 const INSTANCE = 'writer';
 /** The workload: `write` calls per second, slots rewritten per call; the phone's move gets PHONE_RATE (its link carries 2.5 MB/s). */
-const RATE = 200;
-const SLOTS_PER_CALL = 2;
+const RATE = Number(process.env.HANDOFF_RATE ?? 200);
+const SLOTS_PER_CALL = Number(process.env.HANDOFF_SLOTS ?? 2);
 const PHONE_RATE = 30;
 const MAX_IN_FLIGHT = 64;
 const REQUEST_TIMEOUT_MS = 30_000;

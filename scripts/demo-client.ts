@@ -61,6 +61,7 @@ export class MailboxClient {
       return;
     }
     const call = env.corr !== undefined ? this.byId.get(env.corr) : undefined;
+    if (call && process.env.DEMO_DEBUG) ((call as unknown as { all?: unknown[] }).all ??= []).push([env.from, env.type, env.body, Math.round(performance.now())]);
     if (!call || ++call.answers > 1) return;
     call.answeredAt = performance.now();
     if (env.type === 'app.call.ok') call.result = env.body;

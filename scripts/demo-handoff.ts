@@ -19,7 +19,9 @@ import { MailboxClient, type Call } from './demo-client.js';
 
 const APP = 'counter';
 /** One increment every this many ms, answered or not (about 50 requests a second). */
-const EVERY_MS = 20;
+const EVERY_MS = flag('--every', 20);
+/** The downtime limit of every move (`ferry migrate --downtime-limit`); unset, `limitFor`. */
+const LIMIT_MS = flag('--downtime-limit', 0);
 /** How long the app serves from each place before it moves on. */
 const DWELL_MS = 1500;
 
@@ -31,6 +33,12 @@ interface Move {
   t1: number;
 }
 
+function flag(name: string, dflt: number): number {
+  const i = process.argv.indexOf(name);
+  const v = i < 0 ? dflt : Number(process.argv[i + 1]);
+  if (!Number.isInteger(v) || v < 0) throw new Error(`${name} takes a whole number of ms`);
+  return v;
+}
 const say = (line = '') => process.stdout.write(`${line}\n`);
 const ms = (n: number) => `${Math.round(n)} ms`;
 const bytes = (n: number) => (n < 10 * 1024 ? `${n} B` : `${(n / 1024).toFixed(1)} KiB`);
@@ -58,6 +66,16 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     void cleanup().finally(() => process.exit(130));
   });
 }
+
+/** One-way latency plus jitter of an agent's link to the broker, ms (the Pi is on loopback). */
+const linkMs = (a: DemoAgent) => (a.profile === 'rpi-4b' ? 0 : getProfile(a.profile).link.latencyMs + getProfile(a.profile).link.jitterMs);
+
+/**
+ * A limit a move can keep over the phone's link: the default 300 ms, plus the switch's round trips
+ * between the two devices (each crosses both links twice) and the destination's mailbox session
+ * connecting through its own link (TCP, CONNECT, SUBSCRIBE), as test/handoff/ping-pong.test.ts sets it.
+ */
+const limitFor = (from: DemoAgent, to: DemoAgent) => LIMIT_MS || 300 + 4 * (linkMs(from) + linkMs(to)) + 12 * linkMs(to);
 
 async function startAgent(id: string, profile: string, args: string[]): Promise<DemoAgent> {
   const dir = join(root, id);
@@ -88,7 +106,7 @@ async function pair(a: DemoAgent, b: DemoAgent): Promise<string> {
 /** `ferry migrate counter <to>` on `from`: starts the move and follows it to its report. */
 async function move(from: DemoAgent, to: DemoAgent): Promise<Move> {
   const t0 = performance.now();
-  const started = await from.control<{ id: string } | MoveReport>('migrate', { instance: APP, peer: to.id, options: {} }, 120_000);
+  const started = await from.control<{ id: string } | MoveReport>('migrate', { instance: APP, peer: to.id, options: { downtimeLimitMs: limitFor(from, to) } }, 120_000);
   let report = 'outcome' in started ? started : undefined;
   let after = 0;
   while (!report) {
@@ -101,6 +119,7 @@ async function move(from: DemoAgent, to: DemoAgent): Promise<Move> {
 
 function describeMove(n: number, m: Move, calls: Call[]): void {
   const r = m.report;
+  if (process.env.DEMO_DEBUG) say(JSON.stringify(r));
   say(`move ${n}: ${APP} ${m.from.id} (${m.from.profile}) -> ${m.to.id} (${m.to.profile})   [ferry migrate ${APP} ${m.to.id}]`);
   if (r.outcome !== 'moved') {
     say(`  NOT moved: ${r.code ?? r.outcome} ${r.message ?? ''}; ${APP} served on from ${m.from.id}`);
@@ -126,7 +145,7 @@ async function main(): Promise<boolean> {
   const broker = (await pi.ready()).broker;
   const link = getProfile('android-phone').link;
   emulator = await startLinkEmulator({ targetPort: Number(new URL(broker).port), link });
-  const phone = await startAgent('phone', 'android-phone', ['--broker', emulator.url, '--label', 'my phone']);
+  const phone = await startAgent('phone', 'android-phone', ['--broker', process.env.DEMO_NOLINK ? broker : emulator.url, '--label', 'my phone']);
   say(`agent ${pi.id} (rpi-4b) is up, with its embedded MQTT broker at ${broker}`);
   say(`agent ${phone.id} (android-phone) is up, on that broker through an emulated phone link (${link.bandwidthBps / 1e6} Mbit/s, ${link.latencyMs} ± ${link.jitterMs} ms each way)`);
   say(`paired ${pi.id} and ${phone.id}: both showed the code ${await pair(pi, phone)} and both confirmed it`);
@@ -154,6 +173,7 @@ async function main(): Promise<boolean> {
   const final = await client.ask('get');
   const count = (final?.result as { count?: number } | undefined)?.count;
   const twice = increments.filter((c) => c.answers > 1).length + Math.max(0, (count ?? 0) - ok.length);
+  if (process.env.DEMO_DEBUG) for (const c of increments) if (c.answers > 1 || (c.result as { count?: number })?.count !== c.seq) say(`DEBUG ${c.seq} sent ${Math.round(c.sentAt)} ${JSON.stringify((c as unknown as { all?: unknown[] }).all)}`);
   const inOrder = ok.every((c, i) => (c.result as { count?: number }).count === i + 1);
   say(`\ntotal: ${increments.length} increments sent, ${ok.length} answered, ${lost} lost, ${twice} duplicated${failed.length > 0 ? `, ${failed.length} FAILED (${JSON.stringify(failed[0]!.error)})` : ''}; answers ${inOrder ? 'in order' : 'OUT OF ORDER'}`);
   const where = there.report.outcome !== 'moved' ? pi : back?.report.outcome === 'moved' ? pi : phone;

@@ -202,6 +202,10 @@ export class Migrations {
     if (r.outcome === 'moved' && a.origin.o.precopy) {
       const missed = Math.max(0, r.downtimeMs - r.expectedDowntimeMs);
       this.learned.set(r.to, Math.max((this.learned.get(r.to) ?? 0) * 0.5, missed));
+    } else if (r.outcome === 'aborted' && r.code === 'MIGRATE_NO_CONVERGENCE') {
+      // What was learned decays here too: else one slow switch (a busy moment) would keep every
+      // later move to this peer from converging, and only a successful move could lower it.
+      this.learned.set(r.to, (this.learned.get(r.to) ?? 0) * 0.5);
     }
     this.l.log(r.outcome === 'aborted' ? 'warn' : 'info', `move.${r.outcome}`, { move: r.id, instance: r.instance, to: r.to, downtimeMs: r.downtimeMs, bytesSent: r.bytesSent, rounds: r.rounds, ...(r.code ? { code: r.code } : {}) });
     if (r.outcome === 'planned') return;

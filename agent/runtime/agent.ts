@@ -512,7 +512,8 @@ export class Agent {
       const r = this.running.get(rec.instance);
       if (r) await this.shut(r, 'close');
       if (this.store.hasApp(rec.instance)) this.store.removeApp(rec.instance);
-      if (this.brokerUrl) await DurableSession.discard(this.sessionOptions(rec.instance));
+      // A moved instance's mailbox session is the one it uses where it runs now: left alone.
+      if (this.brokerUrl && rec.state !== 'moved') await DurableSession.discard(this.sessionOptions(rec.instance));
     }
     const file = this.registry.app(app)!.file;
     this.registry.update((d) => {
