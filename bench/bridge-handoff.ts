@@ -53,6 +53,8 @@ export interface HandoffPlan {
   moves: number;
   stopAndCopyMoves: number;
   phone: boolean;
+  /** Options of every move (with the stop-and-copy ones' own on top). */
+  moveOptions: Record<string, unknown>;
 }
 
 type Stat = { p50: number; max: number };
@@ -71,13 +73,15 @@ interface HandoffBrokerRun {
   clientSlowestMs: Stat;
   /** bytesSent ÷ heapBytes of the loaded moves after the first (each destination holds an older version). */
   loadedMoveBytesOverHeapBytes: Stat;
+  /** The pause of moves that aborted after pausing (resumed on the origin). */
+  abortedDowntimeMs: Stat;
   stopAndCopyDowntimeMs: number;
   stopAndCopyDowntimesMs: number[];
   downtimeOverStopAndCopy: number;
   heapBytes: number;
   fresh: { wireBytes: number; bytesSent: number; bytesMissing: number; wireBytesOverMissingBytes: number; wireOverBytesSent: number; bytesSentOverMissing: number; rounds: number };
-  return: { wireBytes: number; heapBytes: number; bytesSent: number; linesSent: number; linesReused: number; returnBytesOverHeapBytes: number };
-  phone: { totalMs: number; bytesSent: number; linkBytesPerSec: number; totalTimeOverLinkLimit: number; downtimeMs: number; rounds: number; rttMs: number; rate: number } | { skipped: string } | { aborted: string };
+  return: { wireBytes: number; heapBytes: number; bytesSent: number; linesSent: number; linesReused: number; returnBytesOverHeapBytes: number } | { failed: string };
+  phone: { totalMs: number; bytesSent: number; heapBytes: number; linkBytesPerSec: number; totalTimeOverLinkLimit: number; downtimeMs: number; rounds: number; rttMs: number; switchSteps: MoveReport['switchSteps']; rate: number } | { skipped: string } | { aborted: string };
   client: { requests: number; answered: number; errors: number; ratePerSec: number };
   warnings: string[];
   seconds: number;
@@ -141,6 +145,18 @@ async function move(from: Agent, to: Agent, options: Record<string, unknown> = {
     if (w.done) return w.done;
     after = w.events.at(-1)?.seq ?? after;
   }
+}
+
+/** A move that should succeed (the client stopped): tried up to `attempts` times; the last report. */
+async function moveTrying(from: Agent, to: Agent, options: Record<string, unknown>, attempts = 3): Promise<MoveReport> {
+  let r: MoveReport | undefined;
+  for (let i = 0; i < attempts && r?.outcome !== 'moved'; i++) debug((r = await move(from, to, options)));
+  return r!;
+}
+
+/** HANDOFF_DEBUG=1: every move's report on stderr. */
+function debug(r: MoveReport): void {
+  if (process.env.HANDOFF_DEBUG) console.error(JSON.stringify(r));
 }
 
 // ---- the workload ----
@@ -242,7 +258,8 @@ export async function measureHandoffOn(url: string, port: number, root: string, 
     L.setRate(RATE);
     await sleep(plan.quick ? 200 : 500);
 
-    // Downtime over N loaded moves A ↔ B; the first goes to a fresh destination (the wire figure).
+    // Downtime over N loaded moves A ↔ B; the first that succeeds goes to a fresh destination (an
+    // aborted move is undone there), the wire figure.
     let here = A;
     let there = B;
     const reports: MoveReport[] = [];
@@ -251,13 +268,13 @@ export async function measureHandoffOn(url: string, port: number, root: string, 
     for (let i = 0; i < plan.moves; i++) {
       const mark = O.seen.length;
       const ts = performance.now();
-      const r = await move(here, there);
+      const r = await move(here, there, plan.moveOptions);
       const te = performance.now();
       reports.push(r);
-      if (process.env.HANDOFF_DEBUG) console.error(JSON.stringify(r));
+      debug(r);
       const during = L.samples.filter((s) => s.t0 >= ts && s.t0 <= te).map((s) => s.ms);
       if (during.length) slowest.push(Math.max(...during));
-      if (i === 0 && r.outcome === 'moved') {
+      if (!fresh && r.outcome === 'moved') {
         await O.quiet();
         const wire = wireSince(O, mark, channelTopic(there.id));
         fresh = {
@@ -283,46 +300,47 @@ export async function measureHandoffOn(url: string, port: number, root: string, 
     // Stop and copy, the same heap under the same load.
     const sac: number[] = [];
     for (let i = 0; i < plan.stopAndCopyMoves; i++) {
-      const r = await move(here, there, { precopy: false, downtimeLimitMs: 60_000 });
-      if (process.env.HANDOFF_DEBUG) console.error(JSON.stringify(r));
+      const r = await move(here, there, { ...plan.moveOptions, precopy: false, downtimeLimitMs: 60_000 });
+      debug(r);
       if (r.outcome === 'moved') (sac.push(r.downtimeMs), ([here, there] = [there, here]));
       await sleep(plan.quick ? 60 : 150);
     }
 
     // The return: the client stopped, X → Y, 1% of the slots rewritten on Y, Y → X measured.
     await L.stop();
-    const out = await move(here, there);
-    if (out.outcome !== 'moved') throw new Error(`the move before the return figure aborted: ${out.code} ${out.message}`);
-    [here, there] = [there, here];
-    await here.control('call', { instance: INSTANCE, handler: 'touch', message: { fraction: 0.01 } });
-    await O.quiet();
-    const mark = O.seen.length;
-    const back = await move(here, there);
-    if (back.outcome !== 'moved') throw new Error(`the return move aborted: ${back.code} ${back.message}`);
-    [here, there] = [there, here];
-    await O.quiet();
-    const returnWire = wireSince(O, mark, channelTopic(here.id));
+    let ret: HandoffBrokerRun['return'] = { failed: 'the move before it aborted' };
+    const out = await moveTrying(here, there, plan.moveOptions);
+    if (out.outcome === 'moved') {
+      [here, there] = [there, here];
+      await here.control('call', { instance: INSTANCE, handler: 'touch', message: { fraction: 0.01 } });
+      await O.quiet();
+      const mark = O.seen.length;
+      const back = await moveTrying(here, there, plan.moveOptions);
+      if (back.outcome === 'moved') {
+        [here, there] = [there, here];
+        await O.quiet();
+        const wire = wireSince(O, mark, channelTopic(here.id));
+        ret = { wireBytes: wire, heapBytes: back.heapBytes, bytesSent: back.bytesSent, linesSent: back.linesSent, linesReused: back.linesReused, returnBytesOverHeapBytes: round(wire / back.heapBytes, 4) };
+      } else ret = { failed: `the return aborted: ${back.code}` };
+    }
 
     // The phone: a move to the android-phone agent behind its emulated link, under a lighter load.
     let phone: HandoffBrokerRun['phone'] = { skipped: 'not in this plan' };
     if (P) {
       L.setRate(PHONE_RATE);
       await sleep(300);
-      const r = await move(here, P);
+      const r = await moveTrying(here, P, plan.moveOptions);
       await L.stop();
       const bps = phoneLink.bandwidthBps / 8;
       phone =
         r.outcome === 'moved'
-          ? { totalMs: r.totalMs, bytesSent: r.bytesSent, linkBytesPerSec: bps, totalTimeOverLinkLimit: round(r.totalMs / ((r.bytesSent / bps) * 1000), 2), downtimeMs: r.downtimeMs, rounds: r.rounds, rttMs: r.rttMs, rate: PHONE_RATE }
+          ? { totalMs: r.totalMs, bytesSent: r.bytesSent, heapBytes: r.heapBytes, linkBytesPerSec: bps, totalTimeOverLinkLimit: round(r.totalMs / ((r.bytesSent / bps) * 1000), 2), downtimeMs: r.downtimeMs, rounds: r.rounds, rttMs: r.rttMs, switchSteps: r.switchSteps, rate: PHONE_RATE }
           : { aborted: `${r.code}: ${r.message}` };
     }
 
     const dts = moved.map((r) => r.downtimeMs);
     const limit = moved[0]?.downtimeLimitMs ?? 300;
-    const sacP50 = round(median(sac), 1);
-    const heapBytes = moved[0]?.heapBytes ?? back.heapBytes;
     const samples = L.samples;
-    const ret = { wireBytes: returnWire, heapBytes: back.heapBytes, bytesSent: back.bytesSent, linesSent: back.linesSent, linesReused: back.linesReused, returnBytesOverHeapBytes: round(returnWire / back.heapBytes, 4) };
     const warnings = agents.flatMap((a) => a.proc.logs.filter((l) => l.level === 'error' || l.level === 'warn').map((l) => `${a.id}: ${String(l.event)}${l.code ? ` ${String(l.code)}` : ''}`));
     return {
       moves: plan.moves,
@@ -336,10 +354,11 @@ export async function measureHandoffOn(url: string, port: number, root: string, 
       rounds: stat(moved.map((r) => r.rounds), 0),
       clientSlowestMs: stat(slowest),
       loadedMoveBytesOverHeapBytes: stat(moved.slice(1).map((r) => r.bytesSent / r.heapBytes), 3),
-      stopAndCopyDowntimeMs: sacP50,
+      abortedDowntimeMs: stat(aborted.map((r) => r.downtimeMs)),
+      stopAndCopyDowntimeMs: round(median(sac), 1),
       stopAndCopyDowntimesMs: sac.map((x) => round(x, 1)),
       downtimeOverStopAndCopy: round(median(dts) / median(sac), 3),
-      heapBytes,
+      heapBytes: moved[0]?.heapBytes ?? NaN,
       fresh: fresh ?? { wireBytes: NaN, bytesSent: NaN, bytesMissing: NaN, wireBytesOverMissingBytes: NaN, wireOverBytesSent: NaN, bytesSentOverMissing: NaN, rounds: 0 },
       return: ret,
       phone,
@@ -350,7 +369,7 @@ export async function measureHandoffOn(url: string, port: number, root: string, 
         downtimeMaxWithinLimit: dts.length > 0 && Math.max(...dts) <= limit,
         downtimeP50: median(dts) <= HANDOFF_TARGETS.downtimeP50Ms,
         wireBytesOverMissingBytes: (fresh?.wireBytesOverMissingBytes ?? Infinity) <= HANDOFF_TARGETS.wireBytesOverMissingBytes,
-        returnBytesOverHeapBytes: ret.returnBytesOverHeapBytes <= HANDOFF_TARGETS.returnBytesOverHeapBytes,
+        returnBytesOverHeapBytes: 'returnBytesOverHeapBytes' in ret && ret.returnBytesOverHeapBytes <= HANDOFF_TARGETS.returnBytesOverHeapBytes,
       },
     };
   } finally {
@@ -377,6 +396,6 @@ export function handoffLine(name: string, r: HandoffRun): string {
     `handoff ${name.padEnd(10)} ${r.moved}/${r.moves} moves (aborts ${r.aborted}${r.aborted ? ` ${JSON.stringify(r.abortCodes)}` : ''}), downtime p50 ${r.downtimeMs.p50} ms (target ≤ ${HANDOFF_TARGETS.downtimeP50Ms}), max ${r.downtimeMs.max} ms (limit ${r.downtimeLimitMs}); ` +
     `switch steps p50: paused ${s.pausedMs}, prepared ${s.preparedMs}, decided ${s.decidedMs}, handed over ${s.handedOverMs}, running ${s.runningMs} ms | ` +
     `stop-and-copy ${r.stopAndCopyDowntimeMs} ms (downtime ×${r.downtimeOverStopAndCopy}) | wire/missing ${r.fresh.wireBytesOverMissingBytes} (target ≤ ${HANDOFF_TARGETS.wireBytesOverMissingBytes}) | ` +
-    `return/heap ${r.return.returnBytesOverHeapBytes} (target ≤ ${HANDOFF_TARGETS.returnBytesOverHeapBytes}) | ${ph} | client slowest p50 ${r.clientSlowestMs.p50} ms, ${r.client.errors} errors of ${r.client.requests}`
+    `return/heap ${'failed' in r.return ? r.return.failed : r.return.returnBytesOverHeapBytes} (target ≤ ${HANDOFF_TARGETS.returnBytesOverHeapBytes}) | ${ph} | client slowest p50 ${r.clientSlowestMs.p50} ms, ${r.client.errors} errors of ${r.client.requests}`
   );
 }

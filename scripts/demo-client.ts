@@ -17,8 +17,10 @@ export interface Call {
   /** The handler's result (`app.call.ok`), or the error answer's body. */
   result?: unknown;
   error?: unknown;
-  /** Answers received for this id (more than one: answered twice). */
+  /** Answers received for this id: more than one is a redelivered request answered again. */
   answers: number;
+  /** A later answer said something else than the first: the request was applied twice. */
+  differs?: boolean;
 }
 
 export class MailboxClient {
@@ -61,8 +63,12 @@ export class MailboxClient {
       return;
     }
     const call = env.corr !== undefined ? this.byId.get(env.corr) : undefined;
-    if (call && process.env.DEMO_DEBUG) ((call as unknown as { all?: unknown[] }).all ??= []).push([env.from, env.type, env.body, Math.round(performance.now())]);
-    if (!call || ++call.answers > 1) return;
+    if (!call) return;
+    ((call as unknown as { all?: unknown[] }).all ??= []).push([env.from, env.body, Math.round(performance.now())]);
+    if (++call.answers > 1) {
+      if (JSON.stringify(env.body) !== JSON.stringify(call.result ?? call.error)) call.differs = true;
+      return;
+    }
     call.answeredAt = performance.now();
     if (env.type === 'app.call.ok') call.result = env.body;
     else call.error = env.body;

@@ -354,7 +354,7 @@ export class MoveOrigin {
     faultPoint('origin', 'prepared');
     this.checkCancelled();
     // Stop and copy (the benchmark's baseline) has no limit to keep.
-    if (this.o.precopy && budget() < 0) throw this.late('the destination answered prepared', budget());
+    if (this.o.precopy && budget() < 0) throw this.late(`${this.peer} answered prepared, but not`, budget());
     // The decision: durable before anything is acted on. From here the instance never runs here again.
     const version = this.l.moves.committedVersionPaused(this.instance);
     this.l.moves.decide(this.instance, { id: this.id, peer: this.peer, version });
@@ -408,8 +408,10 @@ export class MoveOrigin {
     }
   }
 
-  private late(what: string, leftMs: number): FerryError {
-    return new FerryError('MIGRATE_DOWNTIME_EXCEEDED', `${what} too late: ${Math.round(-leftMs)} ms past what the ${this.o.downtimeLimitMs} ms downtime limit allows`, { field: 'downtimeLimitMs' });
+  /** The switch ran out of its budget: `leftMs` past it, or (undefined) an answer never came within it. */
+  private late(what: string, leftMs?: number): FerryError {
+    const when = leftMs === undefined ? `within the ${this.o.downtimeLimitMs} ms downtime limit` : `in time: ${Math.round(-leftMs)} ms past what the ${this.o.downtimeLimitMs} ms downtime limit allows`;
+    return new FerryError('MIGRATE_DOWNTIME_EXCEEDED', `${what} ${when}; the move was aborted`, { field: 'downtimeLimitMs' });
   }
 
   /** A request that must answer within `budgetMs`, else the switch is late (aborted). */
@@ -418,7 +420,7 @@ export class MoveOrigin {
     try {
       return await this.l.channels.request(this.peer, type, body, Math.max(100, Math.ceil(budgetMs)));
     } catch (e) {
-      if (isFerryError(e, 'BRIDGE_CLOSED') && /timed out|no answer/i.test(e.message)) throw this.late(`${type} was not answered`, -1);
+      if (isFerryError(e, 'BUS_TIMEOUT')) throw this.late(`${this.peer} did not answer ${type}`);
       throw e;
     }
   }
@@ -489,7 +491,8 @@ export class MoveOrigin {
       try {
         return await this.l.channels.request(this.peer, type, body, timeoutMs);
       } catch (e) {
-        if (attempt >= retries || !isFerryError(e, 'BRIDGE_CLOSED')) throw e;
+        // Only a lost message or session is worth resending (the receiver's steps are idempotent).
+        if (attempt >= retries || !(isFerryError(e, 'BRIDGE_CLOSED') || isFerryError(e, 'BUS_TIMEOUT'))) throw e;
       }
     }
   }

@@ -1,0 +1,223 @@
+/**
+ * Leases in a live handoff (issue "Live handoff", Tests: Leases). An app holds the exclusive
+ * display of a third device (an rpi-5 agent: the provider) and moves back and forth between an
+ * rpi-4b and an android-phone. A rival (this test process: its own device id and connection)
+ * keeps asking that display's grantor for the display all the while and must be refused every
+ * time, during every handover too: `lease.handover` moves the lease in one step at the grantor,
+ * with a new fencing token. The display then refuses the old token (LEASE_FENCED). The app's own
+ * display, a local resource of the origin, maps to the destination's own in the plan.
+ *
+ * The token is read from the resource's answers: a call with a token below the newest issued is
+ * LEASE_FENCED whoever sends it, one at or above it reaches the holder check (LEASE_NOT_HOLDER for
+ * the rival), so the smallest token not fenced is the newest (`ferry leases` shows no token).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isFerryError } from '../../core/errors.js';
+import { startServices, topics, type ServiceDescription, type Services } from '../../agent/services/index.js';
+import { startAedes, type TestBroker } from '../helpers/brokers.js';
+import { Device, Dirs, pairViaCli, until } from '../bridge/helpers.js';
+import { migrate, moved } from './helpers.js';
+import { writeApp } from './load-client.js';
+
+const HANDOVERS = 6;
+
+/** Holds the display of device `screen` (an exclusive system service) and draws on it. */
+function boardSource(name: string, screen: string): string {
+  return `export default {
+  name: ${JSON.stringify(name)},
+  version: '1.0.0',
+  requirements: { services: [{ type: 'display', attributes: { device: ${JSON.stringify(screen)} } }] },
+  init(ctx) {
+    ctx.root.drawn = [];
+  },
+  handlers: {
+    draw(ctx, m) {
+      ctx.request('display', 'draw', { text: m.text }, 'drawn');
+      return 'asked';
+    },
+    drawn(ctx, r) {
+      ctx.root.drawn.push(r);
+    },
+    results(ctx) {
+      return ctx.root.drawn.slice();
+    },
+  },
+};
+`;
+}
+
+interface LeaseRow {
+  instance: string;
+  type: string;
+  leaseId: string;
+  provider?: string;
+}
+
+interface Attempt {
+  start: number;
+  end: number;
+  code: string;
+}
+
+describe('leases in a live handoff', () => {
+  const dirs = new Dirs();
+  let broker: TestBroker;
+  let pi: Device;
+  let phone: Device;
+  let screen: Device;
+  let rival: Services;
+
+  beforeAll(async () => {
+    broker = await startAedes();
+    const tag = `${process.pid}-${Date.now() % 100_000}`;
+    const args = ['--broker', broker.url];
+    pi = new Device(`pi-${tag}`, 'rpi-4b', dirs.make('pi'), args);
+    phone = new Device(`phone-${tag}`, 'android-phone', dirs.make('phone'), args);
+    screen = new Device(`screen-${tag}`, 'rpi-5', dirs.make('screen'), args);
+    await Promise.all([pi.start(), phone.start(), screen.start()]);
+    await pairViaCli(pi, phone);
+    rival = await startServices({ url: broker.url, deviceId: `rival-${tag}` });
+  }, 120_000);
+
+  afterAll(async () => {
+    await rival?.close();
+    await Promise.all([pi?.stop(), phone?.stop(), screen?.stop()]);
+    await broker?.stop();
+    dirs.cleanup();
+  });
+
+  /** The code a display call answers with `fence` on lease `leaseId`, sent by the rival. */
+  async function callWith(leaseId: string, fence: number): Promise<string> {
+    try {
+      await rival.bus.request(topics('ferry/v1').call(screen.id, 'display'), 'svc.call', { reqId: `probe-${Math.random().toString(36).slice(2)}`, leaseId, op: 'frames', args: {}, fence }, { timeoutMs: 5000 });
+      return 'ok';
+    } catch (e) {
+      if (isFerryError(e)) return e.code;
+      throw e;
+    }
+  }
+
+  /** The newest fencing token the display knows: the smallest not fenced (searched upward from `from`). */
+  async function newestFence(leaseId: string, from: number): Promise<number> {
+    let lo = from; // fenced, or the start
+    let step = 1;
+    let hi = from + step;
+    while ((await callWith(leaseId, hi)) === 'LEASE_FENCED') {
+      lo = hi;
+      step *= 2;
+      hi = lo + step;
+    }
+    // lo is fenced (or `from`), hi is not: the newest lies in (lo, hi].
+    while (hi - lo > 1) {
+      const mid = Math.floor((lo + hi) / 2);
+      if ((await callWith(leaseId, mid)) === 'LEASE_FENCED') lo = mid;
+      else hi = mid;
+    }
+    return (await callWith(leaseId, lo)) === 'LEASE_FENCED' ? hi : lo;
+  }
+
+  async function displayLease(d: Device): Promise<LeaseRow | undefined> {
+    const r = await d.json<LeaseRow[]>(['leases']);
+    expect(r.code, r.stdout).toBe(0);
+    return r.value.find((l) => l.instance === 'board' && l.type === 'display');
+  }
+
+  it('the rival never gets the display, the token grows at each handover, the old token is refused', async () => {
+    const app = writeApp(dirs.make('app'), 'board', boardSource('board', screen.id));
+    expect((await pi.cli(['install', app])).code).toBe(0);
+    const ran = await pi.cli(['run', 'board']);
+    expect(ran.code, ran.stderr).toBe(0);
+    const first = await until('the board holds the screen display', () => displayLease(pi));
+    expect(first.provider).toBe(screen.id);
+    const leaseId = first.leaseId;
+
+    // The rival asks for the display over and over, from now until the last handover is done.
+    const desc: ServiceDescription = await rival.discovery.waitFor({ type: 'display', attrs: { device: screen.id } }, 10_000);
+    const attempts: Attempt[] = [];
+    let trying = true;
+    const rivalLoop = (async () => {
+      while (trying) {
+        const start = Date.now();
+        try {
+          const l = await rival.client.grant(desc, 5000);
+          attempts.push({ start, end: Date.now(), code: 'GRANTED' });
+          await rival.client.cancel(l).catch(() => undefined);
+        } catch (e) {
+          attempts.push({ start, end: Date.now(), code: isFerryError(e) ? e.code : String(e) });
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })();
+
+    let fence = await newestFence(leaseId, 0);
+    let holder = pi;
+    let other = phone;
+    const windows: Array<[number, number]> = [];
+    try {
+      for (let i = 0; i < HANDOVERS; i++) {
+        const t0 = Date.now();
+        const r = await moved(holder, 'board', other.id);
+        windows.push([t0, Date.now()]);
+        console.log(`handover ${i + 1}: ${holder.profile} → ${other.profile} downtime ${r.downtimeMs} ms (limit ${r.downtimeLimitMs}), leases handed over ${r.leasesHandedOver}, steps ${JSON.stringify(r.switchSteps)}`);
+        expect(r.leasePlan).toEqual([{ type: 'display', action: 'handover', provider: screen.id }]);
+        expect(r.leasesHandedOver).toBe(1);
+        [holder, other] = [other, holder];
+        // The same lease, now held by the new device only.
+        const held = await displayLease(holder);
+        expect(held?.leaseId).toBe(leaseId);
+        expect(await displayLease(other)).toBeUndefined();
+        // A new token, above every earlier one; the old one is refused at the display.
+        const next = await newestFence(leaseId, fence);
+        expect(next).toBeGreaterThan(fence);
+        expect(await callWith(leaseId, fence)).toBe('LEASE_FENCED');
+        fence = next;
+        // The new holder draws on the display with the lease it was handed.
+        expect((await holder.cli(['call', 'board', 'draw', JSON.stringify({ text: `after handover ${i + 1}` })])).code).toBe(0);
+        await until(`the draw after handover ${i + 1} answered`, async () => {
+          const res = await holder.json<Array<{ ok: boolean; code?: string }>>(['call', 'board', 'results']);
+          return res.value.length === i + 1 && res.value;
+        });
+        const res = await holder.json<Array<{ ok: boolean; code?: string; body?: { frame: number } }>>(['call', 'board', 'results']);
+        expect(res.value[i], JSON.stringify(res.value[i])).toMatchObject({ ok: true, body: { frame: i + 1 } });
+      }
+    } finally {
+      trying = false;
+      await rivalLoop;
+    }
+
+    console.log(`rival: ${attempts.length} attempts, codes ${JSON.stringify(countBy(attempts.map((a) => a.code)))}`);
+    // Never granted, and refused as held (not for any other reason).
+    expect(attempts.filter((a) => a.code !== 'LEASE_DENIED')).toEqual([]);
+    // It kept trying through every handover.
+    for (const [t0, t1] of windows) expect(attempts.some((a) => a.start >= t0 && a.end <= t1)).toBe(true);
+  }, 180_000);
+
+  it("the origin's own display maps to the destination's own display in a dry run, and nothing moves", async () => {
+    // `mirror` draws on the display of the device it runs on: the origin's own (a local resource).
+    const app = writeApp(dirs.make('app'), 'mirror', boardSource('mirror', pi.id));
+    expect((await pi.cli(['install', app])).code).toBe(0);
+    expect((await pi.cli(['run', 'mirror'])).code).toBe(0);
+    await until('mirror holds the pi display', async () => (await pi.json<LeaseRow[]>(['leases'])).value.find((l) => l.instance === 'mirror'));
+    const before = (await phone.json(['apps'])).value;
+    const plan = await migrate(pi, 'mirror', phone.id, ['--dry-run']);
+    expect(plan.code, JSON.stringify(plan.error)).toBe(0);
+    const r = plan.report!;
+    console.log(`dry run: ${JSON.stringify({ outcome: r.outcome, path: r.path, bytesToSend: r.bytesMissing, heapBytes: r.heapBytes, expectedDowntimeMs: r.expectedDowntimeMs, leasePlan: r.leasePlan })}`);
+    expect(r.outcome).toBe('planned');
+    expect(r.leasePlan).toEqual([{ type: 'display', action: 'map', provider: phone.id }]);
+    expect(r.bytesMissing).toBeGreaterThan(0);
+    expect(r.expectedDowntimeMs).toBeGreaterThan(0);
+    expect(r.downtimeMs).toBe(0);
+    // Nothing moved: it runs on the pi with its lease, and the phone has nothing new.
+    const apps = await pi.json<{ instances: Array<{ instance: string; state: string }> }>(['apps']);
+    expect(apps.value.instances.find((x) => x.instance === 'mirror')?.state).toBe('running');
+    expect((await phone.json(['apps'])).value).toEqual(before);
+    expect((await pi.json<LeaseRow[]>(['leases'])).value.some((l) => l.instance === 'mirror')).toBe(true);
+  }, 60_000);
+});
+
+function countBy(xs: string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const x of xs) out[x] = (out[x] ?? 0) + 1;
+  return out;
+}
