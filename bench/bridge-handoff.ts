@@ -24,6 +24,7 @@
  * Targets are checked (`pass`) but never fail the run.
  */
 import { existsSync, mkdtempSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { MoveReport } from '../agent/bridge/move-origin.js';
@@ -40,9 +41,10 @@ import { observe, type Observer } from './bridge-setup.js';
 const WRITER_APP = fileURLToPath(new URL('./apps/writer.mjs', import.meta.url));
 const INSTANCE = 'writer';
 /** The workload: `write` calls per second, slots rewritten per call; the phone's move gets PHONE_RATE (its link carries 2.5 MB/s). */
-const RATE = Number(process.env.HANDOFF_RATE ?? 200);
+const RATE = Number(process.env.HANDOFF_RATE ?? 100);
 const SLOTS_PER_CALL = Number(process.env.HANDOFF_SLOTS ?? 2);
 const PHONE_RATE = 30;
+const PHONE_LIMIT_MS = 1000;
 const MAX_IN_FLIGHT = 64;
 const REQUEST_TIMEOUT_MS = 30_000;
 export const HANDOFF_TARGETS = { downtimeP50Ms: 30, wireBytesOverMissingBytes: 1.1, returnBytesOverHeapBytes: 0.05 };
@@ -81,10 +83,11 @@ interface HandoffBrokerRun {
   heapBytes: number;
   fresh: { wireBytes: number; bytesSent: number; bytesMissing: number; wireBytesOverMissingBytes: number; wireOverBytesSent: number; bytesSentOverMissing: number; rounds: number };
   return: { wireBytes: number; heapBytes: number; bytesSent: number; linesSent: number; linesReused: number; returnBytesOverHeapBytes: number } | { failed: string };
-  phone: { totalMs: number; bytesSent: number; heapBytes: number; linkBytesPerSec: number; totalTimeOverLinkLimit: number; downtimeMs: number; rounds: number; rttMs: number; switchSteps: MoveReport['switchSteps']; rate: number } | { skipped: string } | { aborted: string };
+  phone: { totalMs: number; bytesSent: number; heapBytes: number; linkBytesPerSec: number; totalTimeOverLinkLimit: number; downtimeMs: number; downtimeLimitMs: number; rounds: number; rttMs: number; switchSteps: MoveReport['switchSteps']; rate: number } | { skipped: string } | { aborted: string };
   client: { requests: number; answered: number; errors: number; ratePerSec: number };
   warnings: string[];
   seconds: number;
+  phaseSeconds: Record<string, number>;
   pass: { downtimeMaxWithinLimit: boolean; downtimeP50: boolean; wireBytesOverMissingBytes: boolean; returnBytesOverHeapBytes: boolean };
 }
 
@@ -232,6 +235,13 @@ const wireSince = (obs: Observer, i: number, topic: string) => obs.seen.slice(i)
  */
 export async function measureHandoffOn(url: string, port: number, root: string, plan: HandoffPlan): Promise<HandoffBrokerRun> {
   const t0 = performance.now();
+  const phases: Record<string, number> = {};
+  let lapAt = t0;
+  const lap = (name: string) => {
+    const now = performance.now();
+    phases[name] = round((now - lapAt) / 1000, 2);
+    lapAt = now;
+  };
   const id = benchTag();
   let link: LinkEmulator | undefined;
   const phoneLink = getProfile('android-phone').link;
@@ -256,6 +266,7 @@ export async function measureHandoffOn(url: string, port: number, root: string, 
     const L = load;
     const O = obs;
     L.setRate(RATE);
+    lap('setup');
     await sleep(plan.quick ? 200 : 500);
 
     // Downtime over N loaded moves A ↔ B; the first that succeeds goes to a fresh destination (an
@@ -297,6 +308,8 @@ export async function measureHandoffOn(url: string, port: number, root: string, 
     const steps: Record<string, number> = {};
     for (const k of ['pausedMs', 'preparedMs', 'decidedMs', 'handedOverMs', 'runningMs'] as const) steps[k] = round(median(moved.filter((r) => r.switchSteps).map((r) => r.switchSteps![k])), 1);
 
+    lap('moves');
+
     // Stop and copy, the same heap under the same load.
     const sac: number[] = [];
     for (let i = 0; i < plan.stopAndCopyMoves; i++) {
@@ -305,6 +318,8 @@ export async function measureHandoffOn(url: string, port: number, root: string, 
       if (r.outcome === 'moved') (sac.push(r.downtimeMs), ([here, there] = [there, here]));
       await sleep(plan.quick ? 60 : 150);
     }
+
+    lap('stopAndCopy');
 
     // The return: the client stopped, X → Y, 1% of the slots rewritten on Y, Y → X measured.
     await L.stop();
@@ -324,20 +339,24 @@ export async function measureHandoffOn(url: string, port: number, root: string, 
       } else ret = { failed: `the return aborted: ${back.code}` };
     }
 
+    lap('return');
+
     // The phone: a move to the android-phone agent behind its emulated link, under a lighter load.
+    // Its limit is PHONE_LIMIT_MS: three round trips of that link alone come near the default 300 ms.
     let phone: HandoffBrokerRun['phone'] = { skipped: 'not in this plan' };
     if (P) {
       L.setRate(PHONE_RATE);
       await sleep(300);
-      const r = await moveTrying(here, P, plan.moveOptions);
+      const r = await moveTrying(here, P, { ...plan.moveOptions, downtimeLimitMs: PHONE_LIMIT_MS }, 2);
       await L.stop();
       const bps = phoneLink.bandwidthBps / 8;
       phone =
         r.outcome === 'moved'
-          ? { totalMs: r.totalMs, bytesSent: r.bytesSent, heapBytes: r.heapBytes, linkBytesPerSec: bps, totalTimeOverLinkLimit: round(r.totalMs / ((r.bytesSent / bps) * 1000), 2), downtimeMs: r.downtimeMs, rounds: r.rounds, rttMs: r.rttMs, switchSteps: r.switchSteps, rate: PHONE_RATE }
+          ? { totalMs: r.totalMs, bytesSent: r.bytesSent, heapBytes: r.heapBytes, linkBytesPerSec: bps, totalTimeOverLinkLimit: round(r.totalMs / ((r.bytesSent / bps) * 1000), 2), downtimeMs: r.downtimeMs, downtimeLimitMs: r.downtimeLimitMs, rounds: r.rounds, rttMs: r.rttMs, switchSteps: r.switchSteps, rate: PHONE_RATE }
           : { aborted: `${r.code}: ${r.message}` };
     }
 
+    lap('phone');
     const dts = moved.map((r) => r.downtimeMs);
     const limit = moved[0]?.downtimeLimitMs ?? 300;
     const samples = L.samples;
@@ -365,6 +384,7 @@ export async function measureHandoffOn(url: string, port: number, root: string, 
       client: { requests: samples.length, answered: samples.filter((s) => s.ok).length, errors: samples.filter((s) => !s.ok).length, ratePerSec: RATE },
       warnings: [...new Set(warnings)].slice(0, 10),
       seconds: round((performance.now() - t0) / 1000, 1),
+      phaseSeconds: phases,
       pass: {
         downtimeMaxWithinLimit: dts.length > 0 && Math.max(...dts) <= limit,
         downtimeP50: median(dts) <= HANDOFF_TARGETS.downtimeP50Ms,
@@ -386,6 +406,59 @@ export function checkBuilt(): void {
 }
 
 export type HandoffRun = HandoffBrokerRun | { skipped: string };
+
+/** The quick plan keeps `bench:bridge -- --quick` under 30 s: fewer moves, on aedes only, and a shorter watchdog. */
+export function handoffPlan(quick: boolean): HandoffPlan {
+  return quick ? { quick, moves: 6, stopAndCopyMoves: 2, phone: true, moveOptions: { maxTotalMs: 2000 } } : { quick, moves: 20, stopAndCopyMoves: 5, phone: true, moveOptions: { maxTotalMs: 15_000 } };
+}
+
+interface Figure {
+  value: number | null;
+  target: string;
+  pass: boolean | null;
+}
+
+const fig = (value: number, target: string, pass: boolean | null): Figure => ({ value: Number.isFinite(value) ? value : null, target, pass: Number.isFinite(value) ? pass : false });
+
+/**
+ * The `handoff` part of the bench's JSON: the plan and workload, each broker's run, and the
+ * headline figures (the worse of the brokers that ran) each beside its target with a pass flag.
+ */
+export function handoffResult(plan: HandoffPlan, runs: Record<string, HandoffRun>): Record<string, unknown> {
+  const ran = Object.values(runs).filter((r): r is HandoffBrokerRun => !('skipped' in r));
+  const worst = (f: (r: HandoffBrokerRun) => number) => (ran.length ? Math.max(...ran.map(f)) : NaN);
+  const limit = worst((r) => r.downtimeLimitMs);
+  const p50 = worst((r) => r.downtimeMs.p50);
+  const max = worst((r) => r.downtimeMs.max);
+  const wire = worst((r) => r.fresh.wireBytesOverMissingBytes);
+  const ret = worst((r) => ('returnBytesOverHeapBytes' in r.return ? r.return.returnBytesOverHeapBytes : NaN));
+  const link = worst((r) => ('totalTimeOverLinkLimit' in r.phone ? r.phone.totalTimeOverLinkLimit : NaN));
+  const aborts = ran.reduce((n, r) => n + r.aborted, 0);
+  return {
+    layout: 'real agent processes (the built ferry start) paired over their control sockets; broker in its own process; moves started with the control migrate command; the client (a Ferry bus in the bench process) publishing app.call write requests to the mailbox throughout; a bare MQTT observer on the bridge topics; the phone agent behind the link emulator (in the bench process)',
+    plan,
+    workload: { app: 'bench/apps/writer.mjs', callsPerSec: RATE, slotsPerCall: SLOTS_PER_CALL, slotBytes: 3500, slots: 300, phoneCallsPerSec: PHONE_RATE, phoneDowntimeLimitMs: PHONE_LIMIT_MS },
+    figures: {
+      downtimeMaxMs: fig(max, `≤ ${limit} (downtimeLimitMs; aborts apart: ${aborts})`, max <= limit),
+      downtimeP50Ms: fig(p50, `≤ ${HANDOFF_TARGETS.downtimeP50Ms}`, p50 <= HANDOFF_TARGETS.downtimeP50Ms),
+      downtimeOverStopAndCopy: fig(worst((r) => r.downtimeOverStopAndCopy), 'a ratio (stop-and-copy is the baseline)', null),
+      wireBytesOverMissingBytes: fig(wire, `≤ ${HANDOFF_TARGETS.wireBytesOverMissingBytes}`, wire <= HANDOFF_TARGETS.wireBytesOverMissingBytes),
+      returnBytesOverHeapBytes: fig(ret, `≤ ${HANDOFF_TARGETS.returnBytesOverHeapBytes}`, ret <= HANDOFF_TARGETS.returnBytesOverHeapBytes),
+      totalTimeOverLinkLimit: fig(link, 'none set (the link limit is 1)', null),
+    },
+    aborts,
+    ...runs,
+    loadAverage: loadavg().map((x) => round(x, 2)),
+    cpus: cpus().length,
+  };
+}
+
+/** Summary lines: one per broker, then the figures against their targets. */
+export function handoffSummary(result: Record<string, unknown>, runs: Record<string, HandoffRun>): string[] {
+  const figures = result.figures as Record<string, Figure>;
+  const f = Object.entries(figures).map(([k, v]) => `${k} ${v.value ?? '—'} (${v.target}${v.pass === null ? '' : v.pass ? ': met' : ': missed'})`);
+  return [...Object.entries(runs).map(([n, r]) => handoffLine(n, r)), `handoff figures (worse of the brokers): ${f.join('; ')}`];
+}
 
 /** The one-line summary of a broker's run. */
 export function handoffLine(name: string, r: HandoffRun): string {

@@ -18,8 +18,10 @@
  * - pairingMessages / pairingMessageBytes / pairingTypes: the pairing envelopes of one complete
  *   pairing on `ferry/v1/bridge/+/pair`; pairingMs: median machine time of a pairing with
  *   instant confirmations (re-pairings of the same two devices).
- * The top-level sealedOverPlainThroughput is the lower of the brokers'. Targets are checked
- * (`pass`) but never fail the run. Prints one JSON object as its last line.
+ * The top-level sealedOverPlainThroughput is the lower of the brokers'. `handoff`: the live
+ * handoff's figures with real agent processes on the same brokers (bench/bridge-handoff.ts;
+ * `--quick`: aedes only, fewer moves). Targets are checked (`pass`) but never fail the run. Prints
+ * one JSON object as its last line.
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
@@ -30,6 +32,7 @@ import { startBenchProcess } from './lib/bench-process.js';
 import { tag as benchTag } from './lib/transport-bench.js';
 import { startBenchPeer, type BenchPeer } from './bridge-peer.js';
 import { observe, pair, startDevice, tempRoot, type Device } from './bridge-setup.js';
+import { checkBuilt, handoffPlan, handoffResult, handoffSummary, measureHandoffOn, type HandoffRun } from './bridge-handoff.js';
 
 const args = parseBenchArgs();
 const BYTES = (args.quick ? 4 : 16) * 1024 * 1024;
@@ -210,14 +213,26 @@ async function measure(url: string, root: string): Promise<BrokerRun> {
   }
 }
 
+/** The handoff part on one broker; a failure is reported in its place, never lost with the rest. */
+async function handoff(url: string, port: number, root: string): Promise<HandoffRun> {
+  try {
+    return await measureHandoffOn(url, port, root, handoffPlan(args.quick));
+  } catch (e) {
+    return { skipped: `failed: ${e instanceof Error ? e.message : String(e)}` };
+  }
+}
+
 async function main(): Promise<void> {
+  checkBuilt();
   const root = tempRoot();
   const t0 = performance.now();
   try {
     const aedes = await startBenchProcess({ role: 'aedes' });
     let aedesRun: BrokerRun;
+    const handoffRuns: Record<string, HandoffRun> = { mosquitto: { skipped: 'quick run: aedes only' } };
     try {
       aedesRun = await measure(aedes.info.url!, root);
+      handoffRuns.aedes = await handoff(aedes.info.url!, Number(new URL(aedes.info.url!).port), root);
     } finally {
       await aedes.close();
     }
@@ -231,10 +246,13 @@ async function main(): Promise<void> {
     if (mosq) {
       try {
         mosqRun = await measure(mosq.url, root);
+        if (!args.quick) handoffRuns.mosquitto = await handoff(mosq.url, mosq.port, root);
       } finally {
         await mosq.stop();
       }
     }
+    if (!mosq && !args.quick) handoffRuns.mosquitto = { skipped: (mosqRun! as { skipped: string }).skipped };
+    const handoffRes = handoffResult(handoffPlan(args.quick), { aedes: handoffRuns.aedes!, mosquitto: handoffRuns.mosquitto! });
     const runs = [aedesRun, mosqRun!].filter((r): r is BrokerRun => !('skipped' in r));
     const worst = Math.min(...runs.map((r) => r.sealedOverPlainThroughput));
     const result = {
@@ -250,6 +268,7 @@ async function main(): Promise<void> {
       mosquitto: mosqRun!,
       targets: TARGETS,
       pass: { sealedOverPlainThroughput: worst >= TARGETS.sealedOverPlainThroughput },
+      handoff: handoffRes,
       seconds: round((performance.now() - t0) / 1000, 1),
     };
     const line = (n: string, r: BrokerRun | { skipped: string }) =>
@@ -260,7 +279,12 @@ async function main(): Promise<void> {
           `handshake ${r.handshakeRoundTrips} round trip, ${r.handshakeMs} ms vs bus request ${r.busRequestMs} ms (×${r.handshakeOverPingRatio}) | ` +
           `pairing ${r.pairingMessages} messages (${r.pairingTypes.join(', ')}), ${r.pairingMessageBytes} B, ${r.pairingMs} ms` +
           (r.warnings.length ? ` | warnings: ${r.warnings.length}` : '');
-    report(args, result, [line('aedes', aedesRun), line('mosquitto', mosqRun!), `sealed/plain (lower of the brokers) ${worst}: ${result.pass.sealedOverPlainThroughput ? 'meets' : 'misses'} the 0.8 target`]);
+    report(args, result, [
+      line('aedes', aedesRun),
+      line('mosquitto', mosqRun!),
+      `sealed/plain (lower of the brokers) ${worst}: ${result.pass.sealedOverPlainThroughput ? 'meets' : 'misses'} the 0.8 target`,
+      ...handoffSummary(handoffRes, { aedes: handoffRuns.aedes!, mosquitto: handoffRuns.mosquitto! }),
+    ]);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -467,7 +467,9 @@ export class MoveOrigin {
       maxLines: d.maxLines,
       wordBits: d.wordBits,
       minHeapBytes: d.minHeapBytes,
-      services: d.services.map((s) => ({ type: s.type, optional: s.optional, ...(s.attributes ? { attributes: s.attributes } : {}) })),
+      // Array.from, not d.services.map: the list was built in the app's sandbox realm, whose arrays
+      // are no `Array` here, and CBOR would encode one as an indefinite-length array (refused on arrival).
+      services: Array.from(d.services, (s) => ({ type: s.type, optional: s.optional, ...(s.attributes ? { attributes: { ...s.attributes } } : {}) })),
       leases: d.leases.map(({ type, lease }) => {
         const provider = String(lease.description?.attrs?.device ?? lease.description?.provider ?? lease.leaseTopic);
         return { type, provider, exclusive: lease.exclusive, local: lease.description?.attrs?.system === true && provider === this.l.deviceId };

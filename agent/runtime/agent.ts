@@ -24,17 +24,7 @@ import { Registry, writeAtomically, type InstanceRecord } from './registry.js';
 import { answer, deliver, type DeliveryHost } from './outbox-delivery.js';
 import type { Running } from './running.js';
 import { instanceView, type InstanceView } from './instance-view.js';
-import { InstanceMoves } from './instance-moves.js';
-
-/** How an instance arriving in a handoff starts: its handed-over leases, then `onMigrated` with this message. */
-export interface Arrival {
-  adopt: (r: Running) => void;
-  /** Resource types the origin held on itself: leased from this device's own service of the type first. */
-  mapped?: string[];
-  migrated: Record<string, unknown>;
-  /** Its heap, opened while the decision was awaited (instance-moves.ts). */
-  opened?: Running;
-}
+import { InstanceMoves, type Arrival } from './instance-moves.js';
 
 /** How often a running instance looks again for a required service it lost or never found, ms. */
 const LEASE_RETRY_MS = 500;
@@ -77,6 +67,7 @@ export class Agent {
       store,
       profile,
       dataDir: options.dataDir,
+      deviceId: options.deviceId,
       log: this.log,
       services: () => this.services,
       exclusive: (fn) => this.exclusive(fn),
@@ -275,41 +266,25 @@ export class Agent {
   /** Opens an instance (at `version`, or its newest), connects it, records it as running. */
   private async start(rec: InstanceRecord, version: number | undefined, source?: string, arrival?: Arrival): Promise<InstanceView> {
     const r = arrival?.opened ?? (await this.open(rec, version, source));
-    if (arrival?.opened) {
-      r.record = rec;
-      this.running.set(rec.instance, r);
-    }
+    this.running.set(rec.instance, r); // (an arrival's heap was opened ahead, unregistered)
     try {
-      arrival?.adopt(r);
-      if (arrival?.mapped?.length) await r.leases?.acquireOwn(arrival.mapped, this.options.deviceId);
+      await arrival?.adopt(r);
       await this.connect(r, arrival === undefined, arrival?.migrated);
     } catch (e) {
       await this.shut(r, 'close');
       throw e;
     }
-    const record = (): void =>
+    const record = (): void => {
+      if (this.running.get(rec.instance) !== r) return;
       this.registry.update((d) => {
         const { move: _, ...plain } = rec;
         d.instances[rec.instance] = { ...plain, state: 'running', since: Date.now(), code: codeHash(r.source), appVersion: r.instance.definition.version };
       });
-    this.failed.delete(rec.instance);
-    if (arrival) {
-      // Written after the commit's answer: until then the record says `incoming` (prepared), and
-      // a crash before the write asks the origin again, which says `moved`.
-      r.record = { ...rec, state: 'running' };
-      setImmediate(() => {
-        if (this.running.get(rec.instance) !== r) return;
-        try {
-          record();
-          r.record = this.registry.instance(rec.instance)!;
-        } catch (e) {
-          this.log.error('app.record-failed', { instance: rec.instance, error: String(e) });
-        }
-      });
-    } else {
-      record();
       r.record = this.registry.instance(rec.instance)!;
-    }
+    };
+    this.failed.delete(rec.instance);
+    if (arrival) arrival.record(record);
+    else record();
     this.log.info('app.running', { instance: rec.instance, app: rec.app, checkpoint: r.instance.heapStats().version });
     return this.view(rec.instance);
   }

@@ -6,7 +6,6 @@ import type { Store } from '../../store/index.js';
 import type { HeldLease, Services } from '../services/index.js';
 import { codeHash } from './app-upgrade.js';
 import type { ServiceRequirement } from './app-definition.js';
-import type { Arrival } from './agent.js';
 import type { LoadedApp } from './app-loader.js';
 import type { Logger } from './logger.js';
 import { CODE_FILE, writeAtomically, type InstanceRecord, type MoveMark, type Registry } from './registry.js';
@@ -40,13 +39,18 @@ export interface OutgoingInstance {
   leases: Array<{ type: string; lease: HeldLease }>;
 }
 
-/** A lease the destination takes over, with the time left on it, ms. */
-/** An arrival's start: leases handed over (adopted), resource types mapped to this device's own. */
-export interface ArrivalLeases {
-  adopt: (r: Running) => void;
-  mapped: string[];
+/** How an instance arriving in a handoff starts (agent.start): its leases, `onMigrated` with `migrated`. */
+export interface Arrival {
+  /** Takes over the handed-over leases and leases mapped resources from this device's own services. */
+  adopt: (r: Running) => Promise<void>;
+  migrated: Record<string, unknown>;
+  /** Its heap, opened while the decision was awaited. */
+  opened?: Running;
+  /** Runs the write of its `running` record (deferred: see commitIncoming). */
+  record: (write: () => void) => void;
 }
 
+/** A lease the destination takes over, with the time left on it, ms. */
 export interface AdoptedLease {
   type: string;
   lease: HeldLease;
@@ -60,6 +64,7 @@ export interface MovesHost {
   store: Store;
   profile: HwProfile;
   dataDir: string;
+  deviceId: string;
   log: Logger;
   services(): Services | undefined;
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
@@ -329,14 +334,32 @@ export class InstanceMoves {
     const a = this.ahead.get(instance);
     this.ahead.delete(instance);
     const opened = a?.id === rec.move!.id ? await a.opened : undefined;
-    await this.h.start({ ...plain, state: 'running' }, { ...(opened ? { opened } : {}), migrated, adopt: (r) => {
-      const s = this.h.services();
-      if (!s || !r.leases) return;
-      for (const l of leases) {
-        const req = r.instance.definition.requirements.services.find((x) => x.type === l.type);
-        r.leases.adopt(l.type, { ...l.lease, expiresAt: Date.now() + l.remainingMs }, { type: l.type, attrs: req?.attributes });
-      }
-    }, mapped: mapped.filter((t) => !leases.some((l) => l.type === t)) });
+    const own = mapped.filter((t) => !leases.some((l) => l.type === t));
+    await this.h.start(
+      { ...plain, state: 'running' },
+      {
+        ...(opened ? { opened } : {}),
+        migrated,
+        adopt: async (r) => {
+          if (!this.h.services() || !r.leases) return;
+          for (const l of leases) {
+            const req = r.instance.definition.requirements.services.find((x) => x.type === l.type);
+            r.leases.adopt(l.type, { ...l.lease, expiresAt: Date.now() + l.remainingMs }, { type: l.type, attrs: req?.attributes });
+          }
+          if (own.length > 0) await r.leases.acquireOwn(own, this.h.deviceId);
+        },
+        // After the commit's answer: until then the record says `incoming` (prepared), and a crash
+        // before the write asks the origin again, which says `moved`.
+        record: (write) =>
+          setImmediate(() => {
+            try {
+              write();
+            } catch (e) {
+              this.h.log.error('app.record-failed', { instance, error: String(e) });
+            }
+          }),
+      },
+    );
     this.h.log.info('app.arrived', { instance, checkpoint: at, from: rec.move!.peer, leases: leases.length });
   }
 
