@@ -23,11 +23,13 @@ const APP = 'counter';
 /** One increment every this many ms, answered or not (about 50 requests a second). */
 const EVERY_MS = flag('--every', 20);
 /**
- * The downtime limit of each move (`ferry migrate --downtime-limit`). The default, 300 ms, suits
- * devices on one LAN; the switch waits for a few round trips over the phone's link (~100 ms each
- * here) and for the app's mailbox session to connect through it, so this demo promises 1 s.
+ * The downtime limit of each move (`ferry migrate --downtime-limit`). The agent's default, 300 ms,
+ * suits devices on one LAN; a switch waits for several round trips over the phone's link (~100 ms
+ * each) and for the app's mailbox session to connect through it, and the origin moves only when
+ * its estimate, with a safety margin (about 3× the pause it then makes, here), fits the limit. So
+ * this demo promises 3 s; what each pause really was is printed.
  */
-const LIMIT_MS = flag('--downtime-limit', 1000);
+const LIMIT_MS = flag('--downtime-limit', 3000);
 /** How long the app serves from each place before it moves on. */
 const DWELL_MS = 1500;
 
@@ -121,6 +123,8 @@ function describeMove(n: number, m: Move, calls: Call[]): void {
   say(`move ${n}: ${APP} ${m.from.id} (${m.from.profile}) -> ${m.to.id} (${m.to.profile})   [ferry migrate ${APP} ${m.to.id}]`);
   if (r.outcome !== 'moved') {
     say(`  NOT moved: ${r.code ?? r.outcome} ${r.message ?? ''}; ${APP} served on from ${m.from.id}`);
+    // The expected downtime grows with the round trip, and a busy machine stretches it.
+    if (r.code === 'MIGRATE_NO_CONVERGENCE' || r.code === 'MIGRATE_DOWNTIME_EXCEEDED') say(`  (on a busy machine, give the moves more room: npm run demo:handoff -- --downtime-limit ${2 * r.downtimeLimitMs})`);
     return;
   }
   say(`  downtime ${ms(r.downtimeMs)} (the app paused; limit ${ms(r.downtimeLimitMs)}), the whole move ${ms(r.totalMs)}`);
@@ -135,7 +139,7 @@ function describeMove(n: number, m: Move, calls: Call[]): void {
 
 async function main(): Promise<boolean> {
   if (!process.argv.includes('--no-build') && distIsStale()) {
-    say('building dist/ (a source is newer than the build)...');
+    say('building dist/ first (npm run build: it is missing or older than a source file)...');
     build();
   }
   say('Ferry live handoff: a running app moves from a Raspberry Pi to a phone and back, while a client keeps talking to it.\n');

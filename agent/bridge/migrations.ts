@@ -110,6 +110,11 @@ export class Migrations {
         services: this.l.services,
         maxFrameBytes: this.l.maxFrameBytes,
         learned: (p) => this.learned.get(p) ?? 0,
+        probeDecide: () => {
+          const t = performance.now();
+          writeAtomically(join(this.l.dataDir, 'bridge', 'move-probe'), `${Date.now()}\n`);
+          return performance.now() - t;
+        },
       },
       instance,
       to,

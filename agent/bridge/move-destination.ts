@@ -49,6 +49,9 @@ interface Incoming {
   prepared: boolean;
   codeFile: string | undefined;
   needCode: boolean;
+  /** What a mailbox-session connect costs here (a probe run at prepare), ms; told to the origin's estimate. */
+  connectMs?: number;
+  probe?: Promise<void>;
   /** Object path: the staged records by object id. */
   objects?: Map<number, Uint8Array>;
   idle: NodeJS.Timeout;
@@ -122,6 +125,10 @@ export class MoveDestination {
     const inc: Incoming = { id: p.id, peer, p, path, plan: leasePlan, staged: new Map(), base: 0, round: -1, received: new Map(), lastActivity: Date.now(), prepared: false, codeFile: undefined, needCode, idle: setTimeout(() => undefined, 0) };
     this.incoming.set(p.id, inc);
     this.touch(inc);
+    inc.probe = this.l.moves.probeSession().then(
+      (ms) => void (inc.connectMs = ms),
+      (e: unknown) => this.l.log('debug', 'move.probe-failed', { move: p.id, error: String(e) }),
+    );
     if (!needCode) this.l.moves.preload(p.instance, p.app);
     this.l.log('info', 'move.incoming', { move: p.id, instance: p.instance, from: peer, path, needCode });
     return { path, needCode, missing: fit.missing, leasePlan };
@@ -156,9 +163,11 @@ export class MoveDestination {
   }
 
   /** A pre-copy round (staged) or the final one (`prepared`: installed and marked durably). */
-  private round(peer: string, b: unknown, final: boolean): { version: number; applyMs: number } {
+  private async round(peer: string, b: unknown, final: boolean): Promise<{ version: number; applyMs: number; connectMs?: number }> {
     const r = new BodyReader(b);
     const inc = this.get(peer, r.id());
+    // The origin's estimate needs the probe's figure before it can judge a switch.
+    if (!final && inc.connectMs === undefined) await inc.probe;
     if (inc.prepared) throw new FerryError('MIGRATE_PROTOCOL', `move ${inc.id} is prepared already`, { field: 'body.id' });
     if (final && inc.needCode) throw new FerryError('MIGRATE_PROTOCOL', `move ${inc.id}: the switch came before the code`, { field: 'body.id' });
     const t0 = performance.now();
@@ -166,7 +175,7 @@ export class MoveDestination {
     if (inc.path === 'objects') {
       if (!final) {
         this.stageObjects(inc, this.objectData(inc, 'objects:0'));
-        return { version: 0, applyMs: Math.round((performance.now() - t0) * 100) / 100 };
+        return { version: 0, applyMs: Math.round((performance.now() - t0) * 100) / 100, ...(inc.connectMs !== undefined ? { connectMs: inc.connectMs } : {}) };
       }
       version = this.installObjects(inc, r.b.bulk === true ? this.objectData(inc, 'objects:1') : r.b);
     } else {
@@ -183,7 +192,7 @@ export class MoveDestination {
       // From here only the origin's decision ends it; if it never comes, ask for it.
       this.askDecision(inc.p.instance, inc.id, inc.peer, this.l.askEveryMs * 2);
     } else this.touch(inc);
-    return { version, applyMs: Math.round((performance.now() - t0) * 100) / 100 };
+    return { version, applyMs: Math.round((performance.now() - t0) * 100) / 100, ...(inc.connectMs !== undefined ? { connectMs: inc.connectMs } : {}) };
   }
 
   private roundBody(inc: Incoming, r: BodyReader): RoundBody {

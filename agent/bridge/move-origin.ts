@@ -11,6 +11,7 @@ import type { Channels } from './channel.js';
 import type { SealedBulk } from './sealed-bulk.js';
 import { HASH_BYTES, type PrepareAnswer, type WireLine } from './move-wire.js';
 import type { ResolvedMigrateOptions } from './move-options.js';
+import { SwitchEstimate } from './move-estimate.js';
 import { faultPoint } from './fault-points.js';
 import { createHash } from 'node:crypto';
 
@@ -71,6 +72,8 @@ export interface OriginLinks {
   maxFrameBytes: number;
   /** The fixed part of the switch learned from earlier moves to this peer (ms): what the estimate missed. */
   learned: (peer: string) => number;
+  /** Times a registry-sized atomic write here (the decision's cost), ms. */
+  probeDecide: () => number;
 }
 
 /** Round bodies up to this share of a frame go inline; larger ones as a sealed bulk transfer. */
@@ -92,10 +95,7 @@ export class MoveOrigin {
   private paused = false;
   private pausedAt = 0;
   private decided = false;
-  /** Time spent sending round data and the bytes sent in it (the bandwidth estimate). */
-  private xferMs = 0;
-  private xferBytes = 0;
-  private applyMsPerByte = 0;
+  private est!: SwitchEstimate;
   private linesReused = 0;
   private linesSent = 0;
   private leasesHandedOver = 0;
@@ -126,6 +126,8 @@ export class MoveOrigin {
   async run(): Promise<MoveReport> {
     try {
       this.desc = this.l.moves.describe(this.instance);
+      this.est = new SwitchEstimate(this.desc.leases.length, this.l.learned(this.peer));
+      this.est.decideMs = Math.max(this.l.probeDecide(), this.l.probeDecide());
       await this.measureRtt();
       this.prep = (await this.request('move.prepare', this.prepareBody())) as PrepareAnswer;
       faultPoint('origin', 'prepare');
@@ -148,7 +150,7 @@ export class MoveOrigin {
     const held = this.o.precopy ? await this.held(lines.map((x) => x.hash)) : new Set<string>();
     const missing = lines.filter((x) => !held.has(hex(x.hash)));
     this.progress.bytesMissing = missing.length * size;
-    if (this.o.dryRun) return this.plan(this.estimate(this.progress.bytesMissing, true));
+    if (this.o.dryRun) return this.plan(this.est.guessMs(this.progress.bytesMissing));
     await this.sendCode();
     let sent = new Map<number, string>();
     let base = 0;
@@ -188,8 +190,9 @@ export class MoveOrigin {
       const t = performance.now();
       this.progress.dirtyRateBps = Math.round((changed.length * size * 1000) / Math.max(1, t - lastAt));
       lastAt = t;
-      // What the switch would send: the dirty lines now, plus what the app dirties while it pauses.
-      const expected = this.estimate(changed.length * size + (this.progress.dirtyRateBps * this.fixedMs()) / 1000);
+      // What the switch would send: the dirty lines now, plus what the app dirties until it pauses.
+      const dirty = changed.length * size;
+      const expected = this.est.downtimeMs(dirty + (this.progress.dirtyRateBps * this.est.sendMs(dirty)) / 1000);
       this.progress.expectedDowntimeMs = expected;
       this.onProgress({ ...this.progress });
       if (expected <= this.o.downtimeLimitMs) break;
@@ -237,14 +240,8 @@ export class MoveOrigin {
     this.linesReused += lines.filter((l) => l[2] === null && held.has(hex(l[1]))).length;
     const body = { id: this.id, round, base, version, lines, removed, meta };
     const t = performance.now();
-    const a = (await this.request('move.round', await this.roundBody(body, bytes))) as { applyMs?: number };
-    const ms = performance.now() - t;
-    if (bytes > 0) {
-      this.xferMs += ms;
-      this.xferBytes += bytes;
-      this.progress.bandwidthBps = Math.round((this.xferBytes * 1000) / Math.max(1, this.xferMs));
-      if (typeof a?.applyMs === 'number') this.applyMsPerByte = Math.max(this.applyMsPerByte * 0.5, a.applyMs / bytes);
-    }
+    const a = (await this.request('move.round', await this.roundBody(body, bytes))) as { applyMs?: unknown; connectMs?: unknown };
+    this.measured(bytes, performance.now() - t, a);
     this.rounds = round + 1;
     this.progress.round = round;
     this.onProgress({ ...this.progress });
@@ -270,7 +267,7 @@ export class MoveOrigin {
     const bytes = first.objects.reduce((n, [, r]) => n + r.length, 0);
     this.progress.heapBytes = bytes;
     this.progress.bytesMissing = bytes;
-    if (this.o.dryRun) return this.plan(this.estimate(bytes, true));
+    if (this.o.dryRun) return this.plan(this.est.guessMs(bytes));
     await this.sendCode();
     // Pre-copy once at object level: the whole image while the app runs (it also measures the
     // link); the switch sends the objects whose records changed since.
@@ -278,16 +275,16 @@ export class MoveOrigin {
     const t = performance.now();
     const data0 = encode({ objects: first.objects, image: first.image }) as Buffer;
     await this.l.bulk.send(this.peer, data0, { meta: { move: this.id, kind: 'objects:0' }, timeoutMs: this.o.stepTimeoutMs });
-    await this.request('move.round', { id: this.id, round: 0, bulk: true });
+    const a = (await this.request('move.round', { id: this.id, round: 0, bulk: true })) as { connectMs?: unknown };
     this.progress.bytesSent += data0.length;
     this.linesSent = first.objects.length;
-    this.xferMs += performance.now() - t;
-    this.xferBytes += data0.length;
-    this.progress.bandwidthBps = Math.round((this.xferBytes * 1000) / Math.max(1, this.xferMs));
+    this.measured(data0.length, performance.now() - t, a);
+    // The import at the switch places every object: its cost grows with the whole image.
+    this.est.applyPerByteMs = Math.max(this.est.applyPerByteMs, (this.est.applyFixedMs + 1) / Math.max(1, bytes));
     const sent = new Map(first.objects.map(([oid, rec]) => [oid, recordHash(rec)]));
     const now = this.exportAt(this.l.moves.committedVersion(this.instance));
     const dirty = now.objects.filter(([oid, rec]) => sent.get(oid) !== recordHash(rec)).reduce((n, [, r]) => n + r.length, 0);
-    const expected = this.estimate(dirty);
+    const expected = this.est.downtimeMs(dirty);
     this.progress.expectedDowntimeMs = expected;
     this.onProgress({ ...this.progress });
     if (expected > this.o.downtimeLimitMs) {
@@ -347,7 +344,7 @@ export class MoveOrigin {
     const steps = { pausedMs: at(), preparedMs: 0, decidedMs: 0, handedOverMs: 0, runningMs: 0 };
     this.report.switchSteps = steps;
     // Time kept for what follows the destination's answer: the decision, the handover, the commit.
-    const reserve = this.commitReserveMs();
+    const reserve = this.est.reserveMs();
     const budget = () => this.o.downtimeLimitMs - reserve - (performance.now() - this.pausedAt);
     await send(budget);
     steps.preparedMs = at();
@@ -401,8 +398,8 @@ export class MoveOrigin {
   }
 
   private check(bytes: number, budgetMs: number): void {
-    const need = bytes / Math.max(1, this.progress.bandwidthBps / 1000) + bytes * this.applyMsPerByte + this.progress.rttMs;
-    this.progress.expectedDowntimeMs = Math.round(performance.now() - this.pausedAt + need + this.commitReserveMs());
+    const need = this.est.sendMs(bytes);
+    this.progress.expectedDowntimeMs = Math.round(performance.now() - this.pausedAt + need + this.est.reserveMs());
     if (need > budgetMs) {
       throw new FerryError('MIGRATE_DOWNTIME_EXCEEDED', `at the switch the final delta of ${this.instance} (${bytes} bytes) would take about ${Math.round(need)} ms with ${Math.max(0, Math.round(budgetMs))} ms of the ${this.o.downtimeLimitMs} ms limit left`, { field: 'downtimeLimitMs', expectedDowntimeMs: this.progress.expectedDowntimeMs });
     }
@@ -427,30 +424,24 @@ export class MoveOrigin {
 
   // ---- estimates ----
 
+  /** Three sealed pings: the best shows the link, the worst goes into the estimate. */
   private async measureRtt(): Promise<void> {
-    let best = Infinity;
+    const ms: number[] = [];
     for (let i = 0; i < 3; i++) {
       const t = performance.now();
       await this.request('bridge.ping', null);
-      best = Math.min(best, performance.now() - t);
+      ms.push(performance.now() - t);
     }
-    this.progress.rttMs = round2(best);
+    this.progress.rttMs = round2(Math.min(...ms));
+    this.est.rttMs = Math.max(...ms);
   }
 
-  /** The switch's cost apart from the final delta: the answer's and the commit's round trips, the leases, the resume there. */
-  private fixedMs(): number {
-    const handovers = this.desc.leases.length;
-    return 3 * this.progress.rttMs + handovers * this.progress.rttMs + 5 + this.l.learned(this.peer);
-  }
 
-  private commitReserveMs(): number {
-    return 2 * this.progress.rttMs + this.desc.leases.length * this.progress.rttMs + 5 + this.l.learned(this.peer) / 2;
-  }
-
-  /** Expected downtime (ms) of a switch sending `bytes`; `noLink`: before any transfer measured the link. */
-  private estimate(bytes: number, noLink = false): number {
-    const bps = this.progress.bandwidthBps > 0 ? this.progress.bandwidthBps : noLink ? Math.max(1, (64 * 1024 * 1000) / Math.max(1, this.progress.rttMs)) : 1;
-    return Math.round(bytes / (bps / 1000) + bytes * this.applyMsPerByte + this.fixedMs());
+  /** A round's figures into the estimate: its data, its time, the destination's install time and session probe. */
+  private measured(bytes: number, ms: number, a: { applyMs?: unknown; connectMs?: unknown } | null): void {
+    this.est.round(bytes, ms, typeof a?.applyMs === 'number' ? a.applyMs : undefined);
+    if (typeof a?.connectMs === 'number') this.est.connect(a.connectMs);
+    this.progress.bandwidthBps = this.est.bandwidthBps;
   }
 
   // ---- helpers ----
@@ -525,9 +516,11 @@ export class MoveOrigin {
     return this.finish('aborted', downtimeMs, code, err.code === code ? err.message : `${err.code}: ${err.message}`);
   }
 
-  private plan(expected: number): MoveReport {
+  private async plan(expected: number): Promise<MoveReport> {
     this.progress.expectedDowntimeMs = expected;
-    void this.l.channels.request(this.peer, 'move.abort', { id: this.id }, 2000).catch(() => undefined);
+    // Awaited: the prepare marked the instance incoming at the destination, and a dry run answers
+    // only once that is undone (it moves nothing, there either).
+    await this.l.channels.request(this.peer, 'move.abort', { id: this.id }, 2000).catch(() => undefined);
     return this.finish('planned', 0);
   }
 

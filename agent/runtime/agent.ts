@@ -75,6 +75,15 @@ export class Agent {
       openAhead: (rec, still) => this.open(rec, undefined, undefined, { still }),
       load: (source, filename, instance) => loadApp(source, { filename, instance, timeoutMs: options.handlerTimeoutMs }),
       reconnect: (r) => this.reconnect(r),
+      probeSession: async () => {
+        const o = this.sessionOptions(`ferry-probe-${options.deviceId}`.slice(0, 64).toLowerCase().replace(/[^a-z0-9-]/g, '-'));
+        const t = performance.now();
+        const s = await DurableSession.connect(o, (m) => m.ack());
+        const ms = performance.now() - t;
+        await s.close();
+        await DurableSession.discard(o);
+        return ms;
+      },
     });
   }
 
@@ -373,9 +382,13 @@ export class Agent {
     });
     await this.reconnect(r);
     // The hook's commit also hands out the outbox left from before a restart.
+    // An arrival's hook commits at the next turn, with the requests that came meanwhile (group
+    // commit), after the commit's answer left: it is running from the moment its session is up.
     if (migrated) r.runner.hook('onMigrated', { ...migrated, checkpoint: r.instance.heapStats().version });
-    else r.runner.hook('onResume', { checkpoint: r.instance.heapStats().version });
-    r.runner.flush();
+    else {
+      r.runner.hook('onResume', { checkpoint: r.instance.heapStats().version });
+      r.runner.flush();
+    }
   }
 
   /** The mailbox session and timers (also after a handoff's pause that was aborted). */

@@ -74,6 +74,8 @@ export interface MovesHost {
   openAhead(rec: InstanceRecord, still: () => boolean): Promise<Running>;
   /** Compiles an app module into a sandbox for `instance` (app-loader.ts). */
   load(source: string, filename: string, instance: string): Promise<LoadedApp>;
+  /** Connects (and ends) a throwaway mailbox session: what an arriving instance's connect costs here, ms. */
+  probeSession(): Promise<number>;
   /** Reconnects a paused instance's mailbox session and restarts its timers. */
   reconnect(r: Running): Promise<void>;
 }
@@ -208,7 +210,8 @@ export class InstanceMoves {
     for (const l of r.leases?.held.values() ?? []) services?.alternates.forget(l.leaseId);
     r.leases?.held.clear();
     void r.leases?.release();
-    r.instance.close();
+    // Freeing the heap waits a turn: it is not on the way to the destination's commit.
+    setImmediate(() => r.instance.close());
   }
 
   /** Cancels leases of the origin's own resources the app held (mapped to the destination's own on arrival). */
@@ -251,6 +254,11 @@ export class InstanceMoves {
     const p = this.preloaded.get(instance);
     this.preloaded.delete(instance);
     return p && p.source === source ? p.loaded : undefined;
+  }
+
+  /** What connecting a mailbox session costs here now, ms (the destination reports it to the origin's estimate). */
+  probeSession(): Promise<number> {
+    return this.h.probeSession();
   }
 
   /** Whether this device holds the module with code hash `code` (the installed one for `app`). */
@@ -394,6 +402,7 @@ export class InstanceMoves {
     const r = this.h.running.get(instance);
     if (r && !r.paused) return r;
     this.checkHere(instance);
+    if (!this.h.registry.instance(instance)) throw new FerryError('APP_UNKNOWN', `no instance ${JSON.stringify(instance)} here (ferry apps lists them)`, { field: 'instance' });
     throw new FerryError('APP_NOT_RUNNING', `instance ${instance} is not running here${this.h.registry.instance(instance) ? ` (${this.h.registry.instance(instance)!.state})` : ''}`, { field: 'instance' });
   }
 }

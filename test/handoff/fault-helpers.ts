@@ -44,15 +44,18 @@ export default {
       return ctx.root.seen.slice();
     },
     grow(ctx, m) {
+      // One heap object per call (an object holds at most 64 KiB), incompressible.
       let x = (m.seed * 2654435761) >>> 0;
+      const chunk = [];
       for (let i = 0; i < m.count; i++) {
         let s = '';
         for (let j = 0; j < m.size; j++) {
           x = (Math.imul(x, 1103515245) + 12345) >>> 0;
           s += String.fromCharCode(33 + ((x >>> 16) % 90));
         }
-        ctx.root.pad.push(s);
+        chunk.push(s);
       }
+      ctx.root.pad.push(chunk);
       return ctx.root.pad.length;
     },
   },
@@ -87,7 +90,12 @@ export class FaultDevice extends Device {
   /** Resolves when the agent process has exited (a `kill` fault fired). */
   async died(timeoutMs = 60_000): Promise<void> {
     const p = this.agent.proc;
-    await until(`${this.id}'s agent to exit (fault ${this.fault})`, () => p.exitCode !== null || p.signalCode !== null, timeoutMs);
+    try {
+      await until(`${this.id}'s agent to exit (fault ${this.fault})`, () => p.exitCode !== null || p.signalCode !== null, timeoutMs);
+    } catch (e) {
+      const moves = this.agent.logs.filter((l) => String(l.event).startsWith('move.') || String(l.event).startsWith('app.'));
+      throw new Error(`${String(e)}; its move log: ${JSON.stringify(moves.slice(-10))}`);
+    }
     expect(p.signalCode, `${this.id} was to die of SIGKILL at ${this.fault}`).toBe('SIGKILL');
   }
 
@@ -157,7 +165,7 @@ export class Streamer {
   }
 
   /** Starts sending request after request, one every `everyMs`. */
-  start(everyMs = 15): void {
+  start(everyMs = 25): void {
     this.running = true;
     this.loop = (async () => {
       while (this.running) {
@@ -335,6 +343,12 @@ export interface FaultCase {
   resend?: boolean;
 }
 
+/**
+ * The fault tests' downtime limit: roomy enough that a loaded test machine still converges and
+ * reaches the step under test, tight enough that an abort's pause is checked against it.
+ */
+export const DEFAULT_MIGRATE_ARGS = ['--downtime-limit', '3000'];
+
 export interface FaultOutcome {
   migrated: Migrated;
   runsOn: FaultDevice;
@@ -352,11 +366,15 @@ export async function runFault(rig: Rig, c: FaultCase): Promise<FaultOutcome> {
   await until('the first answers from the origin', () => stream.answers.size >= 20, 30_000);
   const watch = new BothRunningWatch([pi, phone]);
   try {
-    const moving = migrate(pi, INSTANCE, phone.id, c.migrateArgs ?? []);
+    const moving = migrate(pi, INSTANCE, phone.id, c.migrateArgs ?? DEFAULT_MIGRATE_ARGS);
     const during = c.during?.(rig);
     if (c.kill) {
       const victim = c.kill === 'origin' ? pi : phone;
-      await victim.died();
+      // A move that ends without reaching the armed step would leave the victim alive: say so.
+      const ended = moving.then((m) => {
+        if (victim.agent.proc.exitCode === null && victim.agent.proc.signalCode === null) throw new Error(`the move ended before ${victim.fault} was reached: ${JSON.stringify(m.report ?? m.error)}`);
+      });
+      await Promise.race([victim.died(), ended.then(() => victim.died(5000))]);
       await victim.restart();
     }
     await during;

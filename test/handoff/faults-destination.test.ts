@@ -5,6 +5,7 @@
  * origin's answer about its decision), and the destination's disk failing at the install, then
  * really full (its data directory on a small tmpfs).
  */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -80,7 +81,10 @@ describe('handoff faults: the destination and the messages', () => {
       rig = await startRig(broker, { phoneDataDir: data, heap: { count: 200, size: 2000 } });
       const filler = join(mnt, 'filler');
       fillDisk(filler, 96 * 1024);
+      console.log('DF after fill', execFileSync('df', ['-B1', mnt]).toString());
       const out = await runFault(rig, { expect: 'origin' });
+      console.log('DF after move', execFileSync('df', ['-B1', mnt]).toString(), JSON.stringify(rig.phone.allLogs().filter((l) => l.level !== 'debug').slice(-15)));
+      console.log('REPORT', JSON.stringify(out.migrated.report));
       expect(out.migrated.report!.code).toMatch(/^MIGRATE_/);
       // Room again: the same move goes through, with everything applied so far.
       freeDisk(filler);
