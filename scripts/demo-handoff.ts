@@ -129,7 +129,7 @@ function describeMove(n: number, m: Move, calls: Call[]): void {
   }
   say(`  downtime ${ms(r.downtimeMs)} (the app paused; limit ${ms(r.downtimeLimitMs)}), the whole move ${ms(r.totalMs)}`);
   const reused = r.linesReused > 0 ? `, ${r.linesReused} lines already on ${m.to.id}` : '';
-  say(`  sent ${bytes(r.bytesSent)} in ${r.rounds} round${r.rounds === 1 ? '' : 's'} (heap ${bytes(r.heapBytes)}${reused}${r.codeSent ? ', app code included' : ''})`);
+  say(`  sent ${bytes(r.bytesSent)}: ${r.rounds} pre-copy round${r.rounds === 1 ? '' : 's'} while it ran, then the last changes (heap ${bytes(r.heapBytes)}${reused}${r.codeSent ? '; the app code went too' : ''})`);
   const during = calls.filter((c) => c.sentAt >= m.t0 && c.sentAt <= m.t1);
   const answeredIn = calls.filter((c) => c.answeredAt !== undefined && c.answeredAt >= m.t0 && c.answeredAt <= m.t1).length;
   const waits = during.filter((c) => c.answeredAt !== undefined).map((c) => c.answeredAt! - c.sentAt);
