@@ -62,6 +62,8 @@ export interface HandoffPlan {
   phone: boolean;
   /** Options of every move (with the stop-and-copy ones' own on top). */
   moveOptions: Record<string, unknown>;
+  /** No new move of the downtime series starts after this long (ms): aborts on a busy machine must not stretch a quick run. */
+  movesBudgetMs: number;
 }
 
 type Stat = { p50: number; max: number };
@@ -275,10 +277,10 @@ export async function measureHandoffOn(url: string, port: number, root: string, 
     if (P) await Promise.all([pairAgents(A, P), pairAgents(B, P)]);
     await A.control('install', { path: WRITER_APP });
     await A.control('run', { app: INSTANCE });
+    // The observer subscribes only while a wire figure is taken: it doubles what the broker forwards.
     obs = await observe(url);
     load = await startWorkload(url);
     const L = load;
-    const O = obs;
     L.setRate(RATE);
     lap('setup');
     await sleep(plan.quick ? 200 : 500);
@@ -290,8 +292,9 @@ export async function measureHandoffOn(url: string, port: number, root: string, 
     const reports: MoveReport[] = [];
     const slowest: number[] = [];
     let fresh: HandoffBrokerRun['fresh'] | undefined;
-    for (let i = 0; i < plan.moves; i++) {
-      const mark = O.seen.length;
+    const loopEnd = performance.now() + plan.movesBudgetMs;
+    for (let i = 0; i < plan.moves && performance.now() < loopEnd; i++) {
+      const mark = obs?.seen.length ?? 0;
       const ts = performance.now();
       const r = await move(here, there, plan.moveOptions);
       const te = performance.now();
@@ -299,9 +302,11 @@ export async function measureHandoffOn(url: string, port: number, root: string, 
       debug(r);
       const during = L.samples.filter((s) => s.t0 >= ts && s.t0 <= te).map((s) => s.ms);
       if (during.length) slowest.push(Math.max(...during));
-      if (!fresh && r.outcome === 'moved') {
-        await O.quiet();
-        const wire = wireSince(O, mark, channelTopic(there.id));
+      if (!fresh && r.outcome === 'moved' && obs) {
+        await obs.quiet();
+        const wire = wireSince(obs, mark, channelTopic(there.id));
+        await obs.close();
+        obs = undefined;
         fresh = {
           wireBytes: wire,
           bytesSent: r.bytesSent,
@@ -338,17 +343,18 @@ export async function measureHandoffOn(url: string, port: number, root: string, 
     // The return: the client stopped, X → Y, 1% of the slots rewritten on Y, Y → X measured.
     await L.stop();
     let ret: HandoffBrokerRun['return'] = { failed: 'the move before it aborted' };
-    const [out] = await moveTrying(here, there, plan.moveOptions);
+    const [out] = await moveTrying(here, there, plan.moveOptions, 5);
     if (out.outcome === 'moved') {
       [here, there] = [there, here];
       await here.control('call', { instance: INSTANCE, handler: 'touch', message: { fraction: 0.01 } });
-      await O.quiet();
-      const mark = O.seen.length;
-      const [back, attempts] = await moveTrying(here, there, plan.moveOptions);
+      const O = (obs = await observe(url));
+      const [back, attempts] = await moveTrying(here, there, plan.moveOptions, 5);
       if (back.outcome === 'moved') {
         [here, there] = [there, here];
         await O.quiet();
-        const wire = wireSince(O, mark, channelTopic(here.id));
+        const wire = wireSince(O, 0, channelTopic(here.id));
+        await O.close();
+        obs = undefined;
         ret = { attempts, wireBytes: wire, heapBytes: back.heapBytes, bytesSent: back.bytesSent, linesSent: back.linesSent, linesReused: back.linesReused, returnBytesOverHeapBytes: round(wire / back.heapBytes, 4) };
       } else ret = { failed: `the return aborted: ${back.code}` };
     }
@@ -376,7 +382,7 @@ export async function measureHandoffOn(url: string, port: number, root: string, 
     const samples = L.samples;
     const warnings = agents.flatMap((a) => a.proc.logs.filter((l) => (l.level === 'error' || l.level === 'warn') && l.event !== 'move.aborted').map((l) => `${a.id}: ${String(l.event)}${l.code ? ` ${String(l.code)}` : ''}`));
     return {
-      moves: plan.moves,
+      moves: reports.length,
       moved: moved.length,
       aborted: aborted.length,
       abortCodes,
@@ -412,7 +418,8 @@ export async function measureHandoffOn(url: string, port: number, root: string, 
     if (process.env.HANDOFF_DEBUG) for (const a of agents) for (const l of a.proc.logs) if (l.event === 'TIMING' || String(l.event).startsWith('move.')) console.error(a.id, JSON.stringify(l));
     await load?.close().catch(() => undefined);
     await obs?.close().catch(() => undefined);
-    await Promise.all(agents.map((a) => a.proc.kill('SIGTERM')));
+    // A graceful stop (each agent checkpoints), SIGKILL for one that hangs.
+    await Promise.all(agents.map(async (a) => (await Promise.race([a.proc.kill('SIGTERM'), sleep(10_000)]), await a.proc.kill('SIGKILL'))));
     await link?.close();
   }
 }
@@ -426,7 +433,9 @@ export type HandoffRun = HandoffBrokerRun | { skipped: string };
 
 /** The quick plan keeps `bench:bridge -- --quick` under 30 s: fewer moves, on aedes only, no phone, a shorter watchdog. */
 export function handoffPlan(quick: boolean): HandoffPlan {
-  return quick ? { quick, moves: 6, stopAndCopyMoves: 2, phone: false, moveOptions: { maxTotalMs: 2000 } } : { quick, moves: 20, stopAndCopyMoves: 5, phone: true, moveOptions: { maxTotalMs: 15_000 } };
+  return quick
+    ? { quick, moves: 6, stopAndCopyMoves: 2, phone: false, moveOptions: { maxTotalMs: 2000 }, movesBudgetMs: 6000 }
+    : { quick, moves: 20, stopAndCopyMoves: 5, phone: true, moveOptions: { maxTotalMs: 15_000 }, movesBudgetMs: 600_000 };
 }
 
 interface Figure {

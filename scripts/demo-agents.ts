@@ -61,7 +61,7 @@ export class DemoAgent {
   }
 
   /** Waits until the control socket answers; its status. */
-  async ready(timeoutMs = 20_000): Promise<{ broker: string }> {
+  async ready(timeoutMs = 60_000): Promise<{ broker: string }> {
     const deadline = Date.now() + timeoutMs;
     while (this.running && Date.now() < deadline) {
       try {

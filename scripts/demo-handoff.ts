@@ -44,7 +44,7 @@ interface Move {
 function flag(name: string, dflt: number): number {
   const i = process.argv.indexOf(name);
   const v = i < 0 ? dflt : Number(process.argv[i + 1]);
-  if (!Number.isInteger(v) || v < 0) throw new Error(`${name} takes a whole number of ms`);
+  if (!Number.isInteger(v) || v < 1) throw new Error(`${name} takes a whole number of ms`);
   return v;
 }
 const say = (line = '') => process.stdout.write(`${line}\n`);

@@ -49,6 +49,8 @@ export class SqlitePersistence {
   private readonly index = new SubscriptionIndex();
   /** Subscriptions by client, then by filter: the file's `subscriptions` table in memory. */
   private readonly clients = new Map<string, Map<string, SubRecord>>();
+  /** Queues being replayed to reconnected clients (outgoingStream), by client id: see `outgoingUpdate`. */
+  private readonly replays = new Map<string, Replay>();
   private batch: Batch | undefined;
   private closed = false;
   private aedes: { id: string } | undefined;
@@ -308,11 +310,21 @@ export class SqlitePersistence {
    * (aedes sends a queue one message at a time). QoS 2 ids and pubrels are waited for:
    * their receivers tell duplicates apart by that id.
    */
-  outgoingUpdate(client: Client, packet: BrokerPacket): Promise<void> {
+  outgoingUpdate(client: Client, packet: BrokerPacket, held = false): Promise<void> {
+    // A message published while the client's queue is being replayed reaches it live (aedes
+    // restores a session's subscriptions before it replays the queue): it would overtake the
+    // older queued messages. It waits until every queued one has passed here, so the client
+    // receives its session's messages in the order they were published.
+    const replay = this.replays.get(client.id);
+    if (replay && !replay.pass(`${str(packet.brokerId)}:${int(packet.brokerCounter)}`)) return replay.done.then(() => this.outgoingUpdate(client, packet, true));
     return this.write(
       () => {
         const brokerId = str(packet.brokerId);
         const found = this.sql.findUpdate.get({ c: client.id, b: brokerId, n: int(packet.brokerCounter), m: int(packet.messageId) });
+        // During or after a replay a queued message may have gone already: the replay sent it and it
+        // was acknowledged before its live copy (held) came here. Sending it once more is a QoS 1
+        // repeat; an error here would make aedes drop the connection.
+        if (!found && (replay || held) && packet.cmd === 'publish' && packet.qos === 1) return;
         if (!found) throw new Error('no such packet');
         if (found.broker_id === brokerId) this.sql.setMessageId.run(int(packet.messageId), found.id);
         else this.sql.replaceOutgoing.run(brokerId, int(packet.brokerCounter), int(packet.messageId), encodeRecord(packet), found.id);
@@ -342,18 +354,38 @@ export class SqlitePersistence {
   outgoingStream(client: Client): Readable {
     const self = this;
     // What is queued now, as aedes-persistence's in-memory queue hands out a copy: a message
-    // enqueued while the stream runs reaches the client live, not a second time from here.
+    // enqueued while the stream runs reaches the client live, not a second time from here
+    // (after the replay: outgoingUpdate holds it until then).
     const last = this.sql.lastOutgoing.get() ?? 0;
-    return Readable.from(
+    // Only for a connecting aedes client, whose connect replays the whole stream (a reader that
+    // only looks at the queue, as aedes-persistence's own tests do, holds nothing).
+    const live = typeof (client as { deliverQoS?: unknown }).deliverQoS === 'function';
+    this.replays.get(client.id)?.end();
+    const replay = live ? new Replay(() => this.replays.get(client.id) === replay && this.replays.delete(client.id)) : undefined;
+    if (replay) this.replays.set(client.id, replay);
+    const stream = Readable.from(
       (function* () {
         for (let after = 0; ; ) {
           const rows = self.sql.outgoingPage.all(client.id, after, last);
-          for (const row of rows) yield self.outgoingPacket(row);
-          if (rows.length < PAGE) return;
+          for (const row of rows) {
+            const p = self.outgoingPacket(row);
+            replay?.pending.push(`${str(p.brokerId)}:${int(p.brokerCounter)}`);
+            yield p;
+          }
+          if (rows.length < PAGE) break;
           after = rows[rows.length - 1]!.id;
         }
+        if (replay) replay.read = true;
+        replay?.check();
       })(),
     );
+    // A client gone mid-replay (the stream destroyed before its end) must not hold the live
+    // messages of its next connection. A normal end is not the replay's end: aedes may still hold
+    // read messages on their way to outgoingUpdate.
+    stream.once('close', () => {
+      if (!stream.readableEnded) replay?.end();
+    });
+    return stream;
   }
 
   private outgoingPacket(row: Row): BrokerPacket {
@@ -452,3 +484,51 @@ function asPacket(o: BrokerPacket): BrokerPacket {
 
 const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
 const int = (v: unknown): number | null => (typeof v === 'number' && Number.isInteger(v) ? v : null);
+
+/**
+ * One queue replay (`outgoingStream`). aedes sends the replayed messages one at a time, each
+ * through `outgoingUpdate` before it is written, in the order they were handed out (`pending`).
+ * The message at the head passes (whoever asks: the replay, or a live delivery of that same
+ * message); one that already passed passes again (a repeat, after it); any other waits for
+ * `done` — all handed out and passed (or the replay ended) — so nothing overtakes the queue.
+ */
+class Replay {
+  readonly pending: string[] = [];
+  private head = 0;
+  private readonly passed = new Set<string>();
+  read = false;
+  readonly done: Promise<void>;
+  private resolve!: () => void;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly onEnd: () => void) {
+    this.done = new Promise((r) => (this.resolve = r));
+    // Never hold live messages for long whatever happens to the replay.
+    this.timer = setTimeout(() => this.end(), REPLAY_HOLD_MS);
+    this.timer.unref();
+  }
+
+  /** Whether the message `key` may be sent now. */
+  pass(key: string): boolean {
+    if (this.pending[this.head] === key) {
+      this.head++;
+      this.passed.add(key);
+      this.check();
+      return true;
+    }
+    return this.passed.has(key);
+  }
+
+  check(): void {
+    if (this.read && this.head >= this.pending.length) this.end();
+  }
+
+  end(): void {
+    clearTimeout(this.timer);
+    this.onEnd();
+    this.resolve();
+  }
+}
+
+/** Longest a live message waits behind a queue replay, ms. */
+const REPLAY_HOLD_MS = 30_000;

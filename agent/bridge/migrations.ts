@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FerryError } from '../../core/errors.js';
+import { FerryError, type ErrorCode } from '../../core/errors.js';
 import type { HwProfile } from '../../hw-profiles/index.js';
 import type { Store } from '../../store/index.js';
 import type { Discovery } from '../services/discovery.js';
@@ -99,6 +99,8 @@ export class Migrations {
     this.l.moves.describe(instance); // running here, not paused, not moved: else its error now
     const release = this.l.moves.claim(instance);
     const a: Active = { origin: undefined as unknown as MoveOrigin, events: [], seq: 0, waiters: [] };
+    let begun: () => void = () => undefined;
+    const underWay = new Promise<void>((resolve) => (begun = resolve));
     const origin = new MoveOrigin(
       {
         channels: this.l.channels,
@@ -119,7 +121,10 @@ export class Migrations {
       instance,
       to,
       o,
-      (p) => this.event(a, p),
+      (p) => {
+        this.event(a, p);
+        if (p.phase !== 'aborted') begun();
+      },
     );
     a.origin = origin;
     this.active.set(origin.id, a);
@@ -138,7 +143,12 @@ export class Migrations {
       this.ended(a, r);
       return r;
     });
-    if (o.dryRun) return finished;
+    // A peer that refuses the instance (it does not fit there) is bad input, answered as an error
+    // like the others: the prepare is the move's first step, answered before any progress. A
+    // dry run that cannot move is an error too.
+    const r = o.dryRun ? await finished : await Promise.race([finished, underWay.then(() => undefined)]);
+    if (r?.outcome === 'aborted' && (o.dryRun || r.code === 'MIGRATE_NO_FIT')) throw new FerryError((r.code ?? 'MIGRATE_ABORTED') as ErrorCode, r.message ?? `the move of ${instance} was aborted`, { field: 'peer' });
+    if (o.dryRun) return r!;
     return { id: origin.id, instance, peer: to };
   }
 

@@ -341,6 +341,8 @@ export interface FaultCase {
   settleMs?: number;
   /** The client resends unanswered requests (its own connection may have lost answers). */
   resend?: boolean;
+  /** Once the first move ended (and what died is back), move the instance again at once: it must go. */
+  retry?: boolean;
 }
 
 /**
@@ -388,6 +390,15 @@ export async function runFault(rig: Rig, c: FaultCase): Promise<FaultOutcome> {
     } else {
       expected = c.expect ?? (m.report?.outcome === 'moved' ? 'destination' : 'origin');
       checkReport(m, expected, c.code);
+      // `ferry migrations` keeps the same outcome.
+      const h = await pi.json<{ recent: MoveReport[] }>(['migrations']);
+      expect(h.value.recent.find((x) => x.id === m.report!.id)?.outcome).toBe(m.report!.outcome);
+    }
+    if (c.retry) {
+      // The operator moves it again at once: the stale undecided move there must not stand in the way.
+      const again = await migrate(pi, INSTANCE, phone.id, c.migrateArgs ?? DEFAULT_MIGRATE_ARGS);
+      checkReport(again, 'destination');
+      expected = 'destination';
     }
     const runsOn = expected === 'origin' ? pi : phone;
     const other = runsOn === pi ? phone : pi;

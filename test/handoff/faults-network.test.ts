@@ -40,8 +40,11 @@ describe('handoff faults: the link cut', () => {
         cutIn = (await activeMove(r.pi))?.phase;
         r.link!.cutAll();
       },
+      // An abort the cut kept from the destination: it undoes the move once its origin is quiet for 60 s.
+      settleMs: 90_000,
     });
     expect(cutIn).toBe('precopy');
+    console.log('precopy cut:', JSON.stringify(out.migrated.report ?? out.migrated.error));
     expect(rig.link!.stats.cuts).toBeGreaterThan(0);
     expect(out.ledger.length).toBeGreaterThan(20);
   }, 240_000);
@@ -65,8 +68,10 @@ describe('handoff faults: the link cut', () => {
           60_000,
         );
       },
+      settleMs: 90_000,
     });
     expect(cutIn).toBe('switch');
+    console.log('switch cut:', JSON.stringify(out.migrated.report ?? out.migrated.error));
     expect(out.ledger.length).toBeGreaterThan(20);
   }, 240_000);
 });
@@ -96,6 +101,7 @@ describe('handoff faults: the broker restarted mid-move (Mosquitto with persiste
       settleMs: 90_000,
     });
     expect(restartedIn).toBe('precopy');
+    console.log('broker restart:', JSON.stringify(out.migrated.report ?? out.migrated.error));
     expect(out.ledger.length).toBeGreaterThan(20);
   }, 300_000);
 });

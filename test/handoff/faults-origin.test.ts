@@ -41,4 +41,10 @@ describe('handoff faults: the origin killed', () => {
     const out = await runFault(rig, { kill: 'origin', expect: where, settleMs });
     expect(out.ledger.length).toBeGreaterThan(40);
   }, 180_000);
+
+  it('SIGKILL at precopy, then the move again at once: it replaces the undecided one at the destination and goes through', async () => {
+    rig = await startRig(broker, { originFault: 'origin:precopy:kill' });
+    const out = await runFault(rig, { kill: 'origin', retry: true });
+    expect(out.runsOn).toBe(rig.phone);
+  }, 180_000);
 });

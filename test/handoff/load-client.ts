@@ -178,8 +178,7 @@ export async function readLedger(d: Device, instance: string): Promise<number[]>
 
 /** What a refusal must leave as it was: a device's apps and instances, and its checkpoint versions. */
 export async function snapshot(d: Device): Promise<{ apps: unknown; checkpoints: unknown }> {
-  const apps = await d.json(['apps']);
-  const checkpoints = await d.json(['checkpoints']);
+  const [apps, checkpoints] = await Promise.all([d.json(['apps']), d.json(['checkpoints'])]);
   if (apps.code !== 0 || checkpoints.code !== 0) throw new Error(`ferry apps/checkpoints failed on ${d.id}: ${apps.stdout}${checkpoints.stdout}`);
   return { apps: apps.value, checkpoints: checkpoints.value };
 }

@@ -29,7 +29,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { startEmbeddedBroker, type EmbeddedBroker } from '../../transports/embedded-broker.js';
 
 export interface TestBroker {
@@ -73,8 +73,15 @@ export async function waitForPort(port: number, timeoutMs = 10_000): Promise<voi
   }
 }
 
-export async function startAedes(): Promise<TestBroker> {
-  let broker: EmbeddedBroker | undefined = await startEmbeddedBroker({ port: 0, host: HOST });
+/**
+ * The embedded broker (aedes) in this process. `persistent`: on its SQLite store in a temp file,
+ * as an agent runs it (sessions survive its restart, and a reconnecting session's queue is
+ * replayed in order ahead of live messages); otherwise aedes's in-memory store.
+ */
+export async function startAedes(options: { persistent?: boolean } = {}): Promise<TestBroker> {
+  const file = options.persistent ? join(mkdtempSync(join(tmpdir(), 'ferry-aedes-')), 'broker.db') : undefined;
+  const opts = file ? { persistenceFile: file } : {};
+  let broker: EmbeddedBroker | undefined = await startEmbeddedBroker({ port: 0, host: HOST, ...opts });
   const port = broker.port;
   return {
     name: 'aedes',
@@ -84,6 +91,7 @@ export async function startAedes(): Promise<TestBroker> {
       const b = broker;
       broker = undefined;
       await b?.close();
+      if (file) rmSync(dirname(file), { recursive: true, force: true });
     },
     async restart() {
       await broker?.close();
@@ -91,7 +99,7 @@ export async function startAedes(): Promise<TestBroker> {
       // The old listener is gone; retry briefly in case the port is still being released.
       for (let attempt = 0; ; attempt++) {
         try {
-          broker = await startEmbeddedBroker({ port, host: HOST });
+          broker = await startEmbeddedBroker({ port, host: HOST, ...opts });
           return;
         } catch (e) {
           if (attempt >= 40) throw e;

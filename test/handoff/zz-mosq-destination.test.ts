@@ -1,0 +1,103 @@
+/**
+ * Faults at every step of the handoff, the destination's side and the messages between the two:
+ * the destination SIGKILLed at each of its steps (FERRY_FAULT=destination:<step>:kill) and
+ * restarted on the same data directory, one message dropped (the switch, the commit, the
+ * origin's answer about its decision), and the destination's disk failing at the install, then
+ * really full (its data directory on a small tmpfs).
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { startMosquitto, type TestBroker } from '../helpers/brokers.js';
+import { Dirs } from '../bridge/helpers.js';
+import { migrate } from './helpers.js';
+import { checkLedger, checkReport, fillDisk, freeDisk, INSTANCE, mountTmpfs, runFault, startRig, type Expect, type Rig } from './fault-helpers.js';
+
+describe('MOSQ handoff faults: the destination and the messages', () => {
+  let broker: TestBroker;
+  let rig: Rig | undefined;
+  beforeEach(async () => {
+    broker = await startMosquitto();
+  });
+  afterEach(async () => {
+    await rig?.close();
+    rig = undefined;
+    await broker.stop();
+  });
+
+  // [step, where the instance runs after recovery]
+  const steps: Array<[string, Expect]> = [
+    // Not prepared: the origin hears nothing, aborts when the step times out, and serves on; the
+    // restarted destination undoes the unprepared move at its start.
+    ['incoming', 'origin'],
+    ['staged', 'origin'],
+    // Prepared but the answer never left: the origin aborts at its downtime limit; the restarted
+    // destination asks for the decision and hears "aborted".
+    ['prepared', 'origin'],
+    // Decided at the origin: the restarted destination asks and hears "moved".
+    ['commit', 'destination'],
+    ['running', 'destination'],
+  ];
+
+  it.each(steps)('destination SIGKILLed at %s: the instance runs on the %s, every request applied once, in order', async (step, where) => {
+    rig = await startRig(broker, { destinationFault: `destination:${step}:kill` });
+    const out = await runFault(rig, { kill: 'destination', expect: where });
+    expect(out.ledger.length).toBeGreaterThan(40);
+  }, 180_000);
+
+  it('the switch is lost: the origin aborts within its downtime limit and serves on; the destination undoes', async () => {
+    rig = await startRig(broker, { destinationFault: 'destination:switch:drop' });
+    const out = await runFault(rig, { expect: 'origin', code: 'MIGRATE_DOWNTIME_EXCEEDED' });
+    expect(out.migrated.report!.switchSteps).toBeDefined();
+  }, 180_000);
+
+  it('the commit is lost: the destination asks for the decision and runs the instance; the origin reports moved', async () => {
+    rig = await startRig(broker, { destinationFault: 'destination:commit:drop' });
+    await runFault(rig, { expect: 'destination' });
+    expect(rig.phone.allLogs().some((l) => l.event === 'move.decided' && l.asked === true)).toBe(true);
+  }, 180_000);
+
+  it("the origin's answer about its decision is lost too: the destination asks again and runs the instance", async () => {
+    rig = await startRig(broker, { destinationFault: 'destination:commit:drop', originFault: 'origin:decision:drop' });
+    await runFault(rig, { expect: 'destination' });
+    expect(rig.phone.allLogs().some((l) => l.event === 'move.decided' && l.asked === true)).toBe(true);
+  }, 180_000);
+
+  it("the destination's disk fails at the install: the origin aborts and serves on; nothing stays behind there", async () => {
+    rig = await startRig(broker, { destinationFault: 'destination:install:fail' });
+    const out = await runFault(rig, { expect: 'origin', code: 'MIGRATE_ABORTED' });
+    expect(out.migrated.report!.message).toMatch(/STORE_IO/);
+  }, 180_000);
+
+  it("the destination's disk is full: the move aborts, the origin serves on, and once there is room again the move succeeds", async () => {
+    const dirs = new Dirs();
+    const mnt = dirs.make('tmpfs');
+    const unmount = mountTmpfs(mnt, 24 * 1024 * 1024);
+    try {
+      const data = join(mnt, 'data');
+      mkdirSync(data);
+      // 400 KB of heap to send; the destination keeps room for its small writes only.
+      rig = await startRig(broker, { phoneDataDir: data, heap: { count: 200, size: 2000 } });
+      const filler = join(mnt, 'filler');
+      fillDisk(filler, 96 * 1024);
+      console.log('DF after fill', execFileSync('df', ['-B1', mnt]).toString());
+      const out = await runFault(rig, { expect: 'origin' });
+      console.log('DF after move', execFileSync('df', ['-B1', mnt]).toString(), JSON.stringify(rig.phone.allLogs().filter((l) => l.level !== 'debug').slice(-15)));
+      console.log('REPORT', JSON.stringify(out.migrated.report));
+      expect(out.migrated.report!.code).toMatch(/^MIGRATE_/);
+      // Room again: the same move goes through, with everything applied so far.
+      freeDisk(filler);
+      const m = await migrate(rig.pi, INSTANCE, rig.phone.id);
+      checkReport(m, 'destination');
+      expect(await rig.phone.state()).toBe('running');
+      expect(await rig.pi.state()).toBe('moved');
+      await checkLedger(rig.phone, rig.stream);
+    } finally {
+      await rig?.close();
+      rig = undefined;
+      unmount();
+      dirs.cleanup();
+    }
+  }, 240_000);
+});
