@@ -204,7 +204,9 @@ export class MoveOrigin {
         const data = changed.map((x) => this.readLine(x.line, version));
         const meta = this.l.store.readState(this.instance, { version });
         const heldNow = await this.held(changed.map((x) => x.hash));
-        await this.sendRound(round, base, version, changed.map((x, i): WireLine => [x.line, x.hash, heldNow.has(hex(x.hash)) ? null : data[i]!]), removed, heldNow, meta);
+        // Numbered by rounds sent (this.rounds), not by loop turns: a turn with nothing to send
+        // sends no round, and the destination takes only the next number.
+        await this.sendRound(this.rounds, base, version, changed.map((x, i): WireLine => [x.line, x.hash, heldNow.has(hex(x.hash)) ? null : data[i]!]), removed, heldNow, meta);
         sent = new Map(now.map((x) => [x.line, hex(x.hash)]));
         base = version;
       } else await new Promise((r) => setTimeout(r, Math.min(50, this.o.downtimeLimitMs)));

@@ -62,7 +62,7 @@ describe('npm run demo:handoff', () => {
     expect(r.code, r.out).toBe(0);
     expect(r.out).toMatch(/move 1: counter rpi \(rpi-4b\) -> phone \(android-phone\).*\n {2}downtime \d+ ms/);
     expect(r.out).toMatch(/move 2: counter phone \(android-phone\) -> rpi \(rpi-4b\).*\n {2}downtime \d+ ms/);
-    expect(r.out).toMatch(/\b0 lost, 0 duplicated\b/);
+    expect(r.out).toMatch(/\b0 lost, 0 duplicated, all applied in order\b/);
     expect(r.out).toMatch(/counter reads \d+ on rpi: exactly the number of increments answered/);
     expect(readdirSync(r.tmp).filter((f) => f.startsWith('ferry-')), 'the demo left files behind').toEqual([]); // (tsx keeps its cache here)
     expect(processesNaming(r.tmp)).toEqual([]);

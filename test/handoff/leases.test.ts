@@ -235,6 +235,7 @@ describe('leases in a live handoff', () => {
         });
         expect(res[i], JSON.stringify(res[i])).toMatchObject({ ok: true, body: { frame: expect.any(Number) } });
         expect(res[i]!.body!.frame).toBeGreaterThan(i === 0 ? 0 : res[i - 1]!.body!.frame);
+        console.log(`  lease ${leaseId} on ${holder.id}: token ${next}, the new holder's draw is frame ${res[i]!.body!.frame}`);
       }
     } finally {
       await rival.stop();
