@@ -22,7 +22,7 @@
  *   the link emulator with the profile's link: report.totalMs ÷ (bytesSent ÷ link bytes/s), with
  *   the workload at a rate the link can carry (PHONE_RATE).
  * Targets are checked (`pass`) but never fail the run. HANDOFF_DEBUG=1 prints every move's report
- * on stderr.
+ * and the agents' log lines (at info) on stderr.
  */
 import { existsSync, mkdtempSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -415,7 +415,7 @@ export async function measureHandoffOn(url: string, port: number, root: string, 
       },
     };
   } finally {
-    if (process.env.HANDOFF_DEBUG) for (const a of agents) for (const l of a.proc.logs) if (l.event === 'TIMING' || String(l.event).startsWith('move.')) console.error(a.id, JSON.stringify(l));
+    if (process.env.HANDOFF_DEBUG) for (const a of agents) for (const l of a.proc.logs) console.error(a.id, JSON.stringify(l));
     await load?.close().catch(() => undefined);
     await obs?.close().catch(() => undefined);
     // A graceful stop (each agent checkpoints), SIGKILL for one that hangs.
@@ -434,7 +434,7 @@ export type HandoffRun = HandoffBrokerRun | { skipped: string };
 /** The quick plan keeps `bench:bridge -- --quick` under 30 s: fewer moves, on aedes only, no phone, a shorter watchdog. */
 export function handoffPlan(quick: boolean): HandoffPlan {
   return quick
-    ? { quick, moves: 6, stopAndCopyMoves: 2, phone: false, moveOptions: { maxTotalMs: 2000 }, movesBudgetMs: 6000 }
+    ? { quick, moves: 6, stopAndCopyMoves: 2, phone: false, moveOptions: { maxTotalMs: 2000 }, movesBudgetMs: 4000 }
     : { quick, moves: 20, stopAndCopyMoves: 5, phone: true, moveOptions: { maxTotalMs: 15_000 }, movesBudgetMs: 600_000 };
 }
 

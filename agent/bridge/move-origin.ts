@@ -78,6 +78,8 @@ export interface OriginLinks {
 
 /** Round bodies up to this share of a frame go inline; larger ones as a sealed bulk transfer. */
 const INLINE_SHARE = 0.5;
+/** Rounds after which a switch whose fixed part alone breaks the limit ends the move. */
+const FLOOR_ROUNDS = 3;
 /** Hashes per `move.have` request. */
 const HAVE_BATCH = 4096;
 
@@ -196,6 +198,12 @@ export class MoveOrigin {
       this.progress.expectedDowntimeMs = expected;
       this.onProgress({ ...this.progress });
       if (expected <= this.o.downtimeLimitMs) break;
+      // The switch alone (its round trips and writes, nothing to send) is over the limit: no round
+      // can help. Judged after a few rounds, whose figures refine the estimate.
+      const floor = this.est.downtimeMs(0);
+      if (round >= FLOOR_ROUNDS && floor > this.o.downtimeLimitMs) {
+        throw new FerryError('MIGRATE_DOWNTIME_EXCEEDED', `the switch of ${this.instance} alone would take about ${floor} ms (round trips ${Math.round(this.est.rttMs)} ms, the writes and the session's connect there), over the ${this.o.downtimeLimitMs} ms limit; raise --downtime-limit`, { field: 'downtimeLimitMs', expectedDowntimeMs: floor });
+      }
       if (round > this.o.maxRounds || performance.now() - this.t0 > this.o.maxTotalMs) {
         throw new FerryError('MIGRATE_NO_CONVERGENCE', `the move of ${this.instance} did not converge: after ${round - 1} rounds the expected downtime is ${expected} ms (limit ${this.o.downtimeLimitMs} ms; dirty rate ${this.progress.dirtyRateBps} B/s, link ${this.progress.bandwidthBps} B/s)`, { field: 'downtimeLimitMs', expectedDowntimeMs: expected, rounds: round - 1 });
       }

@@ -339,7 +339,11 @@ export class Agent {
     const runner = new AppRunner(
       instance,
       {
-        answer: (replyTo, corr, outcome, then) => answer(this.delivery, replyTo, corr, outcome, then),
+        answer: (replyTo, corr, outcome, then) => {
+          const p = answer(this.delivery, replyTo, corr, outcome, then);
+          running?.answering.add(p);
+          void p.finally(() => running?.answering.delete(p));
+        },
         deliver: (entries) => {
           for (const e of entries) void deliver(this.delivery, running!, e);
         },
@@ -363,7 +367,7 @@ export class Agent {
       },
       this.options.maxBatch,
     );
-    running = { record: rec, instance, runner, leases: this.services ? new AppLeases(this.services, definition) : undefined, session: undefined, source };
+    running = { record: rec, instance, runner, leases: this.services ? new AppLeases(this.services, definition) : undefined, session: undefined, source, answering: new Set() };
     if (!ahead) this.running.set(rec.instance, running);
     return running;
   }

@@ -123,6 +123,8 @@ export class AppInstance {
   private clockMark = 0;
   /** Calls since this opening that changed nothing (not counted in `applied`, which is durable). */
   readOnlyCalls = 0;
+  /** An outbox entry left the outbox since the last commit. */
+  private deliveredSinceCommit = false;
   /** Set by `run` for the call it just ran. */
   private lastRunReadOnly = false;
 
@@ -241,6 +243,7 @@ export class AppInstance {
     // Ids whose outcomes these calls dropped are written as spent in the same checkpoint.
     this.spent.flush(this.record.spent!, this.mailboxClock);
     const r = this.heap.checkpoint({ reason: 'group' });
+    this.deliveredSinceCommit = false;
     const done = this.uncommitted.length;
     this.uncommitted = [];
     return { version: r.version, calls: done };
@@ -267,6 +270,18 @@ export class AppInstance {
     if (this.closed) return;
     this.record.outbox.delete(id);
     this.handedOut.delete(id);
+    this.deliveredSinceCommit = true;
+  }
+
+  /**
+   * Commits outbox entries delivered since the last commit (a handoff's bookmark): without it
+   * they would still be in the image the peer receives, and done there again.
+   */
+  settle(): void {
+    if (this.closed || this.uncommitted.length > 0 || !this.deliveredSinceCommit) return;
+    this.spent.flush(this.record.spent!, this.mailboxClock);
+    this.heap.checkpoint({ reason: 'group' });
+    this.deliveredSinceCommit = false;
   }
 
   /** Resident heap lines, most recently used first. */

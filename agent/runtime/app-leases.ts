@@ -9,6 +9,8 @@ export interface LeaseView {
   service: string;
   provider: string | undefined;
   expiresAt: number;
+  /** An exclusive lease's fencing token (a handoff's handover gives it a new, higher one). */
+  fence?: number;
 }
 
 /**
@@ -142,7 +144,7 @@ export class AppLeases {
   }
 
   view(): LeaseView[] {
-    return [...this.held].map(([type, l]) => ({ type, leaseId: l.leaseId, service: l.service, provider: l.description?.provider, expiresAt: l.expiresAt }));
+    return [...this.held].map(([type, l]) => ({ type, leaseId: l.leaseId, service: l.service, provider: l.description?.provider, expiresAt: l.expiresAt, ...(l.fence !== undefined ? { fence: l.fence } : {}) }));
   }
 
   /** Cancels every lease (best effort: an unreachable grantor lets it expire). */

@@ -80,6 +80,9 @@ export interface MovesHost {
   reconnect(r: Running): Promise<void>;
 }
 
+/** The longest a pause waits for the last burst's answers before the mailbox session closes, ms. */
+const ANSWER_WAIT_MS = 500;
+
 export class InstanceMoves {
   /** Instances with a move under way here (either side): lifecycle commands refuse them. */
   private readonly moving = new Set<string>();
@@ -161,9 +164,13 @@ export class InstanceMoves {
     const r = this.runningOrThrow(instance);
     r.paused = true;
     r.runner.stop();
+    r.instance.settle(); // outbox entries delivered since the last commit must not be delivered again there
     const s = r.session;
     r.session = undefined;
-    this.closing.set(instance, (s?.close() ?? Promise.resolve()).catch(() => undefined));
+    // The answers of the last burst reach the broker first: their requests' acknowledgements go on
+    // this session, and a request not acknowledged here is redelivered (and answered again) there.
+    const answered = Promise.race([Promise.allSettled([...r.answering]), new Promise((w) => setTimeout(w, ANSWER_WAIT_MS))]);
+    this.closing.set(instance, answered.then(() => s?.close()).catch(() => undefined));
     return { version: r.instance.heapStats().version };
   }
 
@@ -325,6 +332,8 @@ export class InstanceMoves {
       writeAtomically(join(this.h.dataDir, 'apps', `${app}.mjs`), source);
       this.h.registry.update((d) => {
         d.apps[app] = { name: app, version: appVersion, file: `${app}.mjs`, installedAt: Date.now() };
+        const rec = d.instances[instance];
+        if (rec?.state === 'incoming') rec.move!.installedApp = true;
       });
       return undefined;
     }
@@ -380,10 +389,15 @@ export class InstanceMoves {
     this.dropAhead(instance);
     if (rec.codeFile && rec.codeFile !== prev?.codeFile) rmSync(join(this.h.dataDir, 'apps', rec.codeFile), { force: true });
     if (!prev && this.h.store.hasApp(instance)) this.h.store.removeApp(instance);
+    // An app this move installed (its code came with it) goes too, unless something else uses it now.
+    const uninstall = rec.move!.installedApp === true && !this.h.registry.instances().some((i) => i.app === rec.app && i.instance !== instance);
+    const file = this.h.registry.app(rec.app)?.file;
     this.h.registry.update((d) => {
       if (prev) d.instances[instance] = { ...prev };
       else delete d.instances[instance];
+      if (uninstall) delete d.apps[rec.app];
     });
+    if (uninstall && file) rmSync(join(this.h.dataDir, 'apps', file), { force: true });
     return true;
   }
 

@@ -21,24 +21,26 @@ export interface DeliveryHost {
 /**
  * Publishes an answer; `then` (the request's PUBACK) runs once the broker has it, so a
  * crash never leaves an acknowledged request unanswered. An answer too large to send is
- * replaced by a MESSAGE_TOO_LARGE error answer (a retry would get the same record).
+ * replaced by a MESSAGE_TOO_LARGE error answer (a retry would get the same record). Resolves
+ * when it is settled either way (a handoff's bookmark waits for its answers before the mailbox
+ * session closes, so their acknowledgements are not lost with it).
  */
-export function answer(host: DeliveryHost, replyTo: string, corr: string, outcome: CallOutcome, then: () => void): void {
+export function answer(host: DeliveryHost, replyTo: string, corr: string, outcome: CallOutcome, then: () => void): Promise<void> {
   const bus = host.bus();
-  if (!bus) return;
+  if (!bus) return Promise.resolve();
   // A failed outcome is already the `error` body (code, message, field).
   const send = (o: CallOutcome) => {
     if (o.ok) return bus.publish(replyTo, 'app.call.ok', o.body, { corr });
     const { ok: _, ...body } = o;
     return bus.publish(replyTo, 'error', body, { corr });
   };
-  send(outcome).then(then, (e: unknown) => {
+  return send(outcome).then(then, (e: unknown) => {
     if (!isFerryError(e, 'MESSAGE_TOO_LARGE')) {
       // Not acknowledged: the broker redelivers the request and it gets its recorded answer.
       host.warn('answer.failed', { replyTo, corr, error: String(e) });
       return;
     }
-    send({ ok: false, code: e.code, message: `the answer to ${corr} is too large to send: ${e.message}`, field: 'result' }).then(then, () => undefined);
+    return send({ ok: false, code: e.code, message: `the answer to ${corr} is too large to send: ${e.message}`, field: 'result' }).then(then, () => undefined);
   });
 }
 

@@ -29,6 +29,8 @@ export interface MoveMark {
   at: number;
   /** `incoming` only: what this record was before the move began (a return trip), restored if the move is undone. */
   prev?: Omit<InstanceRecord, 'move'>;
+  /** `incoming` only: the app was installed by this move (its code came with it): uninstalled if the move is undone. */
+  installedApp?: boolean;
 }
 
 export interface InstanceRecord {

@@ -16,4 +16,6 @@ export interface Running {
   source: string;
   /** At a handoff's bookmark: no handler runs and its timers and deliveries wait (instance-moves.ts). */
   paused?: boolean;
+  /** Answers on their way to the broker (their requests are acknowledged once each is there). */
+  answering: Set<Promise<void>>;
 }

@@ -5,8 +5,7 @@
  * agent/bridge/fault-points.ts). After recovery: the instance runs on exactly one device, every
  * request is applied exactly once and in order, every answer matches the final ledger.
  */
-import { execFileSync } from 'node:child_process';
-import { closeSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { controlRequest } from '../../agent/cli/control-client.js';
@@ -64,7 +63,7 @@ export default {
 
 /** What `ferry apps --json` shows. */
 interface AppsView {
-  instances: Array<{ instance: string; state: string; checkpoint: number }>;
+  instances: Array<{ instance: string; state: string }>;
 }
 
 /** A device whose agent runs with FERRY_FAULT set (once: `restart()` starts it again without). */
@@ -187,9 +186,7 @@ export class Streamer {
   }
 
   unanswered(): number[] {
-    const out: number[] = [];
-    for (let n = 0; n < this.next; n++) if (!this.answers.has(n)) out.push(n);
-    return out;
+    return [...Array(this.next).keys()].filter((n) => !this.answers.has(n));
   }
 
   /**
@@ -370,11 +367,13 @@ export async function runFault(rig: Rig, c: FaultCase): Promise<FaultOutcome> {
   try {
     const moving = migrate(pi, INSTANCE, phone.id, c.migrateArgs ?? DEFAULT_MIGRATE_ARGS);
     const during = c.during?.(rig);
+    during?.catch(() => undefined); // awaited below; its failure is reported there
     if (c.kill) {
       const victim = c.kill === 'origin' ? pi : phone;
+      const proc = victim.agent.proc;
       // A move that ends without reaching the armed step would leave the victim alive: say so.
       const ended = moving.then((m) => {
-        if (victim.agent.proc.exitCode === null && victim.agent.proc.signalCode === null) throw new Error(`the move ended before ${victim.fault} was reached: ${JSON.stringify(m.report ?? m.error)}`);
+        if (proc.exitCode === null && proc.signalCode === null) throw new Error(`the move ended before ${victim.fault} was reached: ${JSON.stringify(m.report ?? m.error)}`);
       });
       await Promise.race([victim.died(), ended.then(() => victim.died(5000))]);
       await victim.restart();
@@ -470,58 +469,6 @@ export async function checkLedger(d: Device, stream: Streamer): Promise<number[]
   }
   expect(stream.mismatches).toEqual([]);
   return ledger;
-}
-
-/** A bandwidth-limited link for the phone (slow enough that a few hundred KB take a while). */
-export function slowLink(bandwidthBps: number, latencyMs = 5): LinkProfile {
-  return { bandwidthBps, latencyMs, jitterMs: 0, lossRate: 0 };
-}
-
-/** The origin's move under way, as its control socket reports it (undefined when none). */
-export async function activeMove(d: Device): Promise<{ phase: string; bytesSent: number; round: number } | undefined> {
-  try {
-    const l = (await controlRequest(d.dataDir, 'migrations', {}, 2000)) as { active: Array<{ phase: string; bytesSent: number; round: number }> };
-    return l.active[0];
-  } catch {
-    return undefined;
-  }
-}
-
-/** A small tmpfs (root only): `mount` fails clearly when the test runs without the right. */
-export function mountTmpfs(dir: string, bytes: number): () => void {
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${bytes}`, 'tmpfs', dir], { stdio: 'pipe' });
-  } catch (e) {
-    throw new Error(`the full-disk test mounts a ${bytes}-byte tmpfs and needs root (mount -t tmpfs) to do so: ${String((e as { stderr?: Buffer }).stderr ?? e)}`);
-  }
-  return () => {
-    try {
-      execFileSync('umount', ['-l', dir], { stdio: 'pipe' });
-    } catch {
-      // already gone
-    }
-  };
-}
-
-/** Fills the file system of `file` until `leaveBytes` are left free (ENOSPC tells where the end is). */
-export function fillDisk(file: string, leaveBytes: number): number {
-  const fd = openSync(file, 'w');
-  const block = Buffer.alloc(64 * 1024, 0x5a);
-  let written = 0;
-  try {
-    for (;;) written += writeSync(fd, block);
-  } catch {
-    // ENOSPC: full
-  } finally {
-    closeSync(fd);
-  }
-  // Give back what the agent may use for small writes (registry, keys), not enough for a heap.
-  execFileSync('truncate', ['-s', String(Math.max(0, written - leaveBytes)), file]);
-  return written - leaveBytes;
-}
-
-export function freeDisk(file: string): void {
-  rmSync(file, { force: true });
 }
 
 function sleep(ms: number): Promise<void> {

@@ -5,13 +5,47 @@
  * origin's answer about its decision), and the destination's disk failing at the install, then
  * really full (its data directory on a small tmpfs).
  */
-import { mkdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startAedes, type TestBroker } from '../helpers/brokers.js';
 import { Dirs } from '../bridge/helpers.js';
 import { migrate } from './helpers.js';
-import { checkLedger, checkReport, fillDisk, freeDisk, INSTANCE, mountTmpfs, runFault, startRig, type Expect, type Rig } from './fault-helpers.js';
+import { checkLedger, checkReport, INSTANCE, runFault, startRig, type Expect, type Rig } from './fault-helpers.js';
+
+/** A small tmpfs (root only): `mount` fails clearly when the test runs without the right. */
+function mountTmpfs(dir: string, bytes: number): () => void {
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${bytes}`, 'tmpfs', dir], { stdio: 'pipe' });
+  } catch (e) {
+    throw new Error(`the full-disk test mounts a ${bytes}-byte tmpfs and needs root (mount -t tmpfs) to do so: ${String((e as { stderr?: Buffer }).stderr ?? e)}`);
+  }
+  return () => {
+    try {
+      execFileSync('umount', ['-l', dir], { stdio: 'pipe' });
+    } catch {
+      // already gone
+    }
+  };
+}
+
+/** Fills the file system of `file` until `leaveBytes` are left free (ENOSPC tells where the end is). */
+function fillDisk(file: string, leaveBytes: number): number {
+  const fd = openSync(file, 'w');
+  const block = Buffer.alloc(64 * 1024, 0x5a);
+  let written = 0;
+  try {
+    for (;;) written += writeSync(fd, block);
+  } catch {
+    // ENOSPC: full
+  } finally {
+    closeSync(fd);
+  }
+  // Give back what the agent may use for small writes (registry, keys), not enough for a heap.
+  execFileSync('truncate', ['-s', String(Math.max(0, written - leaveBytes)), file]);
+  return written - leaveBytes;
+}
 
 describe('handoff faults: the destination and the messages', () => {
   let broker: TestBroker;
@@ -31,6 +65,8 @@ describe('handoff faults: the destination and the messages', () => {
     // restarted destination undoes the unprepared move at its start.
     ['incoming', 'origin', 'MIGRATE_ABORTED'],
     ['staged', 'origin', 'MIGRATE_ABORTED'],
+    // The final delta never installed: the switch goes unanswered, as below.
+    ['install', 'origin', 'MIGRATE_DOWNTIME_EXCEEDED'],
     // Prepared but the answer never left: the origin aborts at its downtime limit; the restarted
     // destination asks for the decision and hears "aborted".
     ['prepared', 'origin', 'MIGRATE_DOWNTIME_EXCEEDED'],
@@ -43,6 +79,12 @@ describe('handoff faults: the destination and the messages', () => {
     rig = await startRig(broker, { destinationFault: `destination:${step}:kill` });
     const out = await runFault(rig, { kill: 'destination', expect: where, ...(code ? { code } : {}) });
     expect(out.ledger.length).toBeGreaterThan(40);
+  }, 180_000);
+
+  it('a pre-copy round is lost: the origin aborts when the step times out and serves on; the destination undoes', async () => {
+    rig = await startRig(broker, { destinationFault: 'destination:round:drop' });
+    await runFault(rig, { expect: 'origin', code: 'MIGRATE_ABORTED' });
+    expect(rig.phone.allLogs().some((l) => l.event === 'move.undone')).toBe(true);
   }, 180_000);
 
   it('the switch is lost: the origin aborts within its downtime limit and serves on; the destination undoes', async () => {
@@ -87,7 +129,7 @@ describe('handoff faults: the destination and the messages', () => {
       const out = await runFault(rig, { expect: 'origin' });
       expect(out.migrated.report!.message).toMatch(/STORE_NO_SPACE/);
       // Room again: the same move goes through, with everything applied so far.
-      freeDisk(filler);
+      rmSync(filler);
       const m = await migrate(rig.pi, INSTANCE, rig.phone.id);
       checkReport(m, 'destination');
       expect(await rig.phone.state()).toBe('running');

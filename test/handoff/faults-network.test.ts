@@ -7,13 +7,24 @@
  * recovery the instance runs on exactly one device with every request applied once, in order.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { controlRequest } from '../../agent/cli/control-client.js';
 import { startAedes, startMosquitto, type MosquittoBroker, type TestBroker } from '../helpers/brokers.js';
-import { until } from '../bridge/helpers.js';
-import { activeMove, runFault, slowLink, startRig, type Rig } from './fault-helpers.js';
+import { until, type Device } from '../bridge/helpers.js';
+import { runFault, startRig, type Rig } from './fault-helpers.js';
 
 /** 400 KB of heap at 2 Mbit/s: the first round alone takes well over a second. */
 const HEAP = { count: 200, size: 2000 };
-const LINK = slowLink(2_000_000, 5);
+const LINK = { bandwidthBps: 2_000_000, latencyMs: 5, jitterMs: 0, lossRate: 0 };
+
+/** The origin's move under way, as its control socket reports it (undefined when none). */
+async function activeMove(d: Device): Promise<{ phase: string; bytesSent: number; round: number } | undefined> {
+  try {
+    const l = (await controlRequest(d.dataDir, 'migrations', {}, 2000)) as { active: Array<{ phase: string; bytesSent: number; round: number }> };
+    return l.active[0];
+  } catch {
+    return undefined;
+  }
+}
 
 /** Resolves once the phone has received `bytes` more from the broker than when called (the move's data is on its way). */
 async function midTransfer(rig: Rig, bytes: number): Promise<void> {
