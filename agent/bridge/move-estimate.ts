@@ -22,6 +22,8 @@ export class SwitchEstimate {
   connectMs = 0;
   /** This device's registry write (the decision), ms. */
   decideMs = 0;
+  /** This device's mailbox-session connect (an aborted switch reconnects it), ms. */
+  ownConnectMs = 0;
   private xferMs = 0;
   private xferBytes = 0;
   private smallestApply = Infinity;
@@ -61,6 +63,14 @@ export class SwitchEstimate {
   /** After the destination is prepared: the decision, the handovers, the commit's round trip and the session's connect there, ms. */
   reserveMs(): number {
     return SAFETY * (this.decideMs + this.leases * this.rttMs + this.rttMs + this.connectMs) + MARGIN_MS + this.learnedMs;
+  }
+
+  /**
+   * What the switch keeps back after the destination's answer: the reserve, or, if larger, what
+   * an abort at that point costs here (reconnecting the paused instance's session), ms.
+   */
+  holdBackMs(): number {
+    return Math.max(this.reserveMs(), SAFETY * this.ownConnectMs + MARGIN_MS);
   }
 
   /** The whole downtime of a switch that sends `bytes`, ms. */

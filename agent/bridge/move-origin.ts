@@ -130,6 +130,8 @@ export class MoveOrigin {
       this.desc = this.l.moves.describe(this.instance);
       this.est = new SwitchEstimate(this.desc.leases.length, this.l.learned(this.peer));
       this.est.decideMs = Math.max(this.l.probeDecide(), this.l.probeDecide());
+      // Measured while the rest of the prepare goes on (an aborted switch reconnects the session).
+      void this.l.moves.probeSession().then((ms) => (this.est.ownConnectMs = ms), () => undefined);
       await this.measureRtt();
       this.prep = (await this.request('move.prepare', this.prepareBody())) as PrepareAnswer;
       faultPoint('origin', 'prepare');
@@ -354,7 +356,7 @@ export class MoveOrigin {
     const steps = { pausedMs: at(), preparedMs: 0, decidedMs: 0, handedOverMs: 0, runningMs: 0 };
     this.report.switchSteps = steps;
     // Time kept for what follows the destination's answer: the decision, the handover, the commit.
-    const reserve = this.est.reserveMs();
+    const reserve = this.est.holdBackMs();
     const budget = () => this.o.downtimeLimitMs - reserve - (performance.now() - this.pausedAt);
     await send(budget);
     steps.preparedMs = at();
@@ -425,7 +427,7 @@ export class MoveOrigin {
   private async timedRequest(type: string, body: unknown, budgetMs: number): Promise<unknown> {
     if (budgetMs < 1) throw this.late(`${type} could not be sent`, budgetMs);
     try {
-      return await this.l.channels.request(this.peer, type, body, Math.max(100, Math.ceil(budgetMs)));
+      return await this.l.channels.request(this.peer, type, body, Math.max(1, Math.ceil(budgetMs)));
     } catch (e) {
       if (isFerryError(e, 'BUS_TIMEOUT')) throw this.late(`${this.peer} did not answer ${type}`);
       throw e;

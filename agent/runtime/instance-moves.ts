@@ -189,9 +189,9 @@ export class InstanceMoves {
     r.instance.rehandOutbox();
     r.runner.restart();
     await this.h.reconnect(r);
-    // Its commit hands the outbox out again (timers skipped during the pause fire now).
+    // Its commit (at the next turn, with the requests that came meanwhile) hands the outbox out
+    // again: timers skipped during the pause fire now.
     r.runner.hook('onResume', { checkpoint: r.instance.heapStats().version, afterAbortedMove: true });
-    r.runner.flush();
   }
 
   /**
