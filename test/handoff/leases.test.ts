@@ -137,7 +137,7 @@ describe('leases in a live handoff', () => {
   let tag = '';
 
   beforeAll(async () => {
-    broker = await startAedes();
+    broker = await startAedes({ persistent: true });
     tag = `${process.pid}-${Date.now() % 100_000}`;
     const args = ['--broker', broker.url];
     pi = new Device(`pi-${tag}`, 'rpi-4b', dirs.make('pi'), args);

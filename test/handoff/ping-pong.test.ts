@@ -20,7 +20,7 @@ const INSTANCE = 'tally';
 /** Mosquitto keeps the mailbox sessions on disk (as a deployment would); aedes in this process. */
 const BROKERS = [
   ['mosquitto (persistence)', () => startMosquitto({ persistence: true })],
-  ['aedes', startAedes],
+  ['aedes', () => startAedes({ persistent: true })],
 ] as const;
 
 /** The one-way latency plus jitter of a device's link to the broker, ms (0 for the Pi: loopback). */

@@ -53,7 +53,7 @@ describe('refusals and aborted moves', () => {
   let tagN = 0;
 
   beforeAll(async () => {
-    broker = await startAedes();
+    broker = await startAedes({ persistent: true });
     link = await startLinkEmulator({ targetPort: broker.port, link: SLOW_LINK });
     const tag = `${process.pid}-${Date.now() % 100_000}`;
     pi = new Device(`pi-${tag}`, 'rpi-4b', dirs.make('pi'), ['--broker', broker.url]);
