@@ -278,6 +278,9 @@ export class Agent {
     this.running.set(rec.instance, r); // (an arrival's heap was opened ahead, unregistered)
     try {
       await arrival?.adopt(r);
+      // An arrival's queued requests wait until the commit's answer has left: the origin counts the
+      // downtime to that answer, and the requests are answered a moment later either way.
+      if (arrival) r.runner.hold();
       await this.connect(r, arrival === undefined, arrival?.migrated);
     } catch (e) {
       await this.shut(r, 'close');
@@ -292,8 +295,15 @@ export class Agent {
       r.record = this.registry.instance(rec.instance)!;
     };
     this.failed.delete(rec.instance);
-    if (arrival) arrival.record(record);
-    else record();
+    if (arrival) {
+      arrival.record(() => {
+        try {
+          record();
+        } finally {
+          r.runner.release();
+        }
+      });
+    } else record();
     this.log.info('app.running', { instance: rec.instance, app: rec.app, checkpoint: r.instance.heapStats().version });
     return this.view(rec.instance);
   }

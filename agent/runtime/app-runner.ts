@@ -59,6 +59,7 @@ export class AppRunner {
   private scheduled: NodeJS.Immediate | undefined;
   private timers: NodeJS.Timeout[] = [];
   private stopped = false;
+  private held = false;
 
   constructor(
     readonly instance: AppInstance,
@@ -191,7 +192,18 @@ export class AppRunner {
     }
   }
 
+  /** Calls queue and nothing runs until `release` (an arrival, until its commit is answered). */
+  hold(): void {
+    this.held = true;
+  }
+
+  release(): void {
+    this.held = false;
+    this.schedule();
+  }
+
   private schedule(): void {
+    if (this.held) return;
     this.scheduled ??= setImmediate(() => {
       this.scheduled = undefined;
       this.flush();
