@@ -353,19 +353,42 @@ export class MoveDestination {
     return inc;
   }
 
+  /**
+   * Records activity of an unprepared move. After `idleMs` with nothing from the origin it is
+   * undone; before that, a quiet origin is asked every `askEveryMs` whether the move is still
+   * under way there (a restarted origin says "aborted": it holds no such move), so a move whose
+   * origin died is undone as soon as that origin is back.
+   */
   private touch(inc: Incoming): void {
     inc.lastActivity = Date.now();
     clearTimeout(inc.idle);
-    inc.idle = setTimeout(() => {
+    const undo = (why: string) => {
       if (inc.prepared || !this.incoming.has(inc.id)) return;
       this.forget(inc.id);
       try {
-        if (this.l.moves.undoIncoming(inc.p.instance, inc.id)) this.l.log('warn', 'move.undone', { instance: inc.p.instance, move: inc.id, from: inc.peer, why: `nothing from the origin for ${this.l.idleMs} ms` });
+        if (this.l.moves.undoIncoming(inc.p.instance, inc.id)) this.l.log('warn', 'move.undone', { instance: inc.p.instance, move: inc.id, from: inc.peer, why });
       } catch (e) {
         this.l.log('error', 'move.undo-failed', { instance: inc.p.instance, move: inc.id, error: isFerryError(e) ? e.toString() : String(e) });
       }
-    }, this.l.idleMs);
-    inc.idle.unref();
+    };
+    const check = () => {
+      if (inc.prepared || !this.incoming.has(inc.id)) return;
+      if (Date.now() - inc.lastActivity >= this.l.idleMs) return undo(`nothing from the origin for ${this.l.idleMs} ms`);
+      const asked = Date.now();
+      this.l.channels.request(inc.peer, 'move.decision', { id: inc.id, instance: inc.p.instance }, this.l.askEveryMs).then(
+        (a) => {
+          if ((a as { decision?: unknown } | null)?.decision === 'aborted' && inc.lastActivity <= asked) undo('the origin no longer has the move');
+          else arm();
+        },
+        () => arm(),
+      );
+    };
+    const arm = () => {
+      if (!this.incoming.has(inc.id) || inc.prepared) return;
+      inc.idle = setTimeout(check, this.l.askEveryMs * 2);
+      inc.idle.unref();
+    };
+    arm();
   }
 
   private forget(id: string): void {

@@ -51,7 +51,7 @@ describe('handoff faults: the destination and the messages', () => {
   let broker: TestBroker;
   let rig: Rig | undefined;
   beforeEach(async () => {
-    broker = await startAedes();
+    broker = await startAedes({ persistent: true });
   });
   afterEach(async () => {
     await rig?.close();

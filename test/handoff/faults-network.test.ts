@@ -42,7 +42,7 @@ describe('handoff faults: the link cut', () => {
   });
 
   it('during pre-copy: the move aborts or completes, and the instance runs on exactly one device', async () => {
-    broker = await startAedes();
+    broker = await startAedes({ persistent: true });
     rig = await startRig(broker, { link: LINK, heap: HEAP });
     let cutIn: string | undefined;
     const out = await runFault(rig, {
@@ -61,7 +61,7 @@ describe('handoff faults: the link cut', () => {
   }, 240_000);
 
   it('at the switch: the move aborts or completes, and the instance runs on exactly one device', async () => {
-    broker = await startAedes();
+    broker = await startAedes({ persistent: true });
     rig = await startRig(broker, { link: LINK, heap: HEAP });
     let cutIn: string | undefined;
     const out = await runFault(rig, {

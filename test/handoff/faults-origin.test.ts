@@ -13,7 +13,7 @@ describe('handoff faults: the origin killed', () => {
   let broker: TestBroker;
   let rig: Rig | undefined;
   beforeEach(async () => {
-    broker = await startAedes();
+    broker = await startAedes({ persistent: true });
   });
   afterEach(async () => {
     await rig?.close();
