@@ -241,8 +241,11 @@ export class Migrations {
     const a = this.active.get(id);
     if (a && !a.done && a.origin.peer === peer && !a.origin.isDecided) return { decision: 'pending' };
     const rec = this.l.moves.marked().find((x) => x.instance === instance && x.state === 'moved');
+    if (a?.origin.isDecided && a.origin.peer === peer) {
+      a.origin.toldMoved();
+      return { decision: 'moved' };
+    }
     if (rec?.move?.id === id && rec.move.peer === peer) return { decision: 'moved' };
-    if (a?.origin.isDecided && a.origin.peer === peer) return { decision: 'moved' };
     // No decision was written for it (presumed abort): the instance is here or went elsewhere since.
     return { decision: 'aborted' };
   }

@@ -380,7 +380,10 @@ export class MoveDestination {
           if ((a as { decision?: unknown } | null)?.decision === 'aborted' && inc.lastActivity <= asked) undo('the origin no longer has the move');
           else arm();
         },
-        () => arm(),
+        (e: unknown) => {
+          this.l.log('debug', 'move.ask-failed', { instance: inc.p.instance, move: inc.id, peer: inc.peer, error: String(e) });
+          arm();
+        },
       );
     };
     const arm = () => {

@@ -104,6 +104,9 @@ export class MoveOrigin {
   private rounds = 0;
   private codeSent = false;
   private readonly report: Partial<MoveReport> = {};
+  /** Resolved when the destination asked for the decision and was told "moved" (migrations.ts). */
+  private readonly asked: Promise<void>;
+  private answeredMoved: () => void = () => undefined;
 
   constructor(
     private readonly l: OriginLinks,
@@ -111,7 +114,14 @@ export class MoveOrigin {
     readonly peer: string,
     readonly o: ResolvedMigrateOptions,
     private readonly onProgress: (p: MoveProgress) => void,
-  ) {}
+  ) {
+    this.asked = new Promise((r) => (this.answeredMoved = r));
+  }
+
+  /** The destination asked for the decision and was told "moved": it runs the instance. */
+  toldMoved(): void {
+    this.answeredMoved();
+  }
 
   /** Asks the move to stop; it aborts at its next step unless the decision is already written. */
   cancel(): boolean {
@@ -379,7 +389,13 @@ export class MoveOrigin {
     faultPoint('origin', 'handedover');
     let downtimeMs = performance.now() - this.pausedAt;
     try {
-      await this.request('move.commit', { id: this.id, instance: this.instance, leases: gifts, downtimeMs: Math.round(downtimeMs) }, this.o.stepTimeoutMs, this.o.retries);
+      const committed = this.request('move.commit', { id: this.id, instance: this.instance, leases: gifts, downtimeMs: Math.round(downtimeMs) }, this.o.stepTimeoutMs, this.o.retries);
+      // A destination that asked for the decision (its commit was lost) and was told "moved" runs it: done too.
+      const asked = this.asked.then(() => {
+        this.report.message = "moved; the commit's answer was lost, and the destination asked for the decision instead";
+      });
+      await Promise.race([committed, asked]);
+      committed.catch(() => undefined);
     } catch (e) {
       // Decided: the destination learns it when it asks (move.decision). The move stands.
       this.report.message = `moved; the destination had not confirmed the commit (${String(e)}), it will ask`;

@@ -34,9 +34,9 @@ export function summary(r: MoveReport): Record<string, unknown> {
 
 export const MIGRATE_COMMANDS: Record<string, Command> = {
   migrate: {
-    usage: 'migrate <instance> <peer> [--downtime-limit <ms>] [--dry-run] | migrate --cancel <instance>',
+    usage: 'migrate <instance> <peer> [--downtime-limit <ms>] [--step-timeout <ms>] [--dry-run] | migrate --cancel <instance>',
     summary: 'hand a running instance to a paired peer, live (heap, mailbox, timers, leases); --dry-run plans only',
-    flags: ['downtime-limit', 'dry-run', 'cancel'],
+    flags: ['downtime-limit', 'step-timeout', 'dry-run', 'cancel'],
     async run(ctx, w, f, _cfg, d) {
       const cancel = f.str('cancel');
       if (cancel !== undefined) {
@@ -47,7 +47,9 @@ export const MIGRATE_COMMANDS: Record<string, Command> = {
       const peer = need(w, 1, 'peer', this.usage);
       noMore(w, 2, this.usage);
       const limit = f.int('downtime-limit', 10, 60_000);
-      const options = { ...(limit !== undefined ? { downtimeLimitMs: limit } : {}), ...(f.bool('dry-run') ? { dryRun: true } : {}) };
+      // How long one step (a request to the peer) may take before the move aborts: short on a LAN.
+      const step = f.int('step-timeout', 100, 600_000);
+      const options = { ...(limit !== undefined ? { downtimeLimitMs: limit } : {}), ...(step !== undefined ? { stepTimeoutMs: step } : {}), ...(f.bool('dry-run') ? { dryRun: true } : {}) };
       const json = ctx.parsed.flags.has('json');
       const started = (await controlRequest(d, 'migrate', { instance, peer, options }, 120_000)) as { id: string } | MoveReport;
       if ('outcome' in started) return { result: json ? started : summary(started) };

@@ -346,7 +346,8 @@ export interface FaultCase {
  * The fault tests' downtime limit: roomy enough that a loaded test machine still converges and
  * reaches the step under test, tight enough that an abort's pause is checked against it.
  */
-export const DEFAULT_MIGRATE_ARGS = ['--downtime-limit', '3000'];
+/** A step lost to a fault is given up after 8 s (not the default 30 s): the tests wait for it. */
+export const DEFAULT_MIGRATE_ARGS = ['--downtime-limit', '3000', '--step-timeout', '8000'];
 
 export interface FaultOutcome {
   migrated: Migrated;

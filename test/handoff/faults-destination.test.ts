@@ -94,15 +94,19 @@ describe('handoff faults: the destination and the messages', () => {
     expect(out.migrated.report!.switchSteps).toBeDefined();
   }, 180_000);
 
+  /** A step timeout longer than the destination's questions take (they go every 2 s, each waiting 10 s at most). */
+  const ASK_FIRST = ['--downtime-limit', '3000', '--step-timeout', '60000'];
+
   it('the commit is lost: the destination asks for the decision and runs the instance; the origin reports moved', async () => {
     rig = await startRig(broker, { destinationFault: 'destination:commit:drop' });
-    await runFault(rig, { expect: 'destination' });
+    // The origin resends a lost commit after its step timeout: long here, so the destination's question comes first.
+    await runFault(rig, { expect: 'destination', migrateArgs: ASK_FIRST });
     expect(rig.phone.allLogs().some((l) => l.event === 'move.decided' && l.asked === true)).toBe(true);
   }, 180_000);
 
   it("the origin's answer about its decision is lost too: the destination asks again and runs the instance", async () => {
     rig = await startRig(broker, { destinationFault: 'destination:commit:drop', originFault: 'origin:decision:drop', logLevel: 'debug' });
-    await runFault(rig, { expect: 'destination' });
+    await runFault(rig, { expect: 'destination', migrateArgs: ASK_FIRST });
     const logs = rig.phone.allLogs();
     // Its first question went unanswered, a later one was answered "moved".
     expect(logs.some((l) => l.event === 'move.ask-failed')).toBe(true);
