@@ -70,7 +70,6 @@ export class Agent {
       deviceId: options.deviceId,
       log: this.log,
       services: () => this.services,
-      exclusive: (fn) => this.exclusive(fn),
       start: (rec, arrival) => this.start(rec, undefined, undefined, arrival),
       openAhead: (rec, still) => this.open(rec, undefined, undefined, { still }),
       load: (source, filename, instance) => loadApp(source, { filename, instance, timeoutMs: options.handlerTimeoutMs }),

@@ -67,7 +67,6 @@ export interface MovesHost {
   deviceId: string;
   log: Logger;
   services(): Services | undefined;
-  exclusive<T>(fn: () => Promise<T>): Promise<T>;
   /** Opens and connects an instance from its record, records it running (agent.start). */
   start(rec: InstanceRecord, arrival: Arrival): Promise<unknown>;
   /** Opens an arriving instance's heap without running it (not registered), if `still()` holds once its module is loaded. */
@@ -273,11 +272,6 @@ export class InstanceMoves {
     const installed = this.h.registry.app(app);
     if (!installed) return false;
     return codeHash(readFileSync(join(this.h.dataDir, 'apps', installed.file), 'utf8')) === code;
-  }
-
-  /** Whether the store holds a heap for `instance` whose line size is `lineSize` (the line path can reuse it). */
-  lineSizeHere(): number {
-    return this.h.profile.cacheLineBytes;
   }
 
   /**
