@@ -235,6 +235,7 @@ export class SqlitePersistence {
     return Readable.from(
       (function* () {
         for (let after = 0; ; ) {
+          if (self.closed) return;
           const rows = self.sql.retainedPage.all(after);
           for (const row of rows) {
             if (patterns.some((p) => topicMatches(p, row.topic))) yield decodeRecord(row.packet, self.file, `retained message ${row.topic}`);
@@ -357,7 +358,7 @@ export class SqlitePersistence {
     // What is queued now, as aedes-persistence's in-memory queue hands out a copy: a message
     // enqueued while the stream runs reaches the client live, not a second time from here
     // (after the replay: outgoingUpdate holds it until then).
-    const last = this.sql.lastOutgoing.get() ?? 0;
+    const last = this.closed ? 0 : (this.sql.lastOutgoing.get() ?? 0);
     // Only for a connecting aedes client, whose connect replays the whole stream (a reader that
     // only looks at the queue, as aedes-persistence's own tests do, holds nothing).
     const live = typeof (client as { deliverQoS?: unknown }).deliverQoS === 'function';
@@ -367,6 +368,7 @@ export class SqlitePersistence {
     const stream = Readable.from(
       (function* () {
         for (let after = 0; ; ) {
+          if (self.closed) break;
           const rows = self.sql.outgoingPage.all(client.id, after, last);
           for (const row of rows) {
             const p = self.outgoingPacket(row);
@@ -441,6 +443,8 @@ export class SqlitePersistence {
   }
 
   delWill(client: Client): Promise<BrokerPacket | undefined> {
+    // aedes deletes a will as a client goes, which can be after the broker closed its store.
+    if (this.closed) return this.write(() => undefined);
     const bytes = this.sql.getWill.get(client.id);
     if (!bytes) return Promise.resolve(undefined);
     return this.write(() => {
@@ -450,6 +454,7 @@ export class SqlitePersistence {
   }
 
   streamWill(brokers: Record<string, unknown> = {}): Readable {
+    if (this.closed) return Readable.from([]);
     const wills = this.sql.allWills.all().filter((w) => w.broker_id === null || !brokers[w.broker_id]);
     return Readable.from(wills.map((w) => decodeRecord(w.packet, this.file, 'a will')));
   }

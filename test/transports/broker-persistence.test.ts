@@ -111,6 +111,19 @@ describe('the embedded broker store (SqlitePersistence)', () => {
     await p.destroy();
   });
 
+  it('after close, what aedes still calls as clients go is refused as STORE_CLOSED, never thrown', async () => {
+    const p = new SqlitePersistence(storeFile());
+    await p.setup({ id: 'broker-a' });
+    await p.putWill({ id: 'c1' }, { topic: 'will/c1', payload: Buffer.from('gone'), qos: 1, retain: false });
+    await p.destroy();
+    // aedes deletes a departing client's will after the broker closed its store (seen in CI).
+    expect((await caughtAsync(() => p.delWill({ id: 'c1' }))).code).toBe('STORE_CLOSED');
+    expect((await caughtAsync(() => p.putWill({ id: 'c2' }, { topic: 'w', payload: Buffer.alloc(0), qos: 0, retain: false }))).code).toBe('STORE_CLOSED');
+    expect(await p.streamWill().toArray()).toEqual([]);
+    expect(await p.outgoingStream({ id: 'c1' }).toArray()).toEqual([]);
+    expect(await p.createRetainedStream('#').toArray()).toEqual([]);
+  });
+
   it('a broker on the store keeps a persistent session’s queue across a restart, in order', async () => {
     const file = storeFile();
     let broker = await startEmbeddedBroker({ persistenceFile: file });
