@@ -28,7 +28,7 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { MoveReport } from '../agent/bridge/move-origin.js';
+import type { MoveReport } from '../agent/bridge/move-report.js';
 import type { MoveWatch } from '../agent/bridge/migrations.js';
 import { channelTopic } from '../agent/bridge/channel.js';
 import { getProfile } from '../hw-profiles/index.js';

@@ -13,7 +13,7 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MoveWatch } from '../agent/bridge/migrations.js';
-import type { MoveReport } from '../agent/bridge/move-origin.js';
+import type { MoveReport } from '../agent/bridge/move-report.js';
 import { getProfile } from '../hw-profiles/index.js';
 import { startLinkEmulator, type LinkEmulator } from '../transports/index.js';
 import { DemoAgent, ROOT, build, distIsStale } from './demo-agents.js';

@@ -206,6 +206,16 @@ export class DurableSession {
     await Promise.race([new Promise<void>((res) => client.once('connect', () => res())), sleep(o.connectTimeoutMs)]);
     await client.endAsync().catch(() => undefined);
   }
+
+  /** How long connecting a session takes here (ms): a throwaway one, discarded after (a handoff's estimate). */
+  static async probe(options: DurableSessionOptions): Promise<number> {
+    const t = performance.now();
+    const s = await DurableSession.connect(options, (m) => m.ack());
+    const ms = performance.now() - t;
+    await s.close();
+    await DurableSession.discard(options);
+    return ms;
+  }
 }
 
 type ResolvedSessionOptions = Required<Pick<DurableSessionOptions, 'url' | 'clientId' | 'filter' | 'keepaliveSeconds' | 'connectTimeoutMs' | 'reconnectMs'>> & {

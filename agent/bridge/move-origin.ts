@@ -3,17 +3,17 @@ import { encode } from 'cbor-x';
 import { FerryError, isFerryError } from '../../core/errors.js';
 import type { HwProfile } from '../../hw-profiles/index.js';
 import type { Store } from '../../store/index.js';
-import { openHeap } from '../heap/heap.js';
-import { exportObjects, type ExportedObject, type ObjectImage } from '../heap/migration.js';
 import type { HeldLease, Services } from '../services/index.js';
 import type { InstanceMoves, OutgoingInstance } from '../runtime/instance-moves.js';
 import type { Channels } from './channel.js';
 import type { SealedBulk } from './sealed-bulk.js';
-import { HASH_BYTES, type PrepareAnswer, type WireLine } from './move-wire.js';
+import type { PrepareAnswer, WireLine } from './move-wire.js';
+import { exportAt, objectDelta, recordHash } from './move-objects.js';
+import { prepareBody } from './move-report.js';
+import type { MovePhase, MoveProgress, MoveReport } from './move-report.js';
 import type { ResolvedMigrateOptions } from './move-options.js';
 import { SwitchEstimate } from './move-estimate.js';
 import { faultPoint } from './fault-points.js';
-import { createHash } from 'node:crypto';
 
 /**
  * The origin of a handoff, which coordinates it (DESIGN.md, "Handoff"): prepare, pre-copy while
@@ -21,45 +21,6 @@ import { createHash } from 'node:crypto';
  * decision, lease handover, commit. Every failure before the decision aborts: the destination is
  * told to undo and the origin serves on. After the decision the move is final.
  */
-
-export type MovePhase = 'prepare' | 'code' | 'precopy' | 'switch' | 'commit' | 'done' | 'aborted';
-
-export interface MoveProgress {
-  phase: MovePhase;
-  round: number;
-  bytesSent: number;
-  /** Bytes of the lines the destination lacked at the prepare (the least any move must send). */
-  bytesMissing: number;
-  heapBytes: number;
-  dirtyRateBps: number;
-  bandwidthBps: number;
-  rttMs: number;
-  expectedDowntimeMs: number;
-}
-
-export interface MoveReport extends MoveProgress {
-  id: string;
-  instance: string;
-  from: string;
-  to: string;
-  path: 'lines' | 'objects';
-  outcome: 'moved' | 'aborted' | 'planned';
-  code?: string;
-  message?: string;
-  startedAt: string;
-  totalMs: number;
-  /** Pause to the destination's answer that the instance runs there (0 if it never paused). */
-  downtimeMs: number;
-  downtimeLimitMs: number;
-  rounds: number;
-  linesReused: number;
-  linesSent: number;
-  leasesHandedOver: number;
-  leasePlan: PrepareAnswer['leasePlan'];
-  codeSent: boolean;
-  /** Where the downtime went, ms from the pause: paused, destination prepared, decision written, leases handed over, destination running. */
-  switchSteps?: { pausedMs: number; preparedMs: number; decidedMs: number; handedOverMs: number; runningMs: number };
-}
 
 export interface OriginLinks {
   channels: Channels;
@@ -143,7 +104,7 @@ export class MoveOrigin {
       // Measured while the rest of the prepare goes on (an aborted switch reconnects the session).
       void this.l.moves.probeSession().then((ms) => (this.est.ownConnectMs = ms), () => undefined);
       await this.measureRtt();
-      this.prep = (await this.request('move.prepare', this.prepareBody())) as PrepareAnswer;
+      this.prep = (await this.request('move.prepare', prepareBody(this.id, this.desc, this.l.deviceId))) as PrepareAnswer;
       faultPoint('origin', 'prepare');
       const r = this.prep.path === 'objects' ? await this.objectPath() : await this.linePath();
       return r;
@@ -285,7 +246,7 @@ export class MoveOrigin {
   // ---- object path (another line or word size): stop-and-copy of objects, pre-copied once ----
 
   private async objectPath(): Promise<MoveReport> {
-    const first = this.exportAt(this.l.moves.committedVersion(this.instance)); // not desc.version: pruned by now under load
+    const first = exportAt(this.l, this.instance, this.l.moves.committedVersion(this.instance)); // not desc.version: pruned by now under load
     const bytes = first.objects.reduce((n, [, r]) => n + r.length, 0);
     this.progress.heapBytes = bytes;
     this.progress.bytesMissing = bytes;
@@ -304,8 +265,8 @@ export class MoveOrigin {
     // The import at the switch places every object: its cost grows with the whole image.
     this.est.applyPerByteMs = Math.max(this.est.applyPerByteMs, (this.est.applyFixedMs + 1) / Math.max(1, bytes));
     const sent = new Map(first.objects.map(([oid, rec]) => [oid, recordHash(rec)]));
-    const now = this.exportAt(this.l.moves.committedVersion(this.instance));
-    const dirty = now.objects.filter(([oid, rec]) => sent.get(oid) !== recordHash(rec)).reduce((n, [, r]) => n + r.length, 0);
+    const now = exportAt(this.l, this.instance, this.l.moves.committedVersion(this.instance));
+    const dirty = objectDelta(sent, now.objects).changed.reduce((n, [, r]) => n + r.length, 0);
     const expected = this.est.downtimeMs(dirty);
     this.progress.expectedDowntimeMs = expected;
     this.onProgress({ ...this.progress });
@@ -313,10 +274,8 @@ export class MoveOrigin {
       throw new FerryError('MIGRATE_DOWNTIME_EXCEEDED', `the object-level switch of ${this.instance} (${dirty} bytes of changed objects) would take about ${expected} ms at ${this.progress.bandwidthBps} B/s; the limit is ${this.o.downtimeLimitMs} ms`, { field: 'downtimeLimitMs', expectedDowntimeMs: expected });
     }
     return this.switchOver(async (budgetMs) => {
-      const img = this.exportAt(this.l.moves.committedVersionPaused(this.instance));
-      const changed = img.objects.filter(([oid, rec]) => sent.get(oid) !== recordHash(rec));
-      const live = new Set(img.objects.map(([oid]) => oid));
-      const removed = [...sent.keys()].filter((oid) => !live.has(oid));
+      const img = exportAt(this.l, this.instance, this.l.moves.committedVersionPaused(this.instance));
+      const { changed, removed } = objectDelta(sent, img.objects);
       const size = changed.reduce((n, [, r]) => n + r.length, 0);
       this.check(size, budgetMs());
       this.linesSent += changed.length;
@@ -331,21 +290,6 @@ export class MoveOrigin {
       this.progress.bytesSent += data.length;
       return this.timedRequest('move.switch', { id: this.id, bulk: true }, budgetMs());
     });
-  }
-
-  private exportAt(version: number): { objects: ExportedObject[]; image: ObjectImage } {
-    const heap = openHeap({ store: this.l.store, app: this.instance, profile: this.l.profile, version, readOnly: true });
-    try {
-      const gen = exportObjects(heap);
-      const objects: ExportedObject[] = [];
-      for (;;) {
-        const n = gen.next();
-        if (n.done) return { objects, image: n.value };
-        objects.push(n.value);
-      }
-    } finally {
-      heap.close();
-    }
   }
 
   // ---- the switch, the decision, the commit ----
@@ -474,28 +418,6 @@ export class MoveOrigin {
 
   // ---- helpers ----
 
-  private prepareBody(): Record<string, unknown> {
-    const d = this.desc;
-    return {
-      id: this.id,
-      instance: d.instance,
-      app: d.app,
-      appVersion: d.appVersion,
-      code: d.code,
-      lineSize: d.lineSize,
-      maxLines: d.maxLines,
-      wordBits: d.wordBits,
-      minHeapBytes: d.minHeapBytes,
-      // Array.from, not d.services.map: the list was built in the app's sandbox realm, whose arrays
-      // are no `Array` here, and CBOR would encode one as an indefinite-length array (refused on arrival).
-      services: Array.from(d.services, (s) => ({ type: s.type, optional: s.optional, ...(s.attributes ? { attributes: { ...s.attributes } } : {}) })),
-      leases: d.leases.map(({ type, lease }) => {
-        const provider = String(lease.description?.attrs?.device ?? lease.description?.provider ?? lease.leaseTopic);
-        return { type, provider, exclusive: lease.exclusive, local: lease.description?.attrs?.system === true && provider === this.l.deviceId };
-      }),
-    };
-  }
-
   private async sendCode(): Promise<void> {
     if (!this.prep.needCode) return;
     this.phase('code');
@@ -582,9 +504,4 @@ export class MoveOrigin {
 function delta(sent: Map<number, string>, now: Array<{ line: number; hash: Uint8Array }>): { changed: Array<{ line: number; hash: Uint8Array }>; removed: number[] } {
   const live = new Set(now.map((x) => x.line));
   return { changed: now.filter((x) => sent.get(x.line) !== hex(x.hash)), removed: [...sent.keys()].filter((line) => !live.has(line)) };
-}
-
-/** A content hash of bytes (the store's: 16 bytes of SHA-256), for object records. */
-export function recordHash(b: Uint8Array): string {
-  return createHash('sha256').update(b).digest().subarray(0, HASH_BYTES).toString('hex');
 }

@@ -1,5 +1,5 @@
 import { FerryError, type ErrorCode } from '../../core/errors.js';
-import type { MoveProgress, MoveReport } from '../bridge/move-origin.js';
+import type { MoveProgress, MoveReport } from '../bridge/move-report.js';
 import type { MoveWatch } from '../bridge/migrations.js';
 import { agent, need, noMore, type Command } from './command.js';
 import { controlRequest } from './control-client.js';

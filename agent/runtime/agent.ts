@@ -6,25 +6,24 @@ import { openStore, type Store } from '../../store/index.js';
 import { DurableSession, type DurableSessionOptions } from '../../transports/durable-session.js';
 import { appMailboxTopic } from '../../transports/topics.js';
 import type { MqttBus } from '../../transports/mqtt-bus.js';
-import { DEFAULT_MAX_MESSAGE_BYTES } from '../../transports/options.js';
 import { startServices, type HeldLease, type Services } from '../services/index.js';
 import { readAgentOptions, type AgentOptions, type ResolvedAgentOptions } from './agent-options.js';
 import { checkModuleFile } from './app-installer.js';
-import { AppInstance } from './app-instance.js';
 import { AppLeases, type LeaseView } from './app-leases.js';
 import { NAME } from './app-definition.js';
 import { loadApp } from './app-loader.js';
 import { AppRunner } from './app-runner.js';
-import { codeHash, runUpgradeHook, upgradeFailed } from './app-upgrade.js';
+import { codeHash, upgradeFailed } from './app-upgrade.js';
 import { inAgentTerms } from './broker-credentials.js';
 import { BrokerWatch } from './broker-watch.js';
 import { redactUrl } from '../../transports/options.js';
 import { Logger } from './logger.js';
 import { Registry, writeAtomically, type InstanceRecord } from './registry.js';
-import { answer, deliver, type DeliveryHost } from './outbox-delivery.js';
+import type { DeliveryHost } from './outbox-delivery.js';
 import type { Running } from './running.js';
 import { instanceView, type InstanceView } from './instance-view.js';
 import { InstanceMoves, type Arrival } from './instance-moves.js';
+import { openRunning, type OpeningHost } from './instance-opening.js';
 
 /** How often a running instance looks again for a required service it lost or never found, ms. */
 const LEASE_RETRY_MS = 500;
@@ -74,15 +73,7 @@ export class Agent {
       openAhead: (rec, still) => this.open(rec, undefined, undefined, { still }),
       load: (source, filename, instance) => loadApp(source, { filename, instance, timeoutMs: options.handlerTimeoutMs }),
       reconnect: (r) => this.reconnect(r),
-      probeSession: async () => {
-        const o = this.sessionOptions(`ferry-probe-${options.deviceId}`.slice(0, 64).toLowerCase().replace(/[^a-z0-9-]/g, '-'));
-        const t = performance.now();
-        const s = await DurableSession.connect(o, (m) => m.ack());
-        const ms = performance.now() - t;
-        await s.close();
-        await DurableSession.discard(o);
-        return ms;
-      },
+      probeSession: () => DurableSession.probe(this.sessionOptions(`ferry-probe-${options.deviceId}`.slice(0, 64).toLowerCase().replace(/[^a-z0-9-]/g, '-'))),
     });
   }
 
@@ -320,63 +311,7 @@ export class Agent {
     if (min > this.profile.heapBudgetBytes) {
       throw new FerryError('HEAP_NO_MEMORY', `app ${rec.app} needs ${min} bytes of heap; profile ${this.profile.name} gives each app ${this.profile.heapBudgetBytes}`, { field: 'requirements.minHeapBytes' });
     }
-    let running: Running | undefined;
-    const instance = AppInstance.open({
-      instance: rec.instance,
-      definition,
-      sandbox,
-      heap: { store: this.store, profile: this.profile, ...(version !== undefined ? { version } : {}) },
-      handlerTimeoutMs: this.options.handlerTimeoutMs,
-      rememberReplies: this.options.rememberReplies,
-      replayHorizonMs: this.options.replayHorizonMs,
-      // Spent ids age only while the mailbox is connected: a broker that was down, or an
-      // instance suspended, has not had the time to save what it acknowledged.
-      mailboxMs: () => running?.session?.connectedMs() ?? 0,
-      host: {
-        now: () => Date.now(),
-        log: (level, message, data) => this.log.log(level, 'app.log', { instance: rec.instance, message, data }),
-        leasesJson: () => JSON.stringify(running?.leases?.view() ?? []),
-        app: { name: definition.name, version: definition.version, instance: rec.instance },
-      },
-    });
-    const toCode = codeHash(source);
-    if (rec.code !== undefined && rec.code !== toCode) {
-      const change = { fromVersion: rec.appVersion, toVersion: definition.version, fromCode: rec.code, toCode };
-      runUpgradeHook(instance, change);
-      this.log.info('app.upgraded', { instance: rec.instance, from: change.fromVersion, to: change.toVersion, checkpoint: instance.heapStats().version });
-    }
-    const runner = new AppRunner(
-      instance,
-      {
-        answer: (replyTo, corr, outcome, then) => {
-          const p = answer(this.delivery, replyTo, corr, outcome, then);
-          running?.answering.add(p);
-          void p.finally(() => running?.answering.delete(p));
-        },
-        deliver: (entries) => {
-          for (const e of entries) void deliver(this.delivery, running!, e);
-        },
-        warn: (event, data) => this.log.warn(event, { instance: rec.instance, ...data }),
-        // Only at debug level: the line is built per commit, so at other levels it is not offered.
-        ...(this.options.logLevel === 'debug' ? { debug: (event: string, data: Record<string, unknown>) => this.log.debug(event, { instance: rec.instance, ...data }) } : {}),
-        observer: this.options.observer,
-        failed: (e) => {
-          // The heap holds changes that were never committed and whose callers were told so:
-          // drop them (close, no checkpoint) and take the instance off until it is resumed.
-          const r = this.running.get(rec.instance);
-          if (r && r.runner === runner) {
-            this.fail(rec.instance, 'app.commit-failed', e);
-            this.shut(r, 'close').catch((err: unknown) => this.log.error('app.shutdown-failed', { instance: rec.instance, error: String(err) }));
-          }
-        },
-        now: () => Date.now(),
-        maxClockSkewMs: 1000,
-        // The agent's bus runs with the default limit (§1); its mailbox sessions take the same.
-        maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
-      },
-      this.options.maxBatch,
-    );
-    running = { record: rec, instance, runner, leases: this.services ? new AppLeases(this.services, definition) : undefined, session: undefined, source, answering: new Set() };
+    const running = openRunning(this.opening, rec, { definition, sandbox, source, ...(version !== undefined ? { version } : {}) });
     if (!ahead) this.running.set(rec.instance, running);
     return running;
   }
@@ -420,6 +355,25 @@ export class Agent {
   private sessionOptions(instance: string): DurableSessionOptions {
     return { ...this.options.credentials, url: this.brokerUrl, clientId: `ferry-app-${instance}`, filter: appMailboxTopic(instance) };
   }
+
+  /** What instance-opening.ts needs of the agent. */
+  private readonly opening: OpeningHost = {
+    store: () => this.store,
+    profile: () => this.profile,
+    options: () => this.options,
+    log: () => this.log,
+    services: () => this.services,
+    delivery: () => this.delivery,
+    // The heap holds changes that were never committed and whose callers were told so: drop them
+    // (close, no checkpoint) and take the instance off until it is resumed.
+    failed: (instance, runner, e) => {
+      const r = this.running.get(instance);
+      if (r && r.runner === runner) {
+        this.fail(instance, 'app.commit-failed', e);
+        this.shut(r, 'close').catch((err: unknown) => this.log.error('app.shutdown-failed', { instance, error: String(err) }));
+      }
+    },
+  };
 
   /** What outbox-delivery.ts needs of the agent. */
   private readonly delivery: DeliveryHost = {

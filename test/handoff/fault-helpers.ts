@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { expect } from 'vitest';
 import { controlRequest } from '../../agent/cli/control-client.js';
 import { AGENT_NODE_FLAGS } from '../../agent/runtime/sandbox.js';
-import type { MoveReport } from '../../agent/bridge/move-origin.js';
+import type { MoveReport } from '../../agent/bridge/move-report.js';
 import { appMailboxTopic, connectBus, ENVELOPE_VERSION, inboxTopic, startLinkEmulator, type LinkEmulator, type MqttBus } from '../../transports/index.js';
 import type { LinkProfile } from '../../hw-profiles/index.js';
 import { Device, Dirs, pairViaCli, until } from '../bridge/helpers.js';

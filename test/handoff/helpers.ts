@@ -3,7 +3,7 @@
  * error) read back as values, and the device helpers of the bridge's tests.
  */
 import { expect } from 'vitest';
-import type { MoveProgress, MoveReport } from '../../agent/bridge/move-origin.js';
+import type { MoveProgress, MoveReport } from '../../agent/bridge/move-report.js';
 import type { Device } from '../bridge/helpers.js';
 
 export interface Migrated {

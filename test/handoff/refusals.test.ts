@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLinkEmulator, type LinkEmulator } from '../../transports/index.js';
 import { startAedes, type TestBroker } from '../helpers/brokers.js';
 import { Device, Dirs, pairViaCli, until } from '../bridge/helpers.js';
-import type { MoveProgress } from '../../agent/bridge/move-origin.js';
+import type { MoveProgress } from '../../agent/bridge/move-report.js';
 import { migrate, moved } from './helpers.js';
 import { LoadClient, ledgerSource, readLedger, snapshot, writeApp } from './load-client.js';
 
