@@ -96,6 +96,7 @@ export const ERROR_CODES = {
   BRIDGE_HANDSHAKE_FAILED: 'the sealed-channel handshake failed: the peer does not hold the identity key this device paired with, or a handshake message was modified',
   BRIDGE_RECORD_REFUSED: 'a sealed record failed authentication (modified, truncated, or sealed under another session key); it was dropped and nothing was acted on',
   BRIDGE_REPLAY: 'a sealed record arrived with a counter already used (replayed) or out of order; it was dropped and nothing was acted on',
+  BRIDGE_RECORD_LOST: 'a genuine sealed record arrived past the next counter: the records before it were lost on the way, so the session ended at both ends and the next message makes a new one',
   BRIDGE_FRAME_MALFORMED: 'a bridge frame is too large, too short, of an unknown version or kind, or names a malformed device id; it was dropped',
   BRIDGE_CLOSED: 'the sealed channel (or the bridge) was closed; the operation did not complete',
 

@@ -365,6 +365,13 @@ export class Channels {
         this.refused(e.code, f.from, e, undefined, 'debug');
         return;
       }
+      if (isFerryError(e, 'BRIDGE_RECORD_LOST')) {
+        // The peer goes on sealing on a session whose records no longer open here: end it at both
+        // ends (the refusal tells the peer), and what waits on it is asked again on a new one.
+        this.kill(s, new FerryError('BRIDGE_CLOSED', `${e.message}; a new session is made`, { field: 'peer', stale: true }));
+        this.refused(e.code, f.from, e, f);
+        return;
+      }
       this.refused(isFerryError(e) ? e.code : 'BRIDGE_RECORD_REFUSED', f.from, e);
       return;
     }

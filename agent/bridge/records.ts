@@ -233,7 +233,14 @@ export class RecordOpener {
     if (f.body.length < COUNTER_BYTES + TAG_BYTES) throw malformed('frame.length', `record body of ${f.body.length} bytes is shorter than a counter and a tag`);
     const c = f.body.readBigUInt64BE(0);
     if (c < this.next) throw new FerryError('BRIDGE_REPLAY', `record counter ${c} was already used (replayed); expected ${this.next}`, { field: 'record.counter' });
-    if (c > this.next) throw new FerryError('BRIDGE_REPLAY', `record counter ${c} is out of order (records missing or reordered); expected ${this.next}`, { field: 'record.counter' });
+    if (c > this.next) {
+      // Records before it never came (a subscriber's connection cut while its peer published).
+      // Told apart from a forgery by its tag, so only the peer itself can end the session this way.
+      if (c - this.next <= this.interval && this.authentic(f, c)) {
+        throw new FerryError('BRIDGE_RECORD_LOST', `records ${this.next}..${c - 1n} of this session were lost on the way (record ${c} came next); the session cannot go on`, { field: 'record.counter' });
+      }
+      throw new FerryError('BRIDGE_REPLAY', `record counter ${c} is out of order (records missing or reordered); expected ${this.next}`, { field: 'record.counter' });
+    }
     // Rekey on a copy: a forged record at a rekey counter must not advance the key.
     const cipher = rekeyDue(c, this.interval) ? this.cipher.clone() : this.cipher;
     if (cipher !== this.cipher) cipher.rekey();
@@ -243,6 +250,20 @@ export class RecordOpener {
     this.cipher = cipher;
     this.next = c + 1n;
     return plaintext;
+  }
+
+  /** Whether record `c` (ahead of the next one, by at most one rekey interval) checks under the key it would be opened with; on a copy. */
+  private authentic(f: DecodedFrame, c: bigint): boolean {
+    const cipher = this.cipher.clone();
+    // The key moves on at each rekey boundary from the next counter up to c (at most two).
+    const first = this.next === 0n ? this.interval : ((this.next + this.interval - 1n) / this.interval) * this.interval;
+    for (let k = first; k <= c; k += this.interval) cipher.rekey();
+    try {
+      cipher.decrypt(c, Buffer.concat([encodeHeader(FrameKind.Record, f.session, f.from), f.body.subarray(0, COUNTER_BYTES)]), f.body.subarray(COUNTER_BYTES));
+      return true;
+    } catch {
+      return false;
+    }
   }
 }
 

@@ -142,18 +142,37 @@ describe('the channel in process, records held back by the attacker', () => {
     );
   });
 
-  it('two records delivered out of order: the later one is refused until the earlier one has opened', async () => {
+  it('a record past a lost one ends the session at both ends, and the next message makes a new one', async () => {
     const p = await pair();
-    const first = await heldNote(p, 1);
+    const first = await heldNote(p, 1); // held back: lost to B
+    expect(first).toBeDefined();
     const second = await heldNote(p, 2);
+    const handshakes = p.a.stats.handshakes;
     p.wire.inject(channelTopic(B), second);
-    expect(p.lines.at(-1)).toMatchObject({ event: 'bridge.refused', code: 'BRIDGE_REPLAY' });
+    expect(p.lines.at(-1)).toMatchObject({ event: 'bridge.refused', code: 'BRIDGE_RECORD_LOST', field: 'record.counter' });
     expect(p.notes).toEqual([]);
+    // The lost record arriving late opens nothing either: the session is gone here.
     p.wire.inject(channelTopic(B), first);
-    p.wire.inject(channelTopic(B), second);
-    p.wire.inject(channelTopic(B), first);
-    expect(p.notes).toEqual([1, 2]);
+    expect(p.lines.at(-1)).toMatchObject({ event: 'bridge.refused', code: 'BRIDGE_CLOSED', field: 'frame.session' });
+    expect(p.notes).toEqual([]);
+    // A was told (the refusal frame): its next message goes on a new session and is acted on.
+    await new Promise((r) => setTimeout(r, 10));
+    await p.a.send(B, 'note', 3);
+    await new Promise((r) => setTimeout(r, 10));
+    expect(p.notes).toEqual([3]);
+    expect(p.a.stats.handshakes).toBe(handshakes + 1);
+  });
+
+  it('a forged record past the next counter is refused and changes nothing', async () => {
+    const p = await pair();
+    const genuine = await heldNote(p, 1);
+    const forged = Buffer.from(genuine!);
+    const counterAt = decodeFrame(forged).headerBytes + 7; // lowest byte of the counter: one ahead
+    forged[counterAt] = forged[counterAt]! + 1;
+    p.wire.inject(channelTopic(B), forged);
     expect(p.lines.at(-1)).toMatchObject({ event: 'bridge.refused', code: 'BRIDGE_REPLAY' });
+    p.wire.inject(channelTopic(B), genuine!);
+    expect(p.notes).toEqual([1]);
   });
 
   it('a replayed handshake is refused and the live session keeps working', async () => {

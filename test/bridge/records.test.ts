@@ -132,14 +132,30 @@ describe('sealed records', () => {
     expect(expectRefused(() => opener.open(f1), 'BRIDGE_REPLAY').message).toMatch(/replayed/);
   });
 
-  it('a reordered (or gapped) record is refused and the expected one still opens', () => {
+  it('a genuine record past the next counter says records were lost; a forged one is out of order; neither changes the state', () => {
     const { sealer, opener } = channel();
     const [f0, f1, f2] = ['0', '1', '2'].map((t) => sealer.seal(Buffer.from(t)));
-    expect(expectRefused(() => opener.open(f1!), 'BRIDGE_REPLAY').message).toMatch(/out of order/);
-    expect(expectRefused(() => opener.open(f2!), 'BRIDGE_REPLAY').message).toMatch(/out of order/);
+    expect(expectRefused(() => opener.open(f1!), 'BRIDGE_RECORD_LOST', 'record.counter').message).toMatch(/records 0\.\.0 .*lost/);
+    expect(expectRefused(() => opener.open(f2!), 'BRIDGE_RECORD_LOST').message).toMatch(/records 0\.\.1 /);
+    const forged = Buffer.from(f2!);
+    forged[forged.length - 1]! ^= 1;
+    expect(expectRefused(() => opener.open(forged), 'BRIDGE_REPLAY').message).toMatch(/out of order/);
     expect(opener.open(f0!).toString()).toBe('0');
     expect(opener.open(f1!).toString()).toBe('1');
     expect(opener.open(f2!).toString()).toBe('2');
+  });
+
+  it('a lost stretch across rekey boundaries is still told from a forgery; beyond one interval ahead it is not tried', () => {
+    for (let next = 0; next <= 9; next++) {
+      for (let ahead = 1; ahead <= 5; ahead++) {
+        const { sealer, opener } = channel({ rekeyInterval: 4 });
+        const frames = Array.from({ length: next + ahead + 1 }, (_, i) => sealer.seal(Buffer.from(String(i))));
+        for (let i = 0; i < next; i++) opener.open(frames[i]!);
+        const code = ahead <= 4 ? 'BRIDGE_RECORD_LOST' : 'BRIDGE_REPLAY';
+        expect(expectRefused(() => opener.open(frames[next + ahead]!), code).code, `next ${next}, ahead ${ahead}`).toBe(code);
+        expect(opener.open(frames[next]!).toString()).toBe(String(next));
+      }
+    }
   });
 
   it('frames of another session, key or sender are refused', () => {

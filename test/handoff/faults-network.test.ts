@@ -51,8 +51,10 @@ describe('handoff faults: the link cut', () => {
         cutIn = (await activeMove(r.pi))?.phase;
         r.link!.cutAll();
       },
-      // An abort the cut kept from the destination: it undoes the move once its origin is quiet for 60 s.
-      settleMs: 90_000,
+      // An abort the cut kept from the destination: it asks its origin within seconds and undoes
+      // the move (well before its 60 s idle limit: records the cut lost end the channel's session
+      // at both ends, and the next question makes a new one).
+      settleMs: 30_000,
     });
     expect(cutIn).toBe('precopy');
     console.log('precopy cut:', JSON.stringify(out.migrated.report ?? out.migrated.error));
@@ -79,7 +81,7 @@ describe('handoff faults: the link cut', () => {
           60_000,
         );
       },
-      settleMs: 90_000,
+      settleMs: 30_000,
     });
     expect(cutIn).toBe('switch');
     console.log('switch cut:', JSON.stringify(out.migrated.report ?? out.migrated.error));
@@ -109,7 +111,7 @@ describe('handoff faults: the broker restarted mid-move (Mosquitto with persiste
       // The client's own connection went down with the broker: answers published meanwhile are
       // lost to it, and it asks again with the same ids (each is applied once all the same).
       resend: true,
-      settleMs: 90_000,
+      settleMs: 30_000,
     });
     expect(restartedIn).toBe('precopy');
     console.log('broker restart:', JSON.stringify(out.migrated.report ?? out.migrated.error));

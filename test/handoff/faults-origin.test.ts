@@ -23,11 +23,12 @@ describe('handoff faults: the origin killed', () => {
 
   // [step, where the instance runs after recovery, how long recovery may take]
   const steps: Array<[string, Expect, number]> = [
-    // Not prepared when the origin died: the destination undoes the incoming move once its origin
-    // has been quiet for its idle limit (60 s), and meanwhile never runs it.
-    ['prepare', 'origin', 90_000],
-    ['precopy', 'origin', 90_000],
-    ['paused', 'origin', 90_000],
+    // Not prepared when the origin died: the destination, unanswered, asks every 4 s, and undoes
+    // the incoming move once the restarted origin says it holds no such move (well before its
+    // 60 s idle limit); meanwhile it never runs it.
+    ['prepare', 'origin', 30_000],
+    ['precopy', 'origin', 30_000],
+    ['paused', 'origin', 30_000],
     // Prepared, no decision: the destination asks, the restarted origin says "aborted".
     ['prepared', 'origin', 45_000],
     // Decided: the destination asks and hears "moved".
