@@ -151,10 +151,15 @@ export class MoveOrigin {
     // Round 0: the lines the destination lacks, the app's recently used ones first; held ones by hash.
     const hot = new Map(this.desc.hot.map((line, i) => [line, i]));
     const lines = [...all].sort((a, b) => (hot.get(a.line) ?? Infinity) - (hot.get(b.line) ?? Infinity) || a.line - b.line);
+    // Lines the app's latest commit wrote wait for the next round: they are the likeliest to be
+    // written again before the switch (the runtime's own records, the app's hottest objects), and
+    // each would cross the link twice. The next round's delta takes whatever was not sent.
+    const written = this.lastWritten(version);
+    const first = lines.filter((x) => !written.has(x.line) || held.has(hex(x.hash)));
     let sent = new Map<number, string>();
     let lastAt = performance.now();
-    await this.sendRound(0, 0, version, lines.map((x) => [x.line, x.hash, held.has(hex(x.hash)) ? null : this.readLine(x.line, version)]), [], held);
-    for (const x of lines) sent.set(x.line, hex(x.hash));
+    await this.sendRound(0, 0, version, first.map((x) => [x.line, x.hash, held.has(hex(x.hash)) ? null : this.readLine(x.line, version)]), [], held);
+    for (const x of first) sent.set(x.line, hex(x.hash));
     faultPoint('origin', 'precopy');
     let base = version;
     for (let round = 1; ; round++) {
@@ -193,6 +198,14 @@ export class MoveOrigin {
       } else await new Promise((r) => setTimeout(r, Math.min(50, this.o.downtimeLimitMs)));
     }
     return [sent, base];
+  }
+
+  /** Lines whose content at `version` differs from the kept version before it (none if there is none). */
+  private lastWritten(version: number): Set<number> {
+    const before = this.l.store.versions(this.instance).filter((v) => v.version < version).at(-1);
+    if (!before) return new Set();
+    const was = new Map(this.l.store.listLines(this.instance, { version: before.version }).map((x) => [x.line, hex(x.hash)]));
+    return new Set(this.l.store.listLines(this.instance, { version }).filter((x) => was.get(x.line) !== hex(x.hash)).map((x) => x.line));
   }
 
   private readLine(line: number, version: number): Uint8Array {
