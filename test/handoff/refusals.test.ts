@@ -43,6 +43,13 @@ const CHURN = ledgerSource('churn', {
 /** Needs 32 MiB of heap: an rpi-4b gives 64 MiB, an android-phone 16 MiB. */
 const BIG = ledgerSource('big', { requirements: '{ minHeapBytes: 32 * 1024 * 1024 }' });
 
+/** The origin serves on: answers keep coming, and once the client stops every request it sent is answered. */
+async function servesOn(client: LoadClient): Promise<void> {
+  expect(await client.waitAnswered(client.first.size + 5, 30_000)).toBe(true);
+  await client.stop();
+  expect(await client.waitAnswered(client.sent, 30_000), `unanswered: ${client.missing().join(', ')}`).toBe(true);
+}
+
 describe('refusals and aborted moves', () => {
   const dirs = new Dirs();
   let broker: TestBroker;
@@ -161,11 +168,7 @@ describe('refusals and aborted moves', () => {
       expect(r.bytesSent).toBeGreaterThan(r.heapBytes * Math.min(5, r.rounds - 1));
       // The limit is a promise: a pause that would break it never happens.
       expect(r.downtimeMs).toBeLessThanOrEqual(LIMIT);
-      // The origin serves on: answers keep coming, from the pi.
-      const now = client.first.size;
-      expect(await client.waitAnswered(now + 5, 30_000)).toBe(true);
-      await client.stop();
-      expect(await client.waitAnswered(client.sent, 30_000), `unanswered: ${client.missing().join(', ')}`).toBe(true);
+      await servesOn(client);
     } finally {
       await client.close();
     }
@@ -194,10 +197,7 @@ describe('refusals and aborted moves', () => {
       expect(m.report?.outcome).toBe('aborted');
       // Cancelled before the switch: never paused.
       expect(m.report?.downtimeMs).toBe(0);
-      const now = client.first.size;
-      expect(await client.waitAnswered(now + 5, 30_000)).toBe(true);
-      await client.stop();
-      expect(await client.waitAnswered(client.sent, 30_000), `unanswered: ${client.missing().join(', ')}`).toBe(true);
+      await servesOn(client);
     } finally {
       await client.close();
     }
