@@ -67,7 +67,7 @@ export class DurableSession {
   static async connect(options: DurableSessionOptions, onMessage: (m: SessionMessage) => void): Promise<DurableSession> {
     const o = readSessionOptions(options);
     const { url, clientId, filter, connectTimeoutMs } = o;
-    const session = new DurableSession({ url, clientId, filter }, (self) => newClient(o, false).on('connect', (ack: { sessionPresent?: boolean }) => self.onConnect(ack.sessionPresent === true)), onMessage);
+    const session = new DurableSession({ url, clientId, filter }, (self) => newClient(o, false).on('connect', () => self.onConnect()), onMessage);
     session.hook();
     let timer: NodeJS.Timeout | undefined;
     let onError: ((e: unknown) => void) | undefined;
@@ -170,15 +170,9 @@ export class DurableSession {
     });
   }
 
-  private onConnect(sessionPresent: boolean): void {
+  private onConnect(): void {
     this.stats.connects++;
     if (!this.closed) this.upSince ??= performance.now();
-    // A resumed session keeps its subscription (MQTT 3.1.1 §3.2.2.2): subscribing again would cost
-    // a round trip and a durable write at the broker on the way of every resume (a handoff's commit).
-    if (sessionPresent) {
-      this.ready.resolve();
-      return;
-    }
     this.client.subscribe(this.options.filter, { qos: 1 }, (err, granted) => {
       if (this.closed || !this.client.connected) return;
       if (err || granted?.some((g) => g.qos === 128)) {
