@@ -269,7 +269,16 @@ export class SqlitePersistence {
   }
 
   async subscriptionsByClient(client: Client): Promise<Array<SubRecord & { topic: string }>> {
-    return [...(this.clients.get(client.id) ?? [])].map(([topic, record]) => ({ topic, ...record }));
+    const subs = [...(this.clients.get(client.id) ?? [])].map(([topic, record]) => ({ topic, ...record }));
+    // aedes asks this at a session's connect, restores the subscriptions, and only a few steps
+    // later replays the queue: from here the client's live messages wait for that replay, or one
+    // published in between would overtake the queued ones (seen as a swapped pair after a handoff).
+    if (subs.length > 0 && typeof (this.aedes as { subscribe?: unknown } | undefined)?.subscribe === 'function') {
+      this.replays.get(client.id)?.end();
+      const replay: Replay = new Replay(() => this.replays.get(client.id) === replay && this.replays.delete(client.id));
+      this.replays.set(client.id, replay);
+    }
+    return subs;
   }
 
   async countOffline(): Promise<{ subsCount: number; clientsCount: number }> {
@@ -362,9 +371,16 @@ export class SqlitePersistence {
     // Only for a connecting aedes client, whose connect replays the whole stream (a reader that
     // only looks at the queue, as aedes-persistence's own tests do, holds nothing).
     const live = typeof (client as { deliverQoS?: unknown }).deliverQoS === 'function';
-    this.replays.get(client.id)?.end();
-    const replay = live ? new Replay(() => this.replays.get(client.id) === replay && this.replays.delete(client.id)) : undefined;
-    if (replay) this.replays.set(client.id, replay);
+    // The hold this connect began when its subscriptions were restored becomes this replay.
+    const begun = this.replays.get(client.id);
+    let replay: Replay | undefined = live && begun && !begun.streaming ? begun : undefined;
+    if (!replay) {
+      begun?.end();
+      const made: Replay | undefined = live ? new Replay(() => this.replays.get(client.id) === made && this.replays.delete(client.id)) : undefined;
+      if (made) this.replays.set(client.id, made);
+      replay = made;
+    }
+    if (replay) replay.streaming = true;
     const stream = Readable.from(
       (function* () {
         for (let after = 0; ; ) {

@@ -9,6 +9,8 @@ export class Replay {
   readonly pending: string[] = [];
   private head = 0;
   private readonly passed = new Set<string>();
+  /** Its queue is being read (`outgoingStream`); before that it only holds live messages (from the connect's restored subscriptions on). */
+  streaming = false;
   read = false;
   readonly done: Promise<void>;
   private resolve!: () => void;

@@ -111,6 +111,30 @@ describe('the embedded broker store (SqlitePersistence)', () => {
     await p.destroy();
   });
 
+  it('from the moment a connect restores its subscriptions, a live message waits for the queue replay', async () => {
+    const p = new SqlitePersistence(storeFile());
+    // A broker, as aedes passes itself (the hold is for connects of a real broker only).
+    await p.setup({ id: 'broker-a', subscribe: () => undefined } as unknown as { id: string });
+    await p.addSubscriptions({ id: 'c1' }, [{ topic: 'q/#', qos: 1 }]);
+    await p.outgoingEnqueueCombi(await p.subscriptionsByTopic('q/x'), pkt('q/x', 'queued', 1));
+    const client = { id: 'c1', deliverQoS: () => undefined };
+    // The connect: subscriptions restored (live delivery on), the queue not yet replayed.
+    expect(await p.subscriptionsByClient({ id: 'c1' })).toHaveLength(1);
+    await p.outgoingEnqueueCombi(await p.subscriptionsByTopic('q/x'), pkt('q/x', 'live', 2));
+    const order: string[] = [];
+    const live = p.outgoingUpdate(client, { ...pkt('q/x', 'live', 2), messageId: 2 }).then(() => order.push('live'));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(order).toEqual([]); // held: the queue has not been replayed yet
+    // The replay (aedes's emptyQueue): the queued message first, then the held live one.
+    const replayed = (await p.outgoingStream(client).toArray()) as BrokerPacket[];
+    expect(replayed.map((x) => String(x.payload))).toEqual(['queued', 'live']);
+    await p.outgoingUpdate(client, { ...replayed[0]!, messageId: 1 }).then(() => order.push('queued'));
+    await p.outgoingUpdate(client, { ...replayed[1]!, messageId: 2 });
+    await live;
+    expect(order).toEqual(['queued', 'live']);
+    await p.destroy();
+  });
+
   it('after close, what aedes still calls as clients go is refused as STORE_CLOSED, never thrown', async () => {
     const p = new SqlitePersistence(storeFile());
     await p.setup({ id: 'broker-a' });
