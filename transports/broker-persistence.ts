@@ -275,10 +275,16 @@ export class SqlitePersistence {
     // published in between would overtake the queued ones (seen as a swapped pair after a handoff).
     if (subs.length > 0 && typeof (this.aedes as { subscribe?: unknown } | undefined)?.subscribe === 'function') {
       this.replays.get(client.id)?.end();
-      const replay: Replay = new Replay(() => this.replays.get(client.id) === replay && this.replays.delete(client.id));
-      this.replays.set(client.id, replay);
+      this.newReplay(client.id);
     }
     return subs;
+  }
+
+  /** A replay (or the hold before it) for client `id`, registered; it unregisters itself when it ends. */
+  private newReplay(id: string): Replay {
+    const replay: Replay = new Replay(() => this.replays.get(id) === replay && this.replays.delete(id));
+    this.replays.set(id, replay);
+    return replay;
   }
 
   async countOffline(): Promise<{ subsCount: number; clientsCount: number }> {
@@ -376,9 +382,7 @@ export class SqlitePersistence {
     let replay: Replay | undefined = live && begun && !begun.streaming ? begun : undefined;
     if (!replay) {
       begun?.end();
-      const made: Replay | undefined = live ? new Replay(() => this.replays.get(client.id) === made && this.replays.delete(client.id)) : undefined;
-      if (made) this.replays.set(client.id, made);
-      replay = made;
+      if (live) replay = this.newReplay(client.id);
     }
     if (replay) replay.streaming = true;
     const stream = Readable.from(
