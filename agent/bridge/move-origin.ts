@@ -154,7 +154,7 @@ export class MoveOrigin {
     // Lines the app's latest commit wrote wait for the next round: they are the likeliest to be
     // written again before the switch (the runtime's own records, the app's hottest objects), and
     // each would cross the link twice. The next round's delta takes whatever was not sent.
-    const written = this.lastWritten(version);
+    const written = this.lastWritten(version, all);
     const first = lines.filter((x) => !written.has(x.line) || held.has(hex(x.hash)));
     let sent = new Map<number, string>();
     let lastAt = performance.now();
@@ -200,12 +200,12 @@ export class MoveOrigin {
     return [sent, base];
   }
 
-  /** Lines whose content at `version` differs from the kept version before it (none if there is none). */
-  private lastWritten(version: number): Set<number> {
+  /** Lines of `lines` (the listing at `version`) whose content differs from the kept version before it (none if there is none). */
+  private lastWritten(version: number, lines: ReturnType<Store['listLines']>): Set<number> {
     const before = this.l.store.versions(this.instance).filter((v) => v.version < version).at(-1);
     if (!before) return new Set();
     const was = new Map(this.l.store.listLines(this.instance, { version: before.version }).map((x) => [x.line, hex(x.hash)]));
-    return new Set(this.l.store.listLines(this.instance, { version }).filter((x) => was.get(x.line) !== hex(x.hash)).map((x) => x.line));
+    return new Set(lines.filter((x) => was.get(x.line) !== hex(x.hash)).map((x) => x.line));
   }
 
   private readLine(line: number, version: number): Uint8Array {
