@@ -81,6 +81,12 @@ export const ERROR_CODES = {
   CLI_USAGE: 'the ferry command was given an unknown command, a missing argument, or a bad flag',
   SERVICE_INSTALL_FAILED: "ferry service install or uninstall cannot do its work: not run as root for the system's own files, a file it cannot write or remove (the error names it), a ferry.service it did not write, or a node or ferry the service could not run (under /home, /root or /tmp)",
 
+  // agent/dashboard
+  DASHBOARD_AUTH: "a dashboard request came without a session or with a wrong access token (the one in the data directory's dashboard.token); nothing was shown or changed",
+  DASHBOARD_CSRF: "a dashboard action came without the page's CSRF token, with a wrong one, or from another site (its Origin or Sec-Fetch-Site); nothing changed",
+  DASHBOARD_BUSY: 'as many pages watch the dashboard live as dashboard.maxStreams allows; close one and reload',
+  DASHBOARD_TOKEN_CORRUPT: "the data directory's dashboard.token cannot be read or is not a token (32..128 of A-Z a-z 0-9 _ -); the dashboard did not start (remove the file and a new token is made)",
+
   // agent/bridge
   IDENTITY_CORRUPT: "the device's identity key file is missing (while the device has a peer registry), unreadable, malformed, or not the identity its peers were paired with; no new identity was made",
   PEERS_CORRUPT: 'the paired-peer registry file cannot be read, fails its checksum, or holds a malformed record; it was not replaced by an empty list',

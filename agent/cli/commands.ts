@@ -5,6 +5,7 @@ import { getProfile, profileNames } from '../../hw-profiles/index.js';
 import { Flags, type ParsedArgs } from './args.js';
 import { agent, need, noMore, type Command, type CommandResult } from './command.js';
 import { readConfig, type FerryConfig } from './config.js';
+import { DASHBOARD_COMMAND, DASHBOARD_DEFAULT_PORT } from './dashboard-command.js';
 import { LOGS_COMMAND } from './logs-command.js';
 import { PAIR_COMMANDS } from './pair-commands.js';
 import { MIGRATE_COMMANDS } from './migrate-commands.js';
@@ -41,9 +42,9 @@ function version(v: string, usage: string): number {
 export const COMMANDS: Record<string, Command> = {
   start: {
     usage:
-      'start [--profile <name>] [--broker <url> [--broker-user <name>] [--broker-password-file <file>] [--broker-ca <pem>] [--broker-cert <pem> --broker-key <pem>]] [--port <n>] [--device-id <id>] [--label <text>] [--log-level <l>] [--http-port <n> [--http-host <addr>]] [--samples]',
+      'start [--profile <name>] [--broker <url> [--broker-user <name>] [--broker-password-file <file>] [--broker-ca <pem>] [--broker-cert <pem> --broker-key <pem>]] [--port <n>] [--device-id <id>] [--label <text>] [--log-level <l>] [--http-port <n> [--http-host <addr>]] [--dashboard] [--samples]',
     summary: 'run the agent in the foreground (embedded broker without --broker)',
-    flags: ['profile', 'broker', 'port', 'samples', 'log-level', 'device-id', 'label', 'broker-user', 'broker-password-file', 'broker-ca', 'broker-cert', 'broker-key', 'http-port', 'http-host'],
+    flags: ['profile', 'broker', 'port', 'samples', 'log-level', 'device-id', 'label', 'broker-user', 'broker-password-file', 'broker-ca', 'broker-cert', 'broker-key', 'http-port', 'http-host', 'dashboard'],
     async run(ctx, words, f, config, dataDir) {
       noMore(words, 0, this.usage);
       const { runAgent } = await import('./start.js');
@@ -52,7 +53,9 @@ export const COMMANDS: Record<string, Command> = {
       const deviceId = f.str('device-id') ?? config.deviceId;
       const logLevel = f.str('log-level') ?? config.logLevel;
       // The ops endpoint (/healthz, /metrics): only with a port; its option errors name the flag or the config field.
-      const httpPort = f.int('http-port', 0, 65_535) ?? config.httpPort;
+      // The dashboard is served on that endpoint; asked for without a port, it takes the usual one.
+      const dashboard = f.bool('dashboard') || config.dashboard === true;
+      const httpPort = f.int('http-port', 0, 65_535) ?? config.httpPort ?? (dashboard ? DASHBOARD_DEFAULT_PORT : undefined);
       const httpHost = f.str('http-host') ?? config.httpHost;
       if (httpHost !== undefined && httpPort === undefined) throw new FerryError('CLI_USAGE', '--http-host needs --http-port <n> (or httpPort in the config file)', { field: '--http-host' });
       const httpField = (k: string) => (f.str(`http-${k}`) !== undefined ? `--http-${k}` : `http${k[0]!.toUpperCase()}${k.slice(1)}`);
@@ -79,6 +82,7 @@ export const COMMANDS: Record<string, Command> = {
           ...(config.pairTimeoutMs !== undefined ? { pairTimeoutMs: config.pairTimeoutMs } : {}),
         },
         httpPort !== undefined ? { port: httpPort, ...(httpHost !== undefined ? { host: httpHost as 'localhost' } : {}) } : undefined,
+        dashboard ? {} : undefined,
       ).catch((e: unknown) => {
         const http = isFerryError(e, 'BAD_OPTION') ? /^http\.(port|host)$/.exec(String(e.details.field)) : null;
         if (http) throw new FerryError('BAD_OPTION', (e as Error).message.replace(`http.${http[1]!}`, httpField(http[1]!)), { field: httpField(http[1]!) });
@@ -221,6 +225,7 @@ export const COMMANDS: Record<string, Command> = {
   services: { usage: 'services', summary: 'services discovered on the broker', flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'services'), agent(d, 'services')) },
   leases: { usage: 'leases', summary: "leases held by this agent's apps", flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'leases'), agent(d, 'leases')) },
   logs: LOGS_COMMAND,
+  dashboard: DASHBOARD_COMMAND,
   ...PAIR_COMMANDS,
   ...MIGRATE_COMMANDS,
   ...SERVICE_COMMANDS,

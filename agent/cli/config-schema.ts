@@ -165,6 +165,11 @@ export const CONFIG_SCHEMA = {
       default: '127.0.0.1',
       description: 'The address the HTTP endpoint listens on: loopback only, as the endpoint has no authentication.',
     },
+    dashboard: {
+      type: 'boolean',
+      default: false,
+      description: 'Serve the dashboard on the HTTP endpoint (at `httpPort`; without one, port 8080). Every request needs the access token in the data directory (`ferry dashboard` prints the address with it).',
+    },
   },
 } as const satisfies JsonSchema;
 

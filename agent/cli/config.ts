@@ -44,6 +44,8 @@ export interface FerryConfig {
   httpPort?: number;
   /** The loopback address the HTTP endpoint listens on. Default `127.0.0.1`. */
   httpHost?: (typeof LOOPBACK_HOSTS)[number];
+  /** Serve the dashboard on the HTTP endpoint. Default false. */
+  dashboard?: boolean;
 }
 
 type SchemaFields = Exclude<keyof typeof CONFIG_SCHEMA.properties, '$schema'>;

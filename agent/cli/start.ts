@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { FerryError } from '../../core/errors.js';
@@ -8,7 +9,8 @@ import { bridgeControl } from '../bridge/control.js';
 import type { BridgeOptions } from '../bridge/options.js';
 import { Agent } from '../runtime/agent.js';
 import type { AgentOptions } from '../runtime/agent-options.js';
-import { ControlServer } from '../runtime/control-server.js';
+import { ControlServer, controlDispatcher } from '../runtime/control-server.js';
+import { readDashboardOptions, startDashboard, type Dashboard, type DashboardOptions } from '../dashboard/index.js';
 import { OpsMetrics, readHttpEndpointOptions, startOpsEndpoint, withHttpStatus, type HttpEndpoint, type HttpEndpointOptions } from '../ops/index.js';
 import { AGENT_NODE_FLAGS, vmModulesAvailable } from '../runtime/sandbox.js';
 import { packageDir } from './package-dir.js';
@@ -45,9 +47,10 @@ export function reexecWithAgentFlags(): Promise<number> {
 /**
  * `ferry start`: runs the agent in this process until SIGINT/SIGTERM or
  * `ferry shutdown`. With `samples`, a data directory without apps gets the sample apps installed and running.
- * With `http`, the ops endpoint (/healthz, /metrics) listens beside the control socket (errors name `http.<field>`).
+ * With `http`, the ops endpoint (/healthz, /metrics) listens beside the control socket (errors name `http.<field>`);
+ * with `dashboard` too, it serves the dashboard (errors name `dashboard.<field>`).
  */
-export async function runAgent(options: AgentOptions, samples: boolean, say: (text: string) => void, bridgeOptions: Partial<BridgeOptions> = {}, http?: HttpEndpointOptions): Promise<number> {
+export async function runAgent(options: AgentOptions, samples: boolean, say: (text: string) => void, bridgeOptions: Partial<BridgeOptions> = {}, http?: HttpEndpointOptions, dashboard?: DashboardOptions): Promise<number> {
   if (!vmModulesAvailable()) return reexecWithAgentFlags();
   // V8's memory-saving mode: an agent mostly idles on a small device. About 10 MB less idle RSS,
   // mailbox throughput within the noise (bench/agent.ts). Set here, not in AGENT_NODE_FLAGS, so an agent
@@ -69,14 +72,17 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, early);
   await ControlServer.checkFree(options.dataDir);
   if (http) readHttpEndpointOptions(http, 'http'); // a bad option is refused before anything starts
+  if (dashboard) readDashboardOptions(dashboard, 'dashboard');
   const metrics = http ? new OpsMetrics() : undefined;
   const agent = await Agent.start(metrics ? { ...options, observer: metrics } : options);
   let stopping: Promise<void> | undefined;
   let control: ControlServer | undefined;
   let endpoint: HttpEndpoint | undefined;
+  let dash: Dashboard | undefined;
   let bridge: Bridge | FerryError | undefined;
   const stop = () =>
     (stopping ??= (async () => {
+      dash?.close();
       await endpoint?.close();
       await control?.close();
       if (bridge instanceof Bridge) await bridge.close();
@@ -92,8 +98,13 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
     );
   try {
     bridge = await startBridge(agent, bridgeOptions);
-    if (http && metrics) endpoint = await startOpsEndpoint(agent, metrics, http, 'http');
-    control = await ControlServer.listen(agent, agent.options.dataDir, () => void exit(), withHttpStatus(bridgeControl(bridge), endpoint));
+    const extension = bridgeControl(bridge);
+    if (http && metrics) {
+      // The dashboard acts through the same dispatcher as the control socket: one code path.
+      if (dashboard) dash = startDashboard({ agent, metrics, dispatch: controlDispatcher(agent, extension), assetsDir: join(packageDir(), 'agent', 'dashboard', 'public'), version: ferryVersion() }, dashboard);
+      endpoint = await startOpsEndpoint(agent, metrics, http, 'http', dash?.mount);
+    }
+    control = await ControlServer.listen(agent, agent.options.dataDir, () => void exit(), withHttpStatus(extension, endpoint, dash !== undefined));
     if (samples && agent.registry.apps().length === 0) {
       for (const name of SAMPLE_APPS) {
         await agent.install(join(samplesDir(), `${name}.mjs`));
@@ -141,12 +152,22 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
       `ferry agent ${s.deviceId} (profile ${s.profile}) is up; broker ${s.broker}${s.embeddedBroker ? ' (embedded)' : ''}.`,
       `apps running: ${running.join(', ') || 'none'}`,
       ...(endpoint ? [`health and metrics: ${endpoint.url}/healthz, ${endpoint.url}/metrics`] : []),
+      ...(endpoint && dash ? [`dashboard: ${endpoint.url}/ (\`npx ferry dashboard${dataFlag}\` prints the address with its access token)`] : []),
       'try, in another terminal:',
       ...next,
       'stop with Ctrl-C (apps are checkpointed and resume at the next start).',
     ].join('\n'),
   );
   return new Promise<number>(() => undefined); // runs until a signal or `ferry shutdown`
+}
+
+/** This package's version (package.json). */
+export function ferryVersion(): string {
+  try {
+    return String((JSON.parse(readFileSync(join(packageDir(), 'package.json'), 'utf8')) as { version?: unknown }).version ?? 'unknown');
+  } catch {
+    return 'unknown';
+  }
 }
 
 /**

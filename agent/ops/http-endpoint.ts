@@ -53,6 +53,13 @@ export interface HttpAnswer {
 /** The endpoint's paths; each answers a GET (HEAD: the same headers, no body). */
 export type HttpRoutes = Readonly<Record<string, () => HttpAnswer>>;
 
+/**
+ * A part mounted beside the fixed routes (the dashboard): asked for every path that is not one
+ * of them, after the Host check; answers `false` to leave the path unknown (404), `true` once it
+ * has taken the request (it then answers it, and its own failures, itself).
+ */
+export type HttpMount = (req: IncomingMessage, res: ServerResponse, path: string) => boolean;
+
 type LogSink = (level: 'info' | 'warn' | 'error', event: string, fields: Record<string, unknown>) => void;
 
 /** Host header names a loopback listener answers to (a browser tricked by DNS rebinding sends another). */
@@ -80,9 +87,9 @@ export class HttpEndpoint {
     return `http://${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
   }
 
-  static async start(options: HttpEndpointOptions, routes: HttpRoutes, log: LogSink = () => undefined, prefix = 'options'): Promise<HttpEndpoint> {
+  static async start(options: HttpEndpointOptions, routes: HttpRoutes, log: LogSink = () => undefined, prefix = 'options', mount?: HttpMount): Promise<HttpEndpoint> {
     const o = readHttpEndpointOptions(options, prefix);
-    const server = createServer({ maxHeaderSize: 8192, requestTimeout: o.requestTimeoutMs, headersTimeout: o.requestTimeoutMs }, (req, res) => answer(req, res, routes, log));
+    const server = createServer({ maxHeaderSize: 8192, requestTimeout: o.requestTimeoutMs, headersTimeout: o.requestTimeoutMs }, (req, res) => answer(req, res, routes, log, mount));
     server.maxConnections = o.maxConnections;
     const sockets = new Set<Socket>();
     server.on('connection', (s: Socket) => {
@@ -123,7 +130,7 @@ export class HttpEndpoint {
   }
 }
 
-function answer(req: IncomingMessage, res: ServerResponse, routes: HttpRoutes, log: LogSink): void {
+function answer(req: IncomingMessage, res: ServerResponse, routes: HttpRoutes, log: LogSink, mount: HttpMount | undefined): void {
   const send = (a: HttpAnswer, headers: Record<string, string> = {}) => {
     res.writeHead(a.status, { 'Content-Type': a.contentType, 'Content-Length': Buffer.byteLength(a.body), 'Cache-Control': 'no-store', ...headers });
     res.end(req.method === 'HEAD' ? undefined : a.body);
@@ -134,6 +141,7 @@ function answer(req: IncomingMessage, res: ServerResponse, routes: HttpRoutes, l
     if (host !== undefined && !LOOPBACK_NAMES.test(host)) return send(text(403, 'this endpoint answers only to a loopback Host (localhost, 127.0.0.1, [::1])'));
     const path = (req.url ?? '/').split('?', 1)[0]!;
     const route = Object.prototype.hasOwnProperty.call(routes, path) ? routes[path] : undefined;
+    if (!route && mount?.(req, res, path)) return;
     if (!route) return send(text(404, `no such path; try ${Object.keys(routes).join(', ')}`));
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(text(405, `${path} takes GET or HEAD`), { Allow: 'GET, HEAD' });
     send(route());

@@ -7,22 +7,22 @@ import type { Agent } from '../runtime/agent.js';
 import type { ControlExtension } from '../runtime/control-server.js';
 import { agentSurface } from './agent-surface.js';
 import { healthOf } from './health.js';
-import { HttpEndpoint, type HttpEndpointOptions } from './http-endpoint.js';
+import { HttpEndpoint, type HttpEndpointOptions, type HttpMount } from './http-endpoint.js';
 import type { OpsMetrics } from './metrics.js';
 import { PROMETHEUS_CONTENT_TYPE } from './prometheus-text.js';
 
 export { agentSurface, type OpsInstance, type OpsSurface } from './agent-surface.js';
 export { healthOf, type HealthReport } from './health.js';
-export { HttpEndpoint, LOOPBACK_HOSTS, readHttpEndpointOptions, type HttpEndpointOptions, type ResolvedHttpEndpointOptions } from './http-endpoint.js';
+export { HttpEndpoint, LOOPBACK_HOSTS, readHttpEndpointOptions, type HttpEndpointOptions, type HttpMount, type ResolvedHttpEndpointOptions } from './http-endpoint.js';
 export { COMMIT_SECONDS_BOUNDS, OpsMetrics } from './metrics.js';
 export { PROMETHEUS_CONTENT_TYPE, PrometheusText, escapeHelp, escapeLabelValue } from './prometheus-text.js';
 
 /**
  * Starts the endpoint for `agent`, whose calls `metrics` counts (it must have been the agent's
  * `observer` from `Agent.start`), and logs `http.listening` with its URL and port. `prefix`
- * names the option fields in errors (`http.port`).
+ * names the option fields in errors (`http.port`). `mount` answers the other paths (the dashboard).
  */
-export async function startOpsEndpoint(agent: Agent, metrics: OpsMetrics, options: HttpEndpointOptions, prefix = 'options'): Promise<HttpEndpoint> {
+export async function startOpsEndpoint(agent: Agent, metrics: OpsMetrics, options: HttpEndpointOptions, prefix = 'options', mount?: HttpMount): Promise<HttpEndpoint> {
   const surface = agentSurface(agent);
   const ep = await HttpEndpoint.start(
     options,
@@ -35,13 +35,14 @@ export async function startOpsEndpoint(agent: Agent, metrics: OpsMetrics, option
     },
     (level, event, fields) => agent.log.log(level, event, fields),
     prefix,
+    mount,
   );
   agent.log.info('http.listening', { url: ep.url, host: ep.host, port: ep.port });
   return ep;
 }
 
-/** The control extension with `httpUrl` added to `ferry status` (when an endpoint runs). */
-export function withHttpStatus(ext: ControlExtension, endpoint: HttpEndpoint | undefined): ControlExtension {
+/** The control extension with `httpUrl` added to `ferry status` (when an endpoint runs), and `dashboardUrl` when it serves the dashboard. */
+export function withHttpStatus(ext: ControlExtension, endpoint: HttpEndpoint | undefined, dashboard = false): ControlExtension {
   if (!endpoint) return ext;
-  return { ...ext, status: () => ({ ...(ext.status?.() ?? {}), httpUrl: endpoint.url }) };
+  return { ...ext, status: () => ({ ...(ext.status?.() ?? {}), httpUrl: endpoint.url, ...(dashboard ? { dashboardUrl: `${endpoint.url}/` } : {}) }) };
 }

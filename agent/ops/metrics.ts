@@ -17,6 +17,8 @@ interface PerInstance {
   dropped: number;
   commitCounts: number[];
   commitSum: number;
+  /** The latest group commit's time, seconds (undefined before the first). */
+  lastCommitSeconds?: number;
 }
 
 /**
@@ -43,6 +45,14 @@ export class OpsMetrics implements RunnerObserver {
     while (i < COMMIT_SECONDS_BOUNDS.length && seconds > COMMIT_SECONDS_BOUNDS[i]!) i++;
     p.commitCounts[i]!++;
     p.commitSum += seconds;
+    p.lastCommitSeconds = seconds;
+  }
+
+  /** One instance's counters since the agent started: calls run (every outcome), and the latest commit's time (seconds). */
+  figures(instance: string): { calls: number; lastCommitSeconds?: number } {
+    const p = this.per.get(instance);
+    if (!p) return { calls: 0 };
+    return { calls: p.calls.ok + p.calls.error + p.calls.repeat, ...(p.lastCommitSeconds !== undefined ? { lastCommitSeconds: p.lastCommitSeconds } : {}) };
   }
 
   /** The exposition text (Prometheus 0.0.4), with the agent's present figures read from `surface`. */

@@ -220,27 +220,42 @@ async function handle(agent: Agent, line: string, onShutdown: () => void, ext: C
     return { id: 0, ok: false, error: { code: 'AGENT_BAD_REQUEST', message: `a control request is not JSON: ${(e as Error).message}`, field: 'request' } };
   }
   const id = typeof req?.id === 'number' ? req.id : 0;
-  try {
-    if (req === null || typeof req !== 'object') throw new FerryError('AGENT_BAD_REQUEST', 'a control request must be a JSON object', { field: 'request' });
-    if (req.cmd === 'shutdown') {
-      setImmediate(onShutdown);
-      return { id, ok: true, result: { stopping: true } };
-    }
-    const cmd = req.cmd;
-    const own = typeof cmd === 'string' && Object.prototype.hasOwnProperty.call(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
-    const added = typeof cmd === 'string' && ext && Object.prototype.hasOwnProperty.call(ext.commands, cmd) ? ext.commands[cmd] : undefined;
-    if (!own && !added) throw new FerryError('AGENT_BAD_REQUEST', `cmd must be one of ${[...CONTROL_COMMANDS, ...Object.keys(ext?.commands ?? {}), 'shutdown'].join(', ')}, got ${JSON.stringify(cmd)}`, { field: 'cmd' });
-    const args = req.args ?? {};
-    if (args === null || typeof args !== 'object' || Array.isArray(args)) throw new FerryError('AGENT_BAD_REQUEST', 'args must be a JSON object', { field: 'args' });
-    const reader = new ArgReader(args);
-    let result = own ? await own(agent, reader) : await added!(reader);
-    if (cmd === 'status' && ext?.status) result = { ...(result as Record<string, unknown>), ...ext.status() };
-    return { id, ok: true, result: result === undefined ? null : result };
-  } catch (e) {
-    if (isFerryError(e)) return { id, ok: false, error: errorAnswerBody(e) };
-    agent.log.error('control.failed', { cmd: req?.cmd, error: String(e), stack: (e as Error)?.stack });
-    return { id, ok: false, error: { code: 'REMOTE_ERROR', message: `the agent failed on ${String(req?.cmd)}: ${(e as Error)?.message ?? String(e)}` } };
+  if (req === null || typeof req !== 'object') return { id, ok: false, error: { code: 'AGENT_BAD_REQUEST', message: 'a control request must be a JSON object', field: 'request' } };
+  if (req.cmd === 'shutdown') {
+    setImmediate(onShutdown);
+    return { id, ok: true, result: { stopping: true } };
   }
+  return { id, ...(await controlDispatcher(agent, ext)(req.cmd, req.args ?? {})) };
+}
+
+/** The outcome of one control command, as a control answer carries it (without the id). */
+export type ControlOutcome = { ok: true; result: unknown } | { ok: false; error: { code: string; message: string; field?: string } };
+
+/** Runs one control command (not `shutdown`) by name: the single code path of the `ferry` command and the dashboard. */
+export type ControlDispatch = (cmd: unknown, args: unknown) => Promise<ControlOutcome>;
+
+/**
+ * The agent's control commands and `ext`'s, as one function: a wrong name or arguments is
+ * AGENT_BAD_REQUEST naming the field, a typed error is answered with its code, anything else is
+ * logged (`control.failed`) and answered as REMOTE_ERROR. Never throws.
+ */
+export function controlDispatcher(agent: Agent, ext: ControlExtension | undefined): ControlDispatch {
+  return async (cmd, args) => {
+    try {
+      const own = typeof cmd === 'string' && Object.prototype.hasOwnProperty.call(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
+      const added = typeof cmd === 'string' && ext && Object.prototype.hasOwnProperty.call(ext.commands, cmd) ? ext.commands[cmd] : undefined;
+      if (!own && !added) throw new FerryError('AGENT_BAD_REQUEST', `cmd must be one of ${[...CONTROL_COMMANDS, ...Object.keys(ext?.commands ?? {}), 'shutdown'].join(', ')}, got ${JSON.stringify(cmd)}`, { field: 'cmd' });
+      if (args === null || typeof args !== 'object' || Array.isArray(args)) throw new FerryError('AGENT_BAD_REQUEST', 'args must be a JSON object', { field: 'args' });
+      const reader = new ArgReader(args as Record<string, unknown>);
+      let result = own ? await own(agent, reader) : await added!(reader);
+      if (cmd === 'status' && ext?.status) result = { ...(result as Record<string, unknown>), ...ext.status() };
+      return { ok: true, result: result === undefined ? null : result };
+    } catch (e) {
+      if (isFerryError(e)) return { ok: false, error: errorAnswerBody(e) };
+      agent.log.error('control.failed', { cmd: typeof cmd === 'string' ? cmd : '?', error: String(e), stack: (e as Error)?.stack });
+      return { ok: false, error: { code: 'REMOTE_ERROR', message: `the agent failed on ${String(cmd)}: ${(e as Error)?.message ?? String(e)}` } };
+    }
+  };
 }
 
 /** The `cmd` of a request line, for the log (a short word, or "?"). */

@@ -105,6 +105,7 @@ const GOOD: Required<FerryConfig> & { $schema: string } = {
   pairTimeoutMs: 1000,
   httpPort: 65_535,
   httpHost: '::1',
+  dashboard: true,
 };
 
 const BAD: Array<[field: string, value: unknown, message: RegExp]> = [
@@ -122,6 +123,7 @@ const BAD: Array<[field: string, value: unknown, message: RegExp]> = [
   ['pairTimeoutMs', 999, /in 1000\.\.600000, got 999$/],
   ['httpPort', 65_536, /^httpPort must be an integer in 0\.\.65535, got 65536$/],
   ['httpPort', true, /got true$/],
+  ['dashboard', 'yes', /^dashboard must be a boolean, got "yes"$/],
   ['httpHost', '0.0.0.0', /^httpHost must be one of "127\.0\.0\.1", "::1", "localhost", got "0\.0\.0\.0"$/],
   ['durability', 'sometimes', /^durability must be one of "full", "batched", got "sometimes"$/],
   ['logLevel', 'trace', /^logLevel must be one of "debug", "info", "warn", "error", got "trace"$/],
@@ -227,8 +229,8 @@ describe('the schema is the one source of the fields', () => {
     // httpPort and httpHost are the endpoint's port and host (httpPort required there: absent = no endpoint).
     const http = (extra: Record<string, unknown>) => readHttpEndpointOptions({ port: 0, ...extra } as HttpEndpointOptions);
     const httpFields = ['httpPort', 'httpHost'];
-    // Read elsewhere: data by the CLI, the credential files at start (they must exist); $schema is for editors.
-    const elsewhere = ['$schema', 'data', 'brokerUsername', 'brokerPasswordFile', 'brokerCaFile', 'brokerCertFile', 'brokerKeyFile'];
+    // Read elsewhere: data and dashboard by the CLI, the credential files at start (they must exist); $schema is for editors.
+    const elsewhere = ['$schema', 'data', 'dashboard', 'brokerUsername', 'brokerPasswordFile', 'brokerCaFile', 'brokerCertFile', 'brokerKeyFile'];
     expect([...agentFields, ...bridgeFields, ...httpFields, ...elsewhere].sort()).toEqual([...CONFIG_FIELDS].sort());
     for (const field of [...agentFields, ...bridgeFields, ...httpFields]) {
       const s = FIELDS[field]!;
@@ -302,6 +304,8 @@ function arbitraryOf(s: JsonSchema): fc.Arbitrary<unknown> {
   if (s.anyOf !== undefined) return fc.oneof(...s.anyOf.map(arbitraryOf));
   if (s.enum !== undefined) return fc.constantFrom(...s.enum);
   switch (s.type) {
+    case 'boolean':
+      return fc.boolean();
     case 'integer':
       return fc.integer({ min: s.minimum ?? Number.MIN_SAFE_INTEGER, max: s.maximum ?? Number.MAX_SAFE_INTEGER });
     case 'string': {
