@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Makes sure the Debian packages the test suite needs are installed (Mosquitto,
-// the second real broker the transport suite runs against; systemd's tools for the unit file). Installs them with
+// the second real broker the transport suite runs against; systemd's tools for the unit file;
+// Chromium for the dashboard's browser tests). Installs them with
 // apt-get when running as root; otherwise says what to install and fails, so a
 // missing broker is never a silently skipped test.
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -11,6 +12,8 @@ const needed = [
   // `systemd-analyze verify` and `systemctl --root` check the unit `ferry service install` writes
   // (test/runtime/service.test.ts); neither needs systemd running as PID 1.
   { bin: 'systemd-analyze', pkg: 'systemd', paths: ['/usr/bin/systemd-analyze'] },
+  // The dashboard's tests drive a real browser (test/dashboard/browser.test.ts, through playwright-core).
+  { bin: 'chromium', pkg: 'chromium', paths: ['/usr/bin/chromium'] },
 ];
 
 const has = (n) => n.paths.some((p) => spawnSync('test', ['-x', p]).status === 0) || spawnSync('sh', ['-c', `command -v ${n.bin}`]).status === 0;

@@ -19,6 +19,7 @@ function h(tag, attrs, ...kids) {
 }
 
 const bytes = (n) => (n === undefined || n === null ? '–' : n < 10240 ? `${n} B` : n < 10485760 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1048576).toFixed(1)} MiB`);
+const millis = (n) => `${Math.round(n)} ms`;
 const dur = (ms) => (ms < 1000 ? `${Math.round(ms)} ms` : ms < 120000 ? `${(ms / 1000).toFixed(1)} s` : ms < 7200000 ? `${Math.round(ms / 60000)} min` : `${(ms / 3600000).toFixed(1)} h`);
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : '–');
 const words = (e) => `${e.message} (${e.code})`;
@@ -155,9 +156,12 @@ function start() {
     drawLive();
   });
   es.addEventListener('log', (ev) => {
-    logs.push(JSON.parse(ev.data));
+    const l = JSON.parse(ev.data);
+    logs.push(l);
     if (logs.length > 200) logs.shift();
     if (page === 'device') drawLogs();
+    // A pairing request from another device, or its next step: the peers page shows it at once.
+    if (page === 'peers' && /^(pair|peer)\./.test(l.event || '')) rerenderSoon();
   });
   es.onerror = () => setLiveState(false);
   es.onopen = () => setLiveState(true);
@@ -201,6 +205,12 @@ function route() {
   void render();
 }
 
+let soon;
+function rerenderSoon() {
+  clearTimeout(soon);
+  soon = setTimeout(() => void render(), 150);
+}
+
 let rendering = 0;
 async function render() {
   clearTimeout(refreshTimer);
@@ -215,6 +225,8 @@ async function render() {
   $('page').replaceChildren(root);
   drawLive();
   drawLogs();
+  drawWatch();
+  drawActive();
   await header();
 }
 
@@ -255,7 +267,7 @@ async function pageDevice(root) {
       { class: 'cards' },
       card('This device', dl(['Device id', s.deviceId], ['Profile', `${d.profile.name} (${d.profile.deviceClass}, ${d.profile.wordBits}-bit)`], ['Ferry', d.version], ['Uptime', dur(s.uptimeMs)], ['Agent memory', bytes(s.rssBytes)], ['Fingerprint', s.fingerprint || '–'])),
       card('Broker', dl(['Broker', `${s.broker}${s.embeddedBroker ? ' (embedded)' : ''}`], ['Connected', up ? 'yes' : `no, since ${when(s.brokerDownSince)}`], ['Reconnects', s.brokerReconnects ?? 0])),
-      card('Budgets', dl(['Heap budget', `${bytes(d.profile.heapBudgetBytes)} per instance`], ['Virtual heap', bytes(d.profile.virtualHeapBytes)], ['Link', `${bytes(d.profile.link.bandwidthBps)}/s, ${d.profile.link.latencyMs} ms`], ['Local services', d.profile.services.join(', ') || 'none'], ['Apps', `${s.apps} installed, ${s.running} running`])),
+      card('Budgets', dl(['Heap budget', `${bytes(d.profile.heapBudgetBytes)} per instance`], ['Virtual heap', bytes(d.profile.virtualHeapBytes)], ['Link', `${bytes(d.profile.link.bandwidthBps / 8)}/s, ${d.profile.link.latencyMs} ms`], ['Local services', d.profile.services.join(', ') || 'none'], ['Apps', `${s.apps} installed, ${s.running} running`])),
       card('Store and flash', dl(['Store file', bytes(d.store.fileBytes)], ['Live data', bytes(d.store.liveBytes)], ['Written since start', bytes(d.store.segmentBytesWritten)], ['Commits', d.store.commits], ['Flash wear', `${d.store.wearPercent}% of ${d.profile.flashEnduranceCycles} erase cycles`])),
     ),
     h('h2', {}, 'Recent events'),
@@ -523,7 +535,7 @@ async function pageHandoffs(root) {
       }
       watching.live = false;
       if (watching.report.outcome === 'aborted') notice(`The move was aborted: ${watching.report.message || ''} (${watching.report.code || 'MIGRATE_ABORTED'}); ${watching.instance} serves on here.`);
-      else notice(`${watching.instance} moved to ${watching.to}: downtime ${watching.report.downtimeMs} ms.`, 'info');
+      else notice(`${watching.instance} moved to ${watching.to}: downtime ${millis(watching.report.downtimeMs)}.`, 'info');
       await render();
     } catch (e) {
       if (watching) watching.live = false;
@@ -541,14 +553,10 @@ async function pageHandoffs(root) {
     h('h2', {}, 'History'),
     table(
       ['Started', 'Instance', 'To', 'Outcome', 'Downtime', 'Bytes sent', 'Rounds', 'Total'],
-      m.recent.map((r) => h('tr', { 'data-move': r.id }, h('td', {}, when(r.startedAt)), h('td', {}, r.instance), h('td', {}, r.to), h('td', {}, h('span', { class: `pill ${r.outcome === 'moved' ? 'ok' : r.outcome === 'aborted' ? 'bad' : ''}` }, r.code || r.outcome)), h('td', {}, `${r.downtimeMs} ms`), h('td', {}, bytes(r.bytesSent)), h('td', {}, r.rounds), h('td', {}, dur(r.totalMs)))),
+      m.recent.map((r) => h('tr', { 'data-move': r.id }, h('td', {}, when(r.startedAt)), h('td', {}, r.instance), h('td', {}, r.to), h('td', {}, h('span', { class: `pill ${r.outcome === 'moved' ? 'ok' : r.outcome === 'aborted' ? 'bad' : ''}` }, r.code || r.outcome)), h('td', {}, millis(r.downtimeMs)), h('td', {}, bytes(r.bytesSent)), h('td', {}, r.rounds), h('td', {}, dur(r.totalMs)))),
       { id: 'history' },
     ),
   );
-  queueMicrotask(() => {
-    drawWatch();
-    drawActive();
-  });
 }
 
 /** The move this page follows: phase, bytes sent of total, round, dirty rate, expected downtime as a chart. */
@@ -562,7 +570,7 @@ function drawWatch() {
   const sent = r ? r.bytesSent : (last?.bytesSent ?? 0);
   box.replaceChildren(
     card(
-      `Moving ${watching.instance} to ${watching.to}`,
+      `${r ? (r.outcome === 'moved' ? 'Moved' : 'Tried to move') : 'Moving'} ${watching.instance} to ${watching.to}`,
       dl(
         ['Phase', h('span', { id: 'move-phase', 'data-phase': phase, class: `pill ${phase === 'done' ? 'ok' : phase === 'aborted' ? 'bad' : ''}` }, phase)],
         ['Sent', h('div', {}, bar((sent / Math.max(total, sent)) * 100), `${bytes(sent)} of ${bytes(Math.max(total, sent))}`)],
@@ -570,7 +578,7 @@ function drawWatch() {
         ['Dirty rate', `${bytes(last?.dirtyRateBps ?? 0)}/s`],
         ['Link', `${bytes(last?.bandwidthBps ?? 0)}/s`],
         ['Expected downtime', h('div', {}, sparkline(watching.events.map((e) => e.expectedDowntimeMs), 0, 'expected downtime, ms'), `${last?.expectedDowntimeMs ?? '–'} ms`)],
-        ...(r ? [['Downtime', `${r.downtimeMs} ms (limit ${r.downtimeLimitMs} ms)`], ['Total', dur(r.totalMs)]] : []),
+        ...(r ? [['Downtime', `${millis(r.downtimeMs)} (limit ${millis(r.downtimeLimitMs)})`], ['Total', dur(r.totalMs)]] : []),
       ),
     ),
   );
