@@ -506,8 +506,11 @@ export class Store implements TransactionHost {
     idx.releaseDropped(dropped, this.liveness);
   }
 
-  /** Makes a kept version current again by committing a new version equal to it; returns the commit. */
-  restore(app: string, version: number): CommitResult {
+  /**
+   * Makes a kept version current again by committing a new version equal to it; returns the
+   * commit. `state` replaces that version's state blob in the new one (the heap marks it as a restore).
+   */
+  restore(app: string, version: number, state?: Uint8Array): CommitResult {
     const idx = this.index(app);
     this.readableVersion(idx, version);
     const tx = this.begin(app);
@@ -519,7 +522,7 @@ export class Store implements TransactionHost {
         if (!want || want.deleted) tx.delete(line);
         else tx.write(line, this.readRecord(want, version));
       }
-      tx.setState(this.stateOf(app, version));
+      tx.setState(state ?? this.stateOf(app, version));
       return tx.commit();
     } finally {
       tx.abort();

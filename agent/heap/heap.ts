@@ -1,7 +1,7 @@
 import { FerryError, isFerryError } from '../../core/errors.js';
 import { Cell } from './cell.js';
 import { Marker, collectMajor, collectNursery, finishCollection, promoteIfRoom, type CompactMode, type MajorResult } from './collector.js';
-import { encodeMeta } from './heap-meta.js';
+import { encodeMeta, withReason } from './heap-meta.js';
 import { reopenSpace } from './heap-open.js';
 import { toPlain } from './plain-copy.js';
 import { decodeRecord } from './record-codec.js';
@@ -115,7 +115,7 @@ export class Heap implements ProxyHost {
       if (!store.versions(app).some((v) => v.version === options.version)) {
         throw new FerryError('STORE_UNKNOWN_VERSION', `app ${app} has no checkpoint version ${options.version}`, { field: 'options.version', app });
       }
-      version = options.readOnly ? options.version : store.restore(app, options.version).version;
+      version = options.readOnly ? options.version : store.restore(app, options.version, withReason(store.readState(app, { version: options.version }), app, `restore of ${options.version}`)).version;
     }
     this.load(version);
     this.lastGcAt = options.clock.now();
@@ -320,7 +320,7 @@ export class Heap implements ProxyHost {
     const user = options.state ?? this.userState;
     const meta = encodeMeta({
       lineSize: this.options.lineSize, hwm: this.space.alloc.hwm, nextOid: this.space.nextOid,
-      tablePages: this.space.table.pages, pins: [...this.pins.keys()].map((c) => c.oid), user,
+      tablePages: this.space.table.pages, pins: [...this.pins.keys()].map((c) => c.oid), user, reason: options.reason ?? 'request',
     });
     const res = this.pager.commit(meta);
     if ('error' in res) {

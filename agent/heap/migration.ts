@@ -91,7 +91,7 @@ export function installLines(store: Store, app: string, image: { lineSize: numbe
       const b = bytesOf[i];
       if (b !== undefined && head.get(l.line) !== Buffer.from(l.hash).toString('hex')) tx.write(l.line, b);
     });
-    tx.setState(encodeMeta(meta));
+    tx.setState(encodeMeta({ ...meta, reason: 'arrived' }));
     return tx.commit().version;
   } finally {
     tx.abort();

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { FerryError, isFerryError } from '../../core/errors.js';
 import { getProfile, loadProfileFile, type HwProfile } from '../../hw-profiles/index.js';
 import { openStore, type Store } from '../../store/index.js';
+import { reasonOf, withReason } from '../heap/index.js';
 import { DurableSession, type DurableSessionOptions } from '../../transports/durable-session.js';
 import { appMailboxTopic } from '../../transports/topics.js';
 import type { MqttBus } from '../../transports/mqtt-bus.js';
@@ -482,9 +483,17 @@ export class Agent {
 
   // ---- checkpoints ----
 
-  checkpoints(instance?: string): Array<{ instance: string; version: number; createdAt: number; bytes: number; current: boolean }> {
+  /** Kept versions; `reason` says why each was taken (`init`, `group`, `suspend`, `restore of 3`, `arrived`...; absent in versions older than the field). */
+  checkpoints(instance?: string): Array<{ instance: string; version: number; createdAt: number; bytes: number; current: boolean; reason?: string }> {
     const ids = instance !== undefined ? [this.known(instance)] : this.registry.instances().map((i) => i.instance);
-    return ids.flatMap((id) => (this.store.hasApp(id) ? this.store.versions(id).map((v) => ({ instance: id, version: v.version, createdAt: v.createdAt, bytes: v.bytes + v.stateBytes, current: v.current })) : []));
+    return ids.flatMap((id) =>
+      this.store.hasApp(id)
+        ? this.store.versions(id).map((v) => {
+            const reason = reasonOf(this.store.readState(id, { version: v.version }));
+            return { instance: id, version: v.version, createdAt: v.createdAt, bytes: v.bytes + v.stateBytes, current: v.current, ...(reason !== undefined ? { reason } : {}) };
+          })
+        : [],
+    );
   }
 
   /** Makes `version` the newest checkpoint and resumes the instance there if it was running. */
@@ -498,7 +507,7 @@ export class Agent {
     const r = this.running.get(instance);
     if (r) return this.reopenAt(r, version);
     this.checkVersion(instance, version);
-    this.store.restore(instance, version);
+    this.store.restore(instance, version, withReason(this.store.readState(instance, { version }), instance, `restore of ${version}`));
     return this.view(instance);
   }
 

@@ -152,6 +152,8 @@ describe('the dashboard in a browser (aedes, an rpi-4b and an android-phone agen
     const after = (await pi.control('checkpoints', { instance: 'counter' })) as Array<{ version: number; current: boolean }>;
     const current = after.find((v) => v.current)!.version;
     await row(current).locator('.pill', { hasText: 'current' }).waitFor();
+    expect(await row(current).locator('.reason').textContent()).toBe(`restored version ${older}`);
+    expect(await row(older!).locator('.reason').textContent()).toBe('calls committed');
     expect(await o.page.locator('#checkpoints .pill', { hasText: 'current' }).count()).toBe(1);
 
     // A version that is not the current one: removed after its confirmation.

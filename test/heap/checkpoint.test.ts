@@ -1,5 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { openHeap } from '../../agent/heap/index.js';
+import { openHeap, reasonOf, withReason } from '../../agent/heap/index.js';
+import { decodeMeta, encodeMeta, MAX_REASON } from '../../agent/heap/heap-meta.js';
+import { encodeValue } from '../../agent/heap/record-codec.js';
 import { getProfile } from '../../hw-profiles/index.js';
 import { Temp, caught, faultyIo, sameGraph } from './graph.js';
 import { FerryError } from '../../core/errors.js';
@@ -194,5 +196,22 @@ describe('a line write that fails while paging out (the store aborts the open tr
     expect((again.root as Record<string, any>).after).toBe(1);
     expect(refused).toBeGreaterThanOrEqual(0);
     again.close();
+  });
+});
+
+describe('the reason a checkpoint records (heap metadata, format 1)', () => {
+  const base = { lineSize: 64, hwm: 3, nextOid: 7, tablePages: [1], pins: [2], user: new Uint8Array([1, 2, 3]) };
+
+  it('round-trips a reason, cuts a long one, and reads metadata written before the field as having none', () => {
+    expect(decodeMeta(encodeMeta({ ...base, reason: 'group' }), 'a')).toEqual({ ...base, reason: 'group' });
+    expect(reasonOf(encodeMeta({ ...base, reason: 'x'.repeat(100) }))).toBe('x'.repeat(MAX_REASON));
+    const before = encodeValue({ ferryHeap: 1, ...base }); // as an older Ferry wrote it
+    expect(decodeMeta(before, 'a')).toEqual(base);
+    expect(reasonOf(before)).toBeUndefined();
+    // A reason that is not text labels nothing; it does not make the metadata invalid.
+    expect(decodeMeta(encodeValue({ ferryHeap: 1, ...base, reason: 7 }), 'a')).toEqual(base);
+    expect(reasonOf(new Uint8Array([0xff]))).toBeUndefined();
+    expect(reasonOf(withReason(before, 'a', 'restore of 2'))).toBe('restore of 2');
+    expect(decodeMeta(withReason(before, 'a', 'restore of 2'), 'a').user).toEqual(base.user);
   });
 });

@@ -99,7 +99,12 @@ describe('the ferry command, end to end against a real agent', () => {
       }
     }
     expect(back).toBeDefined();
-    const now = (await json(['checkpoints', 'notes', ...d()])).value as Array<{ version: number; current: boolean }>;
+    const now = (await json(['checkpoints', 'notes', ...d()])).value as Array<{ version: number; current: boolean; reason?: string }>;
+    // Each version says why it was taken: calls committed, the suspend, and the restore (of which version).
+    const reasons = now.map((c) => c.reason);
+    expect(reasons).toContain('group');
+    expect(reasons).toContain('suspend');
+    expect(now.find((c) => c.current)!.reason).toBe(`restore of ${back}`);
     const old = now.find((c) => !c.current)!.version;
     expect((await json(['checkpoint', 'rm', 'notes', String(old), ...d()])).value).toEqual({ instance: 'notes', version: old });
     expect(((await json(['checkpoints', 'notes', ...d()])).value as Array<{ version: number }>).some((c) => c.version === old)).toBe(false);

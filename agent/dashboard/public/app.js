@@ -361,6 +361,14 @@ function drawLive() {
   }
 }
 
+/** Why a checkpoint was taken, in words (the heap's reasons; older versions have none). */
+const REASONS = { init: 'first run', create: 'created', group: 'calls committed', suspend: 'suspended', request: 'requested', 'dirty-lines': 'many changes', interval: 'timer', 'after-gc': 'after a collection', arrived: 'arrived from a peer', import: 'arrived from a peer' };
+function why(reason) {
+  if (!reason) return '–';
+  const r = /^restore of (\d+)$/.exec(reason);
+  return r ? `restored version ${r[1]}` : REASONS[reason] || reason;
+}
+
 async function pageCheckpoints(root) {
   const a = await call('apps');
   const ids = a.instances.map((i) => i.instance);
@@ -372,7 +380,7 @@ async function pageCheckpoints(root) {
   root.append(
     h('div', { class: 'row' }, h('label', {}, 'Instance '), pick, h('span', { class: 'muted' }, `${list.length} versions kept`)),
     table(
-      ['Version', 'Taken', 'Size', '', ''],
+      ['Version', 'Taken', 'Why', 'Size', '', ''],
       list
         .slice()
         .reverse()
@@ -382,6 +390,7 @@ async function pageCheckpoints(root) {
             { 'data-version': c.version },
             h('td', {}, String(c.version)),
             h('td', {}, when(c.createdAt)),
+            h('td', { class: 'reason' }, why(c.reason)),
             h('td', {}, bytes(c.bytes)),
             h('td', {}, c.current ? h('span', { class: 'pill ok' }, 'current') : ''),
             h(
