@@ -9,7 +9,7 @@ import { bridgeControl } from '../bridge/control.js';
 import type { BridgeOptions } from '../bridge/options.js';
 import { Agent } from '../runtime/agent.js';
 import type { AgentOptions } from '../runtime/agent-options.js';
-import { ControlServer, controlDispatcher } from '../runtime/control-server.js';
+import { ControlServer, controlDispatcher, type ControlDispatch } from '../runtime/control-server.js';
 import { readDashboardOptions, startDashboard, type Dashboard, type DashboardOptions } from '../dashboard/index.js';
 import { OpsMetrics, readHttpEndpointOptions, startOpsEndpoint, withHttpStatus, type HttpEndpoint, type HttpEndpointOptions } from '../ops/index.js';
 import { AGENT_NODE_FLAGS, vmModulesAvailable } from '../runtime/sandbox.js';
@@ -101,7 +101,9 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
     const extension = bridgeControl(bridge);
     if (http && metrics) {
       // The dashboard acts through the same dispatcher as the control socket: one code path.
-      if (dashboard) dash = startDashboard({ agent, metrics, dispatch: controlDispatcher(agent, extension), assetsDir: join(packageDir(), 'agent', 'dashboard', 'public'), version: ferryVersion() }, dashboard);
+      // Its `status` is the control socket's, `httpUrl` and `dashboardUrl` included once the endpoint is up.
+      const dispatch: ControlDispatch = (cmd, args) => controlDispatcher(agent, withHttpStatus(extension, endpoint, dash !== undefined))(cmd, args);
+      if (dashboard) dash = startDashboard({ agent, metrics, dispatch, assetsDir: join(packageDir(), 'agent', 'dashboard', 'public'), version: ferryVersion() }, dashboard);
       endpoint = await startOpsEndpoint(agent, metrics, http, 'http', dash?.mount);
     }
     control = await ControlServer.listen(agent, agent.options.dataDir, () => void exit(), withHttpStatus(extension, endpoint, dash !== undefined));

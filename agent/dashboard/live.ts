@@ -105,6 +105,8 @@ export class LiveStreams {
       // An instance closing under the read: this sample is skipped, the next one reads again.
     }
     if (this.closed || this.clients.size === 0) {
+      // The next page starts afresh: a rate over the idle gap would be an average, not a sample.
+      this.previous.clear();
       this.running = false;
       return;
     }
@@ -114,7 +116,10 @@ export class LiveStreams {
 
   private async sample(): Promise<Sample> {
     const at = this.now();
-    const instances = this.source.instances().map((i): InstanceSample => {
+    const figures = this.source.instances();
+    // Only the instances there now are remembered (a removed one is forgotten).
+    for (const id of this.previous.keys()) if (!figures.some((i) => i.instance === id)) this.previous.delete(id);
+    const instances = figures.map((i): InstanceSample => {
       const prev = this.previous.get(i.instance);
       const s: InstanceSample = { instance: i.instance, state: i.state };
       const secs = prev ? (at - prev.at) / 1000 : 0;

@@ -7,6 +7,8 @@ export interface BrokerView {
   brokerConnected: boolean;
   /** Since when the broker has been away (ISO), while it is. */
   brokerDownSince?: string;
+  /** Since when the connection has been up (ISO: the agent's start, or the latest return), while it is. */
+  brokerUpSince?: string;
   /** Times the connection came back since the agent started. */
   brokerReconnects: number;
 }
@@ -19,6 +21,7 @@ export interface BrokerView {
  */
 export class BrokerWatch {
   private downSince: number | undefined;
+  private upSince: number;
   private reconnects = 0;
   private readonly onLost = () => {
     if (this.downSince !== undefined) return;
@@ -29,6 +32,7 @@ export class BrokerWatch {
     if (this.downSince === undefined) return;
     const downMs = this.now() - this.downSince;
     this.downSince = undefined;
+    this.upSince = this.now();
     this.reconnects++;
     this.log.info('broker.back', { broker: this.url, downMs, reconnects: this.reconnects });
   };
@@ -39,6 +43,7 @@ export class BrokerWatch {
     private readonly url: string,
     private readonly now: () => number = Date.now,
   ) {
+    this.upSince = now();
     bus.on('close', this.onLost);
     bus.on('connect', this.onBack);
   }
@@ -46,7 +51,7 @@ export class BrokerWatch {
   view(): BrokerView {
     return {
       brokerConnected: this.bus.connected,
-      ...(this.downSince !== undefined ? { brokerDownSince: new Date(this.downSince).toISOString() } : {}),
+      ...(this.downSince !== undefined ? { brokerDownSince: new Date(this.downSince).toISOString() } : { brokerUpSince: new Date(this.upSince).toISOString() }),
       brokerReconnects: this.reconnects,
     };
   }

@@ -73,7 +73,7 @@ export class ArgReader {
 
 /**
  * A time on the control channel: ISO 8601 in UTC (`2026-11-23T13:34:22.304Z`), in fields named `*At`
- * (and `ts`, `lastSeen`, `brokerDownSince`); durations are numbers of ms in fields named `*Ms`.
+ * (and `ts`, `lastSeen`, `brokerDownSince`, `brokerUpSince`); durations are numbers of ms in fields named `*Ms`.
  */
 const iso = (ms: number): string => new Date(ms).toISOString();
 

@@ -43,14 +43,17 @@ describe('broker state', () => {
     agent = startAgentProcess(dir, ['--broker', url]);
     const a = agent;
     await a.ready;
-    const status = async () => (await a.control('status')) as { brokerConnected: boolean; brokerReconnects: number; brokerDownSince?: string; broker: string };
-    expect(await status()).toMatchObject({ brokerConnected: true, brokerReconnects: 0 });
+    const status = async () => (await a.control('status')) as { brokerConnected: boolean; brokerReconnects: number; brokerDownSince?: string; brokerUpSince?: string; broker: string };
+    const first = await status();
+    expect(first).toMatchObject({ brokerConnected: true, brokerReconnects: 0 });
+    expect(Date.parse(first.brokerUpSince!)).toBeLessThanOrEqual(Date.now());
 
     await broker.down();
     await until(() => a.logs.some((l) => l.event === 'broker.lost'), 'broker.lost');
     const down = await status();
     expect(down.brokerConnected).toBe(false);
     expect(typeof down.brokerDownSince).toBe('string');
+    expect(down.brokerUpSince).toBeUndefined();
 
     await broker.up();
     await until(() => a.logs.some((l) => l.event === 'broker.back'), 'broker.back');
@@ -58,6 +61,8 @@ describe('broker state', () => {
     const back = await status();
     expect(back).toMatchObject({ brokerConnected: true, brokerReconnects: 1 });
     expect(back.brokerDownSince).toBeUndefined();
+    // Up since it came back, not since the start.
+    expect(Date.parse(back.brokerUpSince!)).toBeGreaterThan(Date.parse(first.brokerUpSince!));
     expect(a.logs.filter((l) => l.event === 'broker.lost')).toHaveLength(1);
     const line = a.logs.find((l) => l.event === 'broker.back')!;
     expect(line.downMs).toBeGreaterThan(0);

@@ -266,7 +266,7 @@ async function pageDevice(root) {
       'div',
       { class: 'cards' },
       card('This device', dl(['Device id', s.deviceId], ['Profile', `${d.profile.name} (${d.profile.deviceClass}, ${d.profile.wordBits}-bit)`], ['Ferry', d.version], ['Uptime', dur(s.uptimeMs)], ['Agent memory', bytes(s.rssBytes)], ['Fingerprint', s.fingerprint || '–'])),
-      card('Broker', dl(['Broker', `${s.broker}${s.embeddedBroker ? ' (embedded)' : ''}`], ['Connected', up ? 'yes' : `no, since ${when(s.brokerDownSince)}`], ['Reconnects', s.brokerReconnects ?? 0])),
+      card('Broker', dl(['Broker', `${s.broker}${s.embeddedBroker ? ' (embedded)' : ''}`], ['Connected', up ? `yes, since ${when(s.brokerUpSince)}` : `no, since ${when(s.brokerDownSince)}`], ['Reconnects', s.brokerReconnects ?? 0])),
       card('Budgets', dl(['Heap budget', `${bytes(d.profile.heapBudgetBytes)} per instance`], ['Virtual heap', bytes(d.profile.virtualHeapBytes)], ['Link', `${bytes(d.profile.link.bandwidthBps / 8)}/s, ${d.profile.link.latencyMs} ms`], ['Local services', d.profile.services.join(', ') || 'none'], ['Apps', `${s.apps} installed, ${s.running} running`])),
       card('Store and flash', dl(['Store file', bytes(d.store.fileBytes)], ['Live data', bytes(d.store.liveBytes)], ['Written since start', bytes(d.store.segmentBytesWritten)], ['Commits', d.store.commits], ['Flash wear', `${d.store.wearPercent}% of ${d.profile.flashEnduranceCycles} erase cycles`])),
     ),
