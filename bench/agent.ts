@@ -30,7 +30,7 @@
  * `targets` says which targets were met. Prints one JSON object as its last line.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,6 +44,7 @@ import { freePort, startMosquitto } from '../test/helpers/brokers.js';
 import { parseBenchArgs, percentile, report, round } from './lib/args.js';
 import { startBenchProcess } from './lib/bench-process.js';
 import { tag as benchTag } from './lib/transport-bench.js';
+import { processTree } from './lib/proc-io.js';
 
 const args = parseBenchArgs();
 const BROKER = brokerArg(process.argv.slice(2));
@@ -201,17 +202,6 @@ function vmRssMB(pid: number): number {
   return round(Number(m[1]) / 1024, 1);
 }
 
-/** `pid` and every process descended from it (/proc/<pid>/task/<tid>/children). */
-function processTree(pid: number): number[] {
-  const out = [pid];
-  for (let i = 0; i < out.length; i++) {
-    for (const tid of readdirSync(`/proc/${out[i]}/task`)) {
-      const kids = readFileSync(`/proc/${out[i]}/task/${tid}/children`, 'utf8').trim();
-      if (kids) out.push(...kids.split(/\s+/).map(Number));
-    }
-  }
-  return out;
-}
 
 /** VmRSS summed over the process tree, MB, and how many processes it has. */
 function treeRssMB(pid: number): { mb: number; processes: number } {
