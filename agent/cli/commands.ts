@@ -85,7 +85,13 @@ export const COMMANDS: Record<string, Command> = {
         dashboard ? {} : undefined,
       ).catch((e: unknown) => {
         const http = isFerryError(e, 'BAD_OPTION') ? /^http\.(port|host)$/.exec(String(e.details.field)) : null;
-        if (http) throw new FerryError('BAD_OPTION', (e as Error).message.replace(`http.${http[1]!}`, httpField(http[1]!)), { field: httpField(http[1]!) });
+        if (http) {
+          // A port the dashboard took by default: say so, and how to choose another.
+          const defaulted = http[1] === 'port' && f.int('http-port', 0, 65_535) === undefined && config.httpPort === undefined;
+          const field = defaulted ? '--http-port' : httpField(http[1]!);
+          const hint = defaulted ? ` (the dashboard's default port; choose another with --http-port <n>, 0 for any free one)` : '';
+          throw new FerryError('BAD_OPTION', `${(e as Error).message.replace(`http.${http[1]!}`, field)}${hint}`, { field });
+        }
         // The usual cause: a broker (Mosquitto as a service, another agent) already holds 1883.
         if (isFerryError(e) && e.details.field === 'options.port' && broker === undefined) {
           throw new FerryError('BAD_OPTION', `${e.message}; is a broker already running there? Use it with --broker mqtt://127.0.0.1:${port ?? 1883}, or give the embedded broker another port (--port 0: any free one)`, { field: '--port' });

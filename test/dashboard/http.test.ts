@@ -10,6 +10,7 @@
  */
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request, type IncomingHttpHeaders } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -402,6 +403,24 @@ describe('a corrupt token file', () => {
       expect(readFileSync(file, 'utf8')).toBe(held);
       // No agent was left running.
       expect((await runFerry(['status', '--data', d, '--json'])).code).toBe(1);
+    }
+  });
+});
+
+describe('--dashboard without a port', () => {
+  it('takes port 8080; when that is taken, BAD_OPTION names --http-port and says how to choose another', async () => {
+    const d = tempDir('busy');
+    // Hold 8080 (or find it held already): either way the start must find it taken.
+    const holder = createNetServer();
+    await new Promise<void>((res) => holder.once('error', () => res()).listen(8080, '127.0.0.1', () => res()));
+    try {
+      const out = await runFerry(['start', '--data', d, '--port', '0', '--dashboard', '--json']);
+      expect(out.code).toBe(1);
+      const err = out.stdout.trim().split('\n').map((l) => JSON.parse(l) as { error?: { code: string; field: string; message: string } }).find((l) => l.error)!.error!;
+      expect(err).toMatchObject({ code: 'BAD_OPTION', field: '--http-port' });
+      expect(err.message).toMatch(/^--http-port: port 8080 on 127\.0\.0\.1 is in use \(the dashboard's default port; choose another with --http-port <n>, 0 for any free one\)$/);
+    } finally {
+      holder.close();
     }
   });
 });
