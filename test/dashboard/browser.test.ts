@@ -66,7 +66,8 @@ describe('the dashboard in a browser (aedes, an rpi-4b and an android-phone agen
 
   async function show(o: Opened, name: string): Promise<void> {
     await o.page.goto(`${o.base}#/${name}`);
-    await o.page.waitForSelector(`[data-page="${name.split('/')[0]}"]`);
+    // The page's root, not the nav link of the same name.
+    await o.page.waitForSelector(`#page > [data-page="${name.split('/')[0]}"]`);
   }
 
   const notice = (o: Opened) => o.page.locator('#notice');

@@ -208,7 +208,8 @@ function route() {
 let soon;
 function rerenderSoon() {
   clearTimeout(soon);
-  soon = setTimeout(() => void render(), 150);
+  const shown = page;
+  soon = setTimeout(() => page === shown && void render(), 150);
 }
 
 let rendering = 0;
