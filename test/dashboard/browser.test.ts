@@ -184,7 +184,7 @@ describe('the dashboard in a browser (aedes, an rpi-4b and an android-phone agen
     await bare.page.goto('about:blank');
     await bare.page.goto(`${base}#token=${'A'.repeat(43)}`);
     await expect.poll(() => bare.page.locator('#notice').textContent()).toMatch(/^Not opened: that is not this device's access token .*\(DASHBOARD_AUTH\)$/);
-    expect(await bare.page.locator('#login-form').isVisible()).toBe(true);
+    await bare.page.locator('#login-form').waitFor(); // shown once the session is found missing
 
     // Pasting the right token opens it.
     await bare.page.fill('#token', r.value.url.replace(/^.*#token=/, ''));
@@ -249,7 +249,15 @@ describe('the dashboard in a browser (aedes, an rpi-4b and an android-phone agen
     await a.page.fill('#move-limit', '5000');
     await a.page.click('button[data-action="dry-run"]');
     await expect.poll(() => a.page.locator('#plan').textContent()).toMatch(/Bytes to send.*Expected downtime.*limit 5000 ms/);
+    // Move runs the dry run first and asks: declined, nothing moves.
     await a.page.click('button[data-action="migrate"]');
+    await expect.poll(() => a.page.locator('#confirm-text').textContent()).toMatch(new RegExp(`^Move counter to ${phone.id}\\? About .* to send, expected downtime \\d+ ms \\(limit 5000 ms\\)\\.$`));
+    await a.page.click('#confirm-no');
+    expect(await stateOf(pi, 'counter')).toBe('running');
+    expect(((await pi.control('migrations')) as { recent: unknown[] }).recent).toEqual([]);
+    await a.page.click('button[data-action="migrate"]');
+    await a.page.locator('#confirm[open]').waitFor();
+    await a.page.click('#confirm-yes');
     await a.page.locator('#move-phase[data-phase="done"]').waitFor({ timeout: 60_000 });
     // It was followed live: progress events arrived before the end, pre-copy among them.
     const phases = (await a.page.evaluate('watching.events.map((e) => e.phase)')) as string[];

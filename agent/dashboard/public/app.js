@@ -518,16 +518,22 @@ async function pageHandoffs(root) {
   const limit = h('input', { id: 'move-limit', type: 'number', min: 10, max: 60000, placeholder: 'downtime limit, ms (default)', 'aria-label': 'downtime limit in ms' });
   const args = (dryRun) => ({ instance: inst.value, peer: peer.value, options: { ...(limit.value ? { downtimeLimitMs: Number(limit.value) } : {}), ...(dryRun ? { dryRun: true } : {}) } });
   const plan = h('div', { id: 'plan' });
+  /** The dry run: the plan shown, and returned (undefined when refused: the notice says why). */
   const dry = async () => {
     clearNotice();
     try {
       const r = await call('migrate', args(true));
-      plan.replaceChildren(card(`Plan: ${r.instance} to ${r.to}`, dl(['Path', r.path], ['Bytes to send', bytes(r.bytesMissing)], ['Heap', bytes(r.heapBytes)], ['Expected downtime', `${r.expectedDowntimeMs} ms (limit ${r.downtimeLimitMs} ms)`], ['Leases', r.leasePlan.map((l) => `${l.type}: ${l.action}`).join(', ') || 'none'])));
+      plan.replaceChildren(card(`Plan: ${r.instance} to ${r.to}`, dl(['Path', r.path], ['Bytes to send', bytes(r.bytesMissing)], ['Heap', bytes(r.heapBytes)], ['Expected downtime', `${millis(r.expectedDowntimeMs)} (limit ${millis(r.downtimeLimitMs)})`], ['Leases', r.leasePlan.map((l) => `${l.type}: ${l.action}`).join(', ') || 'none'])));
+      return r;
     } catch (e) {
       notice(`Dry run failed: ${words(e)}`);
+      return undefined;
     }
   };
+  // A move starts with its dry run: the owner sees the plan and says yes to it.
   const go = async () => {
+    const p = await dry();
+    if (!p || !(await confirmed(`Move ${p.instance} to ${p.to}? About ${bytes(p.bytesMissing)} to send, expected downtime ${millis(p.expectedDowntimeMs)} (limit ${millis(p.downtimeLimitMs)}).`))) return;
     clearNotice();
     try {
       const started = await call('migrate', args(false));
