@@ -96,6 +96,7 @@ function confirmed(text) {
     };
     $('confirm-yes').onclick = () => done(true);
     $('confirm-no').onclick = () => done(false);
+    d.oncancel = () => done(false); // Escape
     d.showModal();
   });
 }
@@ -139,10 +140,14 @@ async function boot() {
   else showLogin();
 }
 
+let streaming = false;
 function start() {
   $('login').hidden = true;
   $('nav').hidden = false;
   clearNotice();
+  // Signed in again after the session was lost: the stream and the listeners are there already.
+  if (streaming) return route();
+  streaming = true;
   const es = new EventSource('/api/events');
   es.addEventListener('hello', (ev) => {
     const d = JSON.parse(ev.data);
@@ -171,12 +176,11 @@ function start() {
 }
 
 function setLiveState(up) {
+  if (up) return void header(); // back: the header says how the broker is
   const b = $('broker');
-  if (!up) {
-    b.hidden = false;
-    b.className = 'pill bad';
-    b.textContent = 'live updates: reconnecting';
-  }
+  b.hidden = false;
+  b.className = 'pill bad';
+  b.textContent = 'live updates: reconnecting';
 }
 
 function addSample(s) {
