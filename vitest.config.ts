@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { defineConfig } from 'vitest/config';
+import { SlowestFirst } from './test/slowest-first.js';
 
 export default defineConfig({
   test: {
@@ -11,6 +12,8 @@ export default defineConfig({
     // Two files at once even on two cores (vitest's default there is one): most suites spend their
     // time waiting on agent processes, brokers and timers, not computing (CI 19 min → under 12).
     maxWorkers: Math.max(2, availableParallelism() - 1),
+    // The slowest files first, so no long one runs alone at the end (test/slowest-first.ts).
+    sequence: { sequencer: SlowestFirst },
     // App modules run in node:vm module contexts (agent/runtime/sandbox.ts), as in the agent process.
     execArgv: ['--experimental-vm-modules', '--disable-warning=ExperimentalWarning'],
   },
