@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { FerryError, isFerryError } from '../../core/errors.js';
 import { getProfile, loadProfileFile, type HwProfile } from '../../hw-profiles/index.js';
 import { openStore, type Store } from '../../store/index.js';
-import { reasonOf, withReason } from '../heap/index.js';
+import { withReason } from '../heap/index.js';
 import { DurableSession, type DurableSessionOptions } from '../../transports/durable-session.js';
 import { appMailboxTopic } from '../../transports/topics.js';
 import type { MqttBus } from '../../transports/mqtt-bus.js';
@@ -22,7 +22,7 @@ import { Logger } from './logger.js';
 import { Registry, writeAtomically, type InstanceRecord } from './registry.js';
 import type { DeliveryHost } from './outbox-delivery.js';
 import type { Running } from './running.js';
-import { instanceView, type InstanceView } from './instance-view.js';
+import { checkpointViews, instanceView, type CheckpointView, type InstanceView } from './instance-view.js';
 import { InstanceMoves, type Arrival } from './instance-moves.js';
 import { openRunning, type OpeningHost } from './instance-opening.js';
 
@@ -483,17 +483,10 @@ export class Agent {
 
   // ---- checkpoints ----
 
-  /** Kept versions; `reason` says why each was taken (`init`, `group`, `suspend`, `restore of 3`, `arrived`...; absent in versions older than the field). */
-  checkpoints(instance?: string): Array<{ instance: string; version: number; createdAt: number; bytes: number; current: boolean; reason?: string }> {
+  /** Kept versions of one instance or of all (`checkpointViews`). */
+  checkpoints(instance?: string): CheckpointView[] {
     const ids = instance !== undefined ? [this.known(instance)] : this.registry.instances().map((i) => i.instance);
-    return ids.flatMap((id) =>
-      this.store.hasApp(id)
-        ? this.store.versions(id).map((v) => {
-            const reason = reasonOf(this.store.readState(id, { version: v.version }));
-            return { instance: id, version: v.version, createdAt: v.createdAt, bytes: v.bytes + v.stateBytes, current: v.current, ...(reason !== undefined ? { reason } : {}) };
-          })
-        : [],
-    );
+    return ids.flatMap((id) => checkpointViews(this.store, id));
   }
 
   /** Makes `version` the newest checkpoint and resumes the instance there if it was running. */

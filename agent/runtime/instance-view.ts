@@ -1,4 +1,5 @@
 import type { Store } from '../../store/index.js';
+import { reasonOf } from '../heap/index.js';
 import type { InstanceState, Registry } from './registry.js';
 import type { Running } from './running.js';
 
@@ -37,4 +38,25 @@ export function instanceView(instance: string, a: { registry: Registry; store: S
     heap: hs ? { residentBytes: hs.residentBytes, budgetBytes: hs.budgetBytes, virtualBytes: hs.virtualBytes, maxObjectBytes: hs.maxObjectBytes } : undefined,
     mailbox: r ? { calls: r.runner.stats.calls, commits: r.runner.stats.commits, maxBatch: r.runner.stats.maxBatch } : undefined,
   };
+}
+
+/** One kept version as `ferry checkpoints` lists it. */
+export interface CheckpointView {
+  instance: string;
+  version: number;
+  createdAt: number;
+  /** Its lines and state blob, bytes. */
+  bytes: number;
+  current: boolean;
+  /** Why it was taken (`init`, `group`, `suspend`, `restore of 3`, `arrived`...); absent in versions older than the field. */
+  reason?: string;
+}
+
+/** The kept versions of `instance` (none without a heap). */
+export function checkpointViews(store: Store, instance: string): CheckpointView[] {
+  if (!store.hasApp(instance)) return [];
+  return store.versions(instance).map((v) => {
+    const reason = reasonOf(store.readState(instance, { version: v.version }));
+    return { instance, version: v.version, createdAt: v.createdAt, bytes: v.bytes + v.stateBytes, current: v.current, ...(reason !== undefined ? { reason } : {}) };
+  });
 }
