@@ -20,8 +20,10 @@
  *   instant confirmations (re-pairings of the same two devices).
  * The top-level sealedOverPlainThroughput is the lower of the brokers'. `handoff`: the live
  * handoff's figures with real agent processes on the same brokers (bench/bridge-handoff.ts;
- * `--quick`: aedes only, fewer moves). Targets are checked (`pass`) but never fail the run. Prints
- * one JSON object as its last line.
+ * `--quick`: aedes only, fewer moves). `fleet` (bench/fleet-choice.ts): chosenBytesOverBestBytes,
+ * summary bytes per 1,000 lines and their refresh traffic, evacuation time over the sum of single
+ * moves; `bundles` (bench/fleet-bundles.ts): an offline bundle's size over the heap it carries.
+ * Targets are checked (`pass`) but never fail the run. Prints one JSON object as its last line.
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
@@ -33,18 +35,20 @@ import { tag as benchTag } from './lib/transport-bench.js';
 import { startBenchPeer, type BenchPeer } from './bridge-peer.js';
 import { observe, pair, startDevice, tempRoot, type Device } from './bridge-setup.js';
 import { checkBuilt, handoffPlan, handoffResult, handoffSummary, measureHandoffOn, type HandoffRun } from './bridge-handoff.js';
+import { measureBundles, type BundleFigures } from './fleet-bundles.js';
+import { measureFleet, type FleetFigures } from './fleet-choice.js';
 
 const args = parseBenchArgs();
-const BYTES = (args.quick ? 4 : 16) * 1024 * 1024;
+const BYTES = (args.quick ? 2 : 16) * 1024 * 1024;
 const WARMUP_BYTES = (args.quick ? 1 : 4) * 1024 * 1024;
 /** Many short rounds: the median holds against a busy machine better than a few long ones. */
-const ROUNDS = 9;
+const ROUNDS = args.quick ? 5 : 9;
 const CHUNK = 65_536;
 /** The sealed bulk's default window; the plain one is given the same. */
 const WINDOW = 16;
-const HANDSHAKES = args.quick ? 20 : 60;
+const HANDSHAKES = args.quick ? 10 : 60;
 const HS_WARMUP = 5;
-const PAIRINGS = args.quick ? 3 : 7;
+const PAIRINGS = args.quick ? 2 : 7;
 const TARGETS = { sealedOverPlainThroughput: 0.8 };
 const LAYOUT =
   'pairing and handshakes: both devices (service stack + Bridge each) in the bench process; throughput: from a device in the bench process to one in a child process (bench/bridge-peer.ts); broker in its own process (aedes: a child process; mosquitto: its binary)';
@@ -253,6 +257,9 @@ async function main(): Promise<void> {
     }
     if (!mosq && !args.quick) handoffRuns.mosquitto = { skipped: (mosqRun! as { skipped: string }).skipped };
     const handoffRes = handoffResult(handoffPlan(args.quick), { aedes: handoffRuns.aedes!, mosquitto: handoffRuns.mosquitto! });
+    // Across a fleet (agent/fleet): peer choice, summaries, evacuation; offline bundles.
+    const fleet: FleetFigures | { skipped: string } = await measureFleet({ quick: args.quick }).catch((e: unknown) => ({ skipped: `failed: ${e instanceof Error ? e.message : String(e)}` }));
+    const bundles: BundleFigures | { skipped: string } = await measureBundles({ quick: args.quick }).catch((e: unknown) => ({ skipped: `failed: ${e instanceof Error ? e.message : String(e)}` }));
     const runs = [aedesRun, mosqRun!].filter((r): r is BrokerRun => !('skipped' in r));
     const worst = Math.min(...runs.map((r) => r.sealedOverPlainThroughput));
     const result = {
@@ -269,6 +276,13 @@ async function main(): Promise<void> {
       targets: TARGETS,
       pass: { sealedOverPlainThroughput: worst >= TARGETS.sealedOverPlainThroughput },
       handoff: handoffRes,
+      chosenBytesOverBestBytes: 'skipped' in fleet ? null : fleet.chosenBytesOverBestBytes,
+      summaryBytesPer1000Lines: 'skipped' in fleet ? null : fleet.summaryBytesPer1000Lines,
+      summaryRefreshBytesPerHourPerPeer: 'skipped' in fleet ? null : fleet.refresh.perHourAtDefaultPerPeer,
+      bundleBytesOverHeapBytes: 'skipped' in bundles ? null : bundles.bundleBytesOverHeapBytes,
+      evacuationOverSingleMoves: 'skipped' in fleet ? null : fleet.evacuationOverSingleMoves,
+      fleet,
+      bundles,
       seconds: round((performance.now() - t0) / 1000, 1),
     };
     const line = (n: string, r: BrokerRun | { skipped: string }) =>
@@ -284,6 +298,12 @@ async function main(): Promise<void> {
       line('mosquitto', mosqRun!),
       `sealed/plain (lower of the brokers) ${worst}: ${result.pass.sealedOverPlainThroughput ? 'meets' : 'misses'} the 0.8 target`,
       ...handoffSummary(handoffRes, { aedes: handoffRuns.aedes!, mosquitto: handoffRuns.mosquitto! }),
+      'skipped' in fleet
+        ? `fleet      skipped: ${fleet.skipped}`
+        : `fleet      ${fleet.candidates} candidates, ${fleet.heapLines} lines: chosen ÷ best bytes ${fleet.chosenBytesOverBestBytes} (target 1.0); summary ${fleet.summaryBytesPer1000Lines} B per 1,000 lines (records ${fleet.summaryRecordBytesPer1000Lines}); refresh ${fleet.refresh.perHourAtDefaultPerPeer} B/h per peer at 60 s (keepalive ${fleet.refresh.keepaliveBytes} B); evacuation ÷ single moves ${fleet.evacuationOverSingleMoves} (${fleet.evacuationMs} ms vs ${fleet.singleMovesMs.join(' + ')})`,
+      'skipped' in bundles
+        ? `bundles    skipped: ${bundles.skipped}`
+        : `bundles    ${bundles.bundleBytes} B for a ${bundles.heapBytes} B heap (× ${bundles.bundleBytesOverHeapBytes}); export ${bundles.exportMs} ms, import ${bundles.importMs} ms`,
     ]);
   } finally {
     rmSync(root, { recursive: true, force: true });

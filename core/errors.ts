@@ -72,6 +72,8 @@ export const ERROR_CODES = {
   APP_UPGRADE_FAILED: "an instance's new code could not take over its heap (the module did not load, or onUpgrade failed); the instance runs the code and state it had before",
   APP_NOT_RUNNING: 'the app instance is suspended, stopped or being removed, so it cannot take the operation now',
   APP_EXISTS: 'an app instance with that name is already running, or an app of that name is being installed twice',
+  APP_UNSUPPORTED: "the app's requirements name something this device's profile is not (its word size); it was not started here",
+  AGENT_FULL: 'the device runs as many instances as its maxInstances allows; the new one was not started (stop or move one, or raise maxInstances)',
   APP_BAD_REQUEST: "a request in an app's mailbox is not an app.call envelope with a handler name; it was acknowledged and answered with this error",
   APP_ALREADY_APPLIED: "a request id the instance applied before came again after its recorded outcome was dropped (past rememberReplies newer ids) but within replayHorizonMs: it was not applied again, and this error stands in for the outcome",
   AGENT_UNREACHABLE: 'no agent answers on the data directory\'s control socket (not started, or started with another --data)',
@@ -114,6 +116,23 @@ export const ERROR_CODES = {
   MIGRATE_ABORTED: 'the move was cancelled, or a step failed or timed out before the decision (the peer unreachable, its disk full); the origin serves on and the destination discarded what it received',
   MIGRATE_MOVED: 'the instance was handed off to a peer and runs there now; it cannot be run, resumed or changed here (move it back, or remove it)',
   MIGRATE_PROTOCOL: 'a handoff message is malformed, out of order, or names a move this device does not know; it was refused and nothing was acted on',
+  MIGRATE_CROSS_SITE: 'the origin and the destination cannot tell whether they share a broker (one names a site and the other none, or the destination does not say), so the mailbox could neither be taken over nor forwarded safely; nothing moved (give every device its broker\'s --site)',
+
+  // bridge: offline bundles (agent/bridge/DESIGN.md, "Offline bundles")
+  BUNDLE_CORRUPT: 'a bundle file is not a Ferry bundle, is truncated, or has a malformed header, a bad length, a record that fails authentication or a missing end marker; nothing was stored',
+  BUNDLE_FORGED: "a bundle's Ed25519 signature does not verify under its origin's paired device key (modified, or not made by that device); nothing was decrypted or stored",
+  BUNDLE_NOT_FOR_US: 'a bundle was sealed for another device (or to a key of this device it no longer holds); nothing was stored',
+  BUNDLE_TOO_LARGE: "a bundle file is larger than this device's maxBundleBytes; it was not read",
+  BUNDLE_IMPORTED: 'the bundle was imported already (on this device, or on the peer a cancel asked): a second import, or a cancel after the import, is refused',
+  BUNDLE_REVOKED: "the bundle was revoked by its origin (ferry bundle cancel) before it was imported here; it can never be imported",
+  BUNDLE_PEER_UNREACHABLE: 'a bundle cancel could not reach the peer the bundle is for, so it cannot know whether it was imported there; nothing changed (--force takes the instance back anyway)',
+  BUNDLE_UNKNOWN: 'no bundle of that instance is outstanding on this device (it was not exported in a bundle, or was taken back)',
+  BUNDLE_NO_CODE: "a bundle does not carry its app's code and this device does not hold a module with that code hash; nothing was stored",
+
+  // fleet: peer choice, plans and evacuation (agent/fleet/DESIGN.md)
+  FLEET_SUMMARY_MALFORMED: "a peer's region summary (or its device figures) is malformed; it was refused and the summary held before it kept",
+  FLEET_NO_CANDIDATE: 'no paired peer can take the instance (each candidate and why it does not fit is in the message); nothing moved',
+  PLAN_INVALID: 'a plan file is not valid JSON of the documented schema (ferry.plan/1); the message names the field; nothing ran',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -450,6 +450,22 @@ export class Store implements TransactionHost {
     });
   }
 
+  /**
+   * The distinct content hashes of the lines `app` keeps, in any kept version: what a device
+   * holding this heap could reuse of another (a peer's region summary, agent/fleet).
+   */
+  hashesOf(app: string): Uint8Array[] {
+    const idx = this.index(app);
+    const seen = new Map<string, Uint8Array>();
+    for (const records of idx.history.values()) {
+      for (const r of records) {
+        const key = hashKey(r.hash);
+        if (!seen.has(key) && this.byHash.has(key)) seen.set(key, r.hash.slice());
+      }
+    }
+    return [...seen.values()];
+  }
+
   /** The bytes with this content hash, or undefined. */
   readByHash(hash: Uint8Array): Uint8Array | undefined {
     this.checkOpen();

@@ -218,13 +218,13 @@ export class DurableSession {
   }
 }
 
-type ResolvedSessionOptions = Required<Pick<DurableSessionOptions, 'url' | 'clientId' | 'filter' | 'keepaliveSeconds' | 'connectTimeoutMs' | 'reconnectMs'>> & {
+export type ResolvedSessionOptions = Required<Pick<DurableSessionOptions, 'url' | 'clientId' | 'filter' | 'keepaliveSeconds' | 'connectTimeoutMs' | 'reconnectMs'>> & {
   username: string | undefined;
   password: Buffer | undefined;
   tls: DurableSessionOptions['tls'];
 };
 
-function readSessionOptions(options: DurableSessionOptions): ResolvedSessionOptions {
+export function readSessionOptions(options: DurableSessionOptions): ResolvedSessionOptions {
   const r = new OptionReader(options as unknown as Record<string, unknown>, 'options');
   r.rejectUnknown(['url', 'clientId', 'filter', 'keepaliveSeconds', 'connectTimeoutMs', 'reconnectMs', 'username', 'password', 'tls']);
   const url = r.string('url', undefined, BROKER_URL_PATTERN);

@@ -6,6 +6,7 @@ import { Channels } from './channel.js';
 import { loadIdentity, type DeviceIdentity } from './identity.js';
 import { readBridgeOptions, type BridgeOptions, type ResolvedBridgeOptions } from './options.js';
 import { Migrations, type HandoffRuntime } from './migrations.js';
+import { Bundles, type BundleLinks, type BundleOptions } from './bundles.js';
 import { Pairing, type AttemptView, type CodeView } from './pairing.js';
 import { PeerRegistry, type PeerRecord } from './peer-registry.js';
 import { SealedBulk, type SealedBulkOptions, type SealedBulkResult, type SealedTransfer } from './sealed-bulk.js';
@@ -20,6 +21,10 @@ export interface BridgeLinks {
   log: BridgeLog;
   /** The runtime's side of a handoff; without it this device neither sends nor takes moves. */
   runtime?: HandoffRuntime;
+  /** Whether a peer holds an app's code by hash (offline bundles leave the code out then); default: unknown, the code goes in. */
+  codeHeld?: BundleLinks['codeHeld'];
+  /** Limits of offline bundles (bundles.ts); defaults when absent. */
+  bundles?: BundleOptions;
 }
 
 /** A paired peer as `ferry peers` shows it. */
@@ -47,6 +52,8 @@ export class Bridge {
   private announced = false;
   /** Live handoff (migrations.ts); undefined when the bridge runs without a runtime. */
   migrations: Migrations | undefined;
+  /** Offline bundles (bundles.ts); undefined when the bridge runs without a runtime. */
+  bundles: Bundles | undefined;
 
   private constructor(
     readonly options: ResolvedBridgeOptions,
@@ -104,7 +111,10 @@ export class Bridge {
     });
     bridge = new Bridge(o, identity, peers, links, pairing, channels, bulk);
     if (links.runtime) {
-      bridge.migrations = new Migrations({ ...links.runtime, channels, bulk, peers, deviceId: o.deviceId, dataDir: o.dataDir, maxFrameBytes: o.maxFrameBytes, log: links.log });
+      bridge.migrations = new Migrations({ ...links.runtime, channels, bulk, peers, deviceId: o.deviceId, dataDir: o.dataDir, maxFrameBytes: o.maxFrameBytes, log: links.log, bus: links.bus, site: o.site });
+      const r = links.runtime;
+      bridge.bundles = new Bundles({ channels, moves: r.moves, store: r.store, profile: r.profile, peers, identity, deviceId: o.deviceId, dataDir: o.dataDir, log: links.log, ...(links.codeHeld ? { codeHeld: links.codeHeld } : {}) }, links.bundles);
+      void bridge.bundles.recover().catch((e: unknown) => links.log('error', 'bundle.recover-failed', { error: String(e) }));
     }
     channels.handle('bridge.ping', () => ({ ts: Date.now() }));
     channels.handle('bridge.unpair', (peer) => {
@@ -130,6 +140,8 @@ export class Bridge {
         fingerprint: this.identity.fingerprint,
         deviceKey: this.identity.deviceKey.toString('base64url'),
         staticKey: this.identity.staticKey.publicKey.toString('base64url'),
+        // Its broker's site in a fleet over several brokers (absent: one broker).
+        ...(this.options.site !== undefined ? { site: this.options.site } : {}),
       },
     });
     this.announced = true;
@@ -145,7 +157,7 @@ export class Bridge {
     const list = this.peers.list();
     const reach = check ? await Promise.all(list.map((p) => this.channels.request(p.deviceId, 'bridge.ping', null, REACH_MS).then(() => true, () => false))) : [];
     return {
-      self: { deviceId: this.options.deviceId, fingerprint: this.identity.fingerprint, profile: this.options.profile, label: this.options.label },
+      self: { deviceId: this.options.deviceId, fingerprint: this.identity.fingerprint, profile: this.options.profile, label: this.options.label, ...(this.options.site !== undefined ? { site: this.options.site } : {}) },
       paired: list.map((p, i) => ({
         deviceId: p.deviceId,
         fingerprint: p.fingerprint,

@@ -6,7 +6,8 @@ import { FerryError } from '../../core/errors.js';
  * `FERRY_FAULT=<side>:<step>:<fault>`, where fault is `kill` (SIGKILL this process at that step),
  * `drop` (ignore that one incoming request: its answer is never sent) or `fail` (the step fails
  * with STORE_IO, as a full or broken disk would). Each fires once per process. The steps are
- * listed in DESIGN.md, "Handoff: failure cases".
+ * listed in DESIGN.md, "Handoff: failure cases" and "Offline bundles" (`origin:bundle-sealed`,
+ * `origin:bundle-decided`, `destination:bundle-installed`, `destination:bundle-imported`).
  */
 
 const spec = process.env.FERRY_FAULT;

@@ -17,6 +17,8 @@ import { readMigrateOptions, type MigrateOptions } from './move-options.js';
 import { BodyReader } from './move-wire.js';
 import type { PeerRegistry } from './peer-registry.js';
 import type { SealedBulk } from './sealed-bulk.js';
+import type { MqttBus } from '../../transports/mqtt-bus.js';
+import { answerArrived, PendingForwards } from './mailbox-forward.js';
 
 /** What the handoff needs of the runtime: lent by the agent (its `moves`, store and profile). */
 export interface HandoffRuntime {
@@ -34,6 +36,10 @@ export interface MigrationsLinks extends HandoffRuntime {
   dataDir: string;
   maxFrameBytes: number;
   log: BridgeLog;
+  /** The agent's bus: a move across brokers forwards the mailbox's requests on it (mailbox-forward.ts). */
+  bus: MqttBus;
+  /** This device's site (BridgeOptions.site); undefined: one broker. */
+  site: string | undefined;
 }
 
 /** A move's progress as `ferry migrate` follows it: numbered events, then the report. */
@@ -59,6 +65,8 @@ const EVENTS = 500;
 const INCOMING_IDLE_MS = 60_000;
 /** How often a prepared destination asks a quiet origin for the decision, ms. */
 const ASK_EVERY_MS = 2000;
+/** How long a forward tried again after a restart may take, ms. */
+const FORWARD_TIMEOUT_MS = 30_000;
 
 /**
  * The live handoff (DESIGN.md, "Handoff"): starts and follows moves of this device's instances
@@ -67,6 +75,8 @@ const ASK_EVERY_MS = 2000;
  */
 export class Migrations {
   readonly destination: MoveDestination;
+  /** Mailbox forwards of moves to another site not done yet (mailbox-forward.ts). */
+  private readonly forwards: PendingForwards;
   private readonly active = new Map<string, Active>();
   private readonly byInstance = new Map<string, string>();
   private history: MoveReport[];
@@ -87,9 +97,13 @@ export class Migrations {
       log: l.log,
       idleMs: INCOMING_IDLE_MS,
       askEveryMs: ASK_EVERY_MS,
+      site: l.site,
     });
+    answerArrived(l.channels, l.moves);
+    this.forwards = new PendingForwards(join(l.dataDir, 'bridge', 'forwards.json'), { bus: l.bus, moves: l.moves, channels: l.channels, log: l.log });
     l.channels.handle('move.decision', (peer, b) => (dropHere('origin', 'decision') ? new Promise<never>(() => undefined) : this.decision(peer, b)));
     this.destination.recover();
+    this.forwards.recover(FORWARD_TIMEOUT_MS);
   }
 
   /** Starts moving `instance` to `peer`; the move runs on in the agent (follow it with `watch`). A dry run answers with its plan. */
@@ -112,6 +126,8 @@ export class Migrations {
         deviceId: this.l.deviceId,
         services: this.l.services,
         maxFrameBytes: this.l.maxFrameBytes,
+        site: this.l.site,
+        forwards: this.forwards,
         learned: (p) => this.learned.get(p) ?? 0,
         probeDecide: () => {
           const t = performance.now();
@@ -148,7 +164,7 @@ export class Migrations {
     // like the others: the prepare is the move's first step, answered before any progress. A
     // dry run that cannot move is an error too.
     const r = o.dryRun ? await finished : await Promise.race([finished, underWay.then(() => undefined)]);
-    if (r?.outcome === 'aborted' && (o.dryRun || r.code === 'MIGRATE_NO_FIT')) throw new FerryError((r.code ?? 'MIGRATE_ABORTED') as ErrorCode, r.message ?? `the move of ${instance} was aborted`, { field: 'peer' });
+    if (r?.outcome === 'aborted' && (o.dryRun || r.code === 'MIGRATE_NO_FIT' || r.code === 'MIGRATE_CROSS_SITE')) throw new FerryError((r.code ?? 'MIGRATE_ABORTED') as ErrorCode, r.message ?? `the move of ${instance} was aborted`, { field: 'peer' });
     if (o.dryRun) return r!;
     return { id: origin.id, instance, peer: to };
   }
@@ -193,6 +209,7 @@ export class Migrations {
   close(): void {
     for (const a of this.active.values()) a.origin.cancel();
     this.destination.close();
+    this.forwards.close();
   }
 
   private event(a: Active, p: MoveProgress): void {

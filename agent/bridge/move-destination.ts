@@ -8,6 +8,7 @@ import type { HeldLease } from '../services/index.js';
 import type { InstanceMoves } from '../runtime/instance-moves.js';
 import type { Channels } from './channel.js';
 import type { BridgeLog } from './bridge.js';
+import { BUNDLE_ID } from './bundle-format.js';
 import { dropHere, faultPoint } from './fault-points.js';
 import { BodyReader, HASH_BYTES, readGifts, readPrepare, readRound, type PrepareAnswer, type PrepareBody, type RoundBody } from './move-wire.js';
 
@@ -31,6 +32,8 @@ export interface DestinationLinks {
   idleMs: number;
   /** How often a prepared destination whose origin went quiet asks it for the decision, ms. */
   askEveryMs: number;
+  /** This device's site, told in the prepare's answer (the origin forwards the mailbox to another site). */
+  site?: string | undefined;
 }
 
 interface Incoming {
@@ -90,6 +93,7 @@ export class MoveDestination {
     for (const rec of this.l.moves.marked()) {
       if (rec.state !== 'incoming') continue;
       const m = rec.move!;
+      if (BUNDLE_ID.test(m.id)) continue; // an import of an offline bundle: bundles.ts recovers it, asking nobody
       if (m.version === 0) {
         this.l.moves.undoIncoming(rec.instance, m.id);
         this.l.log('info', 'move.undone', { instance: rec.instance, move: m.id, from: m.peer, why: 'not prepared before the restart' });
@@ -106,7 +110,7 @@ export class MoveDestination {
   private prepare(peer: string, b: unknown): PrepareAnswer {
     const p = readPrepare(b);
     if (this.incoming.has(p.id)) throw new FerryError('MIGRATE_PROTOCOL', `move ${p.id} is already being prepared`, { field: 'body.id' });
-    const fit = this.l.moves.checkFit({ app: p.app, minHeapBytes: p.minHeapBytes, services: p.services });
+    const fit = this.l.moves.checkFit({ app: p.app, instance: p.instance, minHeapBytes: p.minHeapBytes, requiredWordBits: p.requiredWordBits, services: p.services });
     const path = p.lineSize === this.l.profile.cacheLineBytes && p.wordBits === this.l.profile.wordBits ? 'lines' : 'objects';
     const needCode = !this.l.moves.hasCode(p.app, p.code);
     const d = this.l.discovery();
@@ -131,7 +135,7 @@ export class MoveDestination {
     );
     if (!needCode) this.l.moves.preload(p.instance, p.app);
     this.l.log('info', 'move.incoming', { move: p.id, instance: p.instance, from: peer, path, needCode });
-    return { path, needCode, missing: fit.missing, leasePlan };
+    return { path, needCode, missing: fit.missing, leasePlan, ...(this.l.site !== undefined ? { site: this.l.site } : {}) };
   }
 
   private have(peer: string, b: unknown): { have: Uint8Array } {

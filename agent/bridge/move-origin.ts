@@ -14,6 +14,7 @@ import type { MovePhase, MoveProgress, MoveReport } from './move-report.js';
 import type { ResolvedMigrateOptions } from './move-options.js';
 import { SwitchEstimate } from './move-estimate.js';
 import { faultPoint } from './fault-points.js';
+import { crossSiteRefusal, readAnswerSite, siteRelation, type PendingForwards, type SiteRelation } from './mailbox-forward.js';
 
 /**
  * The origin of a handoff, which coordinates it (DESIGN.md, "Handoff"): prepare, pre-copy while
@@ -35,6 +36,10 @@ export interface OriginLinks {
   learned: (peer: string) => number;
   /** Times a registry-sized atomic write here (the decision's cost), ms. */
   probeDecide: () => number;
+  /** This device's site (its broker); undefined: one broker. */
+  site: string | undefined;
+  /** Forwards of the mailbox to a destination on another broker, kept until done (mailbox-forward.ts). */
+  forwards: PendingForwards;
 }
 
 /** Round bodies up to this share of a frame go inline; larger ones as a sealed bulk transfer. */
@@ -64,6 +69,8 @@ export class MoveOrigin {
   private leasesHandedOver = 0;
   private rounds = 0;
   private codeSent = false;
+  /** Same broker as the destination, or another one (its mailbox is then forwarded after the commit). */
+  private sites: SiteRelation = 'same';
   private readonly report: Partial<MoveReport> = {};
   /** Resolved when the destination asked for the decision and was told "moved" (migrations.ts). */
   private readonly asked: Promise<void>;
@@ -104,7 +111,11 @@ export class MoveOrigin {
       // Measured while the rest of the prepare goes on (an aborted switch reconnects the session).
       void this.l.moves.probeSession().then((ms) => (this.est.ownConnectMs = ms), () => undefined);
       await this.measureRtt();
-      this.prep = (await this.request('move.prepare', prepareBody(this.id, this.desc, this.l.deviceId))) as PrepareAnswer;
+      this.prep = (await this.request('move.prepare', { ...prepareBody(this.id, this.desc, this.l.deviceId), ...(this.l.site !== undefined ? { site: this.l.site } : {}) })) as PrepareAnswer;
+      // Another broker: the mailbox is forwarded after the commit. Unknown: refused (nothing moved).
+      const there = readAnswerSite(this.prep);
+      this.sites = siteRelation(this.l.site, there);
+      if (this.sites === 'unknown') throw crossSiteRefusal(this.instance, this.peer, this.l.site, there);
       faultPoint('origin', 'prepare');
       const r = this.prep.path === 'objects' ? await this.objectPath() : await this.linePath();
       return r;
@@ -316,6 +327,8 @@ export class MoveOrigin {
     this.checkCancelled();
     this.phase('switch');
     this.pausedAt = performance.now();
+    // Recorded before the pause (not on its clock): a forward left undone is tried again, also after a restart.
+    if (this.sites === 'forward') this.l.forwards.add({ move: this.id, instance: this.instance, peer: this.peer });
     this.paused = true;
     this.l.moves.pause(this.instance);
     faultPoint('origin', 'paused');
@@ -360,9 +373,19 @@ export class MoveOrigin {
     downtimeMs = performance.now() - this.pausedAt;
     steps.runningMs = at();
     faultPoint('origin', 'committed');
+    if (this.sites === 'forward') await this.forward();
     await this.l.moves.cancelLeases(this.desc.leases.filter((x) => this.prep.leasePlan.find((p) => p.type === x.type)?.action !== 'handover').map((x) => x.lease));
     this.phase('done');
     return this.finish('moved', downtimeMs);
+  }
+
+  /** Requests left in this broker's session of the instance go to the destination's broker (mailbox-forward.ts); the move stands whatever happens. */
+  private async forward(): Promise<void> {
+    try {
+      this.report.mailboxForwarded = await this.l.forwards.run(this.id, this.o.stepTimeoutMs);
+    } catch (e) {
+      this.report.message = `moved; the requests left in its mailbox session at this broker are not forwarded yet (${String(e)}): they stay queued there, and the forward is tried again`;
+    }
   }
 
   private async handOverLeases(): Promise<Array<{ type: string; lease: HeldLease; remainingMs: number }>> {
@@ -466,6 +489,7 @@ export class MoveOrigin {
     const err = isFerryError(e) ? e : new FerryError('MIGRATE_ABORTED', String(e), { field: 'move' });
     // The destination undoes what it staged; told at once, and it also undoes on its own when it hears nothing.
     const told = this.l.channels.request(this.peer, 'move.abort', { id: this.id }, Math.min(2000, this.o.stepTimeoutMs)).catch(() => undefined);
+    if (this.sites === 'forward') this.l.forwards.drop(this.id);
     let downtimeMs = 0;
     if (this.paused) {
       await this.l.moves.unpause(this.instance).catch((u: unknown) => {
@@ -509,6 +533,7 @@ export class MoveOrigin {
       leasePlan: this.prep?.leasePlan ?? [],
       codeSent: this.codeSent,
       ...(this.report.switchSteps ? { switchSteps: this.report.switchSteps } : {}),
+      ...(this.report.mailboxForwarded !== undefined ? { mailboxForwarded: this.report.mailboxForwarded } : {}),
     };
   }
 }

@@ -40,6 +40,8 @@ export interface MoveReport extends MoveProgress {
   codeSent: boolean;
   /** Where the downtime went, ms from the pause: paused, destination prepared, decision written, leases handed over, destination running. */
   switchSteps?: { pausedMs: number; preparedMs: number; decidedMs: number; handedOverMs: number; runningMs: number };
+  /** A move to a device on another broker: the requests left in the origin broker's mailbox session, forwarded to the destination's (DESIGN.md, "Handoff across brokers"). */
+  mailboxForwarded?: number;
 }
 
 /** The `move.prepare` body (PROTOCOL §B.8) for an instance described by the runtime. */
@@ -54,6 +56,7 @@ export function prepareBody(id: string, d: OutgoingInstance, deviceId: string): 
     maxLines: d.maxLines,
     wordBits: d.wordBits,
     minHeapBytes: d.minHeapBytes,
+    ...(d.requiredWordBits !== undefined ? { requiredWordBits: d.requiredWordBits } : {}),
     // Array.from, not d.services.map: the list was built in the app's sandbox realm, whose arrays
     // are no `Array` here, and CBOR would encode one as an indefinite-length array (refused on arrival).
     services: Array.from(d.services, (s) => ({ type: s.type, optional: s.optional, ...(s.attributes ? { attributes: { ...s.attributes } } : {}) })),

@@ -26,6 +26,8 @@ export interface PrepareBody {
   maxLines: number;
   wordBits: number;
   minHeapBytes: number;
+  /** The app's own word-size requirement (absent: none). */
+  requiredWordBits?: 32 | 64;
   services: Array<{ type: string; optional: boolean; attributes: Record<string, string | number | boolean> }>;
   /** Leases the app holds: what kind of resource, and whose. */
   leases: Array<{ type: string; provider: string; exclusive: boolean; local: boolean }>;
@@ -38,6 +40,8 @@ export interface PrepareAnswer {
   missing: string[];
   /** Per lease: `handover` (the grantor moves it), `map` (the destination's own resource of that type), `lost` (onLeaseLost there). */
   leasePlan: Array<{ type: string; action: 'handover' | 'map' | 'lost'; provider: string }>;
+  /** The destination's site (its broker) in a fleet over several brokers; absent: none configured. */
+  site?: string;
 }
 
 /** One round of image lines: the change from `base` (the version last staged, 0 for none) to `version`. */
@@ -141,6 +145,7 @@ export function readPrepare(v: unknown): PrepareBody {
     maxLines: r.int('maxLines', 2, 2 ** 32),
     wordBits: r.int('wordBits', 32, 64),
     minHeapBytes: r.int('minHeapBytes', 0, 2 ** 48),
+    ...(r.b.requiredWordBits !== undefined ? { requiredWordBits: r.b.requiredWordBits === 32 || r.b.requiredWordBits === 64 ? r.b.requiredWordBits : fail('requiredWordBits', '32 or 64', r.b.requiredWordBits) } : {}),
     services,
     leases,
   };

@@ -23,11 +23,21 @@ export interface BridgeOptions {
   maxFrameBytes?: number;
   /** Largest sealed bulk transfer received, bytes. Default 268,435,456 (256 MiB); 0..4,294,967,295. */
   maxTransferBytes?: number;
+  /**
+   * The site (broker) this device is on, in a fleet over several brokers: 1..32 of `a-z 0-9 -`,
+   * the same for every device on one broker (`ferry broker-config --site`). Announced in the
+   * bridge's description and told in a handoff, where a peer of another site makes the origin
+   * forward its mailbox (DESIGN.md, "Handoff across brokers"). Default: none (one broker).
+   */
+  site?: string;
 }
 
-export type ResolvedBridgeOptions = Required<BridgeOptions>;
+export type ResolvedBridgeOptions = Required<Omit<BridgeOptions, 'site'>> & { site: string | undefined };
 
-const KNOWN = ['dataDir', 'deviceId', 'profile', 'label', 'pairTimeoutMs', 'handshakeTimeoutMs', 'requestTimeoutMs', 'maxFrameBytes', 'maxTransferBytes'];
+/** A site's name (`site`): it goes into client ids and a Mosquitto bridge's name. */
+export const SITE_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/;
+
+const KNOWN = ['dataDir', 'deviceId', 'profile', 'label', 'pairTimeoutMs', 'handshakeTimeoutMs', 'requestTimeoutMs', 'maxFrameBytes', 'maxTransferBytes', 'site'];
 
 export function readBridgeOptions(options: BridgeOptions, busMaxMessageBytes: number): ResolvedBridgeOptions {
   const r = new OptionReader(options as unknown as Record<string, unknown>, 'options');
@@ -42,5 +52,6 @@ export function readBridgeOptions(options: BridgeOptions, busMaxMessageBytes: nu
     requestTimeoutMs: r.number('requestTimeoutMs', { min: 100, max: 600_000 }, 10_000),
     maxFrameBytes: r.number('maxFrameBytes', { min: 1024, max: Math.min(16_777_216, busMaxMessageBytes) }, Math.min(262_144, busMaxMessageBytes)),
     maxTransferBytes: r.number('maxTransferBytes', { min: 0, max: 4_294_967_295 }, 268_435_456),
+    site: r.has('site') ? r.string('site', undefined, SITE_NAME) : undefined,
   };
 }

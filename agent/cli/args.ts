@@ -7,7 +7,7 @@ export interface ParsedArgs {
 }
 
 /** Flags that take no value. */
-const BOOLEAN_FLAGS = new Set(['json', 'help', 'samples', 'no-check', 'dry-run', 'follow', 'dashboard']);
+const BOOLEAN_FLAGS = new Set(['json', 'help', 'samples', 'no-check', 'dry-run', 'follow', 'dashboard', 'force', 'best', 'refresh']);
 
 /** Short forms every command line takes, as the long ones. */
 const SHORT: Record<string, string> = { '-h': '--help', '-V': '--version' };

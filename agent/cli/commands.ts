@@ -7,8 +7,11 @@ import { agent, need, noMore, type Command, type CommandResult } from './command
 import { readConfig, type FerryConfig } from './config.js';
 import { DASHBOARD_COMMAND, DASHBOARD_DEFAULT_PORT } from './dashboard-command.js';
 import { LOGS_COMMAND } from './logs-command.js';
+import { BROKER_CONFIG_COMMAND } from './broker-config.js';
 import { PAIR_COMMANDS } from './pair-commands.js';
 import { MIGRATE_COMMANDS } from './migrate-commands.js';
+import { FLEET_COMMANDS } from './fleet-commands.js';
+import { BUNDLE_COMMANDS } from './bundle-commands.js';
 import { SERVICE_COMMANDS } from './service-command.js';
 import { packageDir } from './package-dir.js';
 
@@ -42,9 +45,9 @@ function version(v: string, usage: string): number {
 export const COMMANDS: Record<string, Command> = {
   start: {
     usage:
-      'start [--profile <name>] [--broker <url> [--broker-user <name>] [--broker-password-file <file>] [--broker-ca <pem>] [--broker-cert <pem> --broker-key <pem>]] [--port <n>] [--device-id <id>] [--label <text>] [--log-level <l>] [--http-port <n> [--http-host <addr>]] [--dashboard] [--samples]',
+      'start [--profile <name>] [--broker <url> [--broker-user <name>] [--broker-password-file <file>] [--broker-ca <pem>] [--broker-cert <pem> --broker-key <pem>]] [--port <n>] [--device-id <id>] [--label <text>] [--site <name>] [--log-level <l>] [--http-port <n> [--http-host <addr>]] [--dashboard] [--samples]',
     summary: 'run the agent in the foreground (embedded broker without --broker)',
-    flags: ['profile', 'broker', 'port', 'samples', 'log-level', 'device-id', 'label', 'broker-user', 'broker-password-file', 'broker-ca', 'broker-cert', 'broker-key', 'http-port', 'http-host', 'dashboard'],
+    flags: ['profile', 'broker', 'port', 'samples', 'log-level', 'device-id', 'label', 'site', 'broker-user', 'broker-password-file', 'broker-ca', 'broker-cert', 'broker-key', 'http-port', 'http-host', 'dashboard'],
     async run(ctx, words, f, config, dataDir) {
       noMore(words, 0, this.usage);
       const { runAgent } = await import('./start.js');
@@ -72,6 +75,7 @@ export const COMMANDS: Record<string, Command> = {
           ...(config.replayHorizonMs !== undefined ? { replayHorizonMs: config.replayHorizonMs } : {}),
           ...(config.maxBatch !== undefined ? { maxBatch: config.maxBatch } : {}),
           ...(config.keepVersions !== undefined ? { keepVersions: config.keepVersions } : {}),
+          ...(config.maxInstances !== undefined ? { maxInstances: config.maxInstances } : {}),
           ...brokerCredentials(f, config),
           ...(config.durability !== undefined ? { durability: config.durability as 'full' } : {}),
         },
@@ -80,9 +84,12 @@ export const COMMANDS: Record<string, Command> = {
         {
           ...((f.str('label') ?? config.label) !== undefined ? { label: f.str('label') ?? config.label } : {}),
           ...(config.pairTimeoutMs !== undefined ? { pairTimeoutMs: config.pairTimeoutMs } : {}),
+          // The broker's site in a fleet over several brokers (ferry broker-config): a handoff to another site forwards the mailbox.
+          ...((f.str('site') ?? config.site) !== undefined ? { site: f.str('site') ?? config.site } : {}),
         },
         httpPort !== undefined ? { port: httpPort, ...(httpHost !== undefined ? { host: httpHost as 'localhost' } : {}) } : undefined,
         dashboard ? {} : undefined,
+        config.summaryRefreshMs !== undefined ? { summaryRefreshMs: config.summaryRefreshMs } : {},
       ).catch((e: unknown) => {
         const http = isFerryError(e, 'BAD_OPTION') ? /^http\.(port|host)$/.exec(String(e.details.field)) : null;
         if (http) {
@@ -231,9 +238,12 @@ export const COMMANDS: Record<string, Command> = {
   services: { usage: 'services', summary: 'services discovered on the broker', flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'services'), agent(d, 'services')) },
   leases: { usage: 'leases', summary: "leases held by this agent's apps", flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'leases'), agent(d, 'leases')) },
   logs: LOGS_COMMAND,
+  'broker-config': BROKER_CONFIG_COMMAND,
   dashboard: DASHBOARD_COMMAND,
   ...PAIR_COMMANDS,
   ...MIGRATE_COMMANDS,
+  ...FLEET_COMMANDS,
+  ...BUNDLE_COMMANDS,
   ...SERVICE_COMMANDS,
   shutdown: { usage: 'shutdown', summary: 'stop the agent (apps are checkpointed and resume at the next start)', flags: [], run: async (_c, w, _f, _cfg, d) => (noMore(w, 0, 'shutdown'), agent(d, 'shutdown')) },
 };

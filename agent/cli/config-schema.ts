@@ -3,6 +3,7 @@ import { profileNames } from '../../hw-profiles/index.js';
 import { DURABILITY_MODES } from '../../store/options.js';
 import { BROKER_URL_PATTERN, DEVICE_ID_PATTERN } from '../../transports/options.js';
 import { LABEL } from '../bridge/pairing-messages.js';
+import { SITE_NAME } from '../bridge/options.js';
 import { LOOPBACK_HOSTS } from '../ops/http-endpoint.js';
 import { LOG_LEVELS } from '../runtime/agent-options.js';
 
@@ -101,6 +102,13 @@ export const CONFIG_SCHEMA = {
       default: 16,
       description: 'Checkpoint versions kept per instance: how far back `ferry restore` reaches.',
     },
+    maxInstances: {
+      type: 'integer',
+      minimum: 1,
+      maximum: 1000,
+      default: 32,
+      description: 'The most instances the device runs at once: a run or an arriving move past it is refused, and peers choosing a destination (`ferry migrate --best`, `ferry evacuate`) see the room left.',
+    },
     logLevel: {
       type: 'string',
       enum: LOG_LEVELS,
@@ -151,6 +159,19 @@ export const CONFIG_SCHEMA = {
       maximum: 600_000,
       default: 120_000,
       description: "How long one pairing attempt may take, owners' time included, ms.",
+    },
+    summaryRefreshMs: {
+      type: 'integer',
+      minimum: 200,
+      maximum: 3_600_000,
+      default: 60_000,
+      description: 'How often this device sends its peers the region summaries of heaps that committed since (the rate limit of that traffic; a keepalive every 10 intervals otherwise), ms.',
+    },
+    site: {
+      type: 'string',
+      pattern: SITE_NAME.source,
+      description: 'The site this device is on in a fleet over several brokers: the name its broker was configured with (`ferry broker-config --site`), the same for every device on that broker. A handoff to a device of another site forwards the mailbox requests left at this broker.',
+      'x-default': 'none: every peer is taken to share this broker',
     },
     httpPort: {
       type: 'integer',

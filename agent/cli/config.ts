@@ -29,6 +29,8 @@ export interface FerryConfig {
   durability?: Durability;
   /** Checkpoint versions kept per instance: how far back `ferry restore` reaches. */
   keepVersions?: number;
+  /** The most instances the device runs at once. */
+  maxInstances?: number;
   logLevel?: LogLevel;
   /** Broker credentials (with `broker`): user name, a file holding the password, PEM files for mqtts:// (files resolved). */
   brokerUsername?: string;
@@ -40,6 +42,10 @@ export interface FerryConfig {
   label?: string;
   /** How long one pairing attempt may take, ms. */
   pairTimeoutMs?: number;
+  /** How often region summaries go to peers, ms. */
+  summaryRefreshMs?: number;
+  /** The site (the broker) this device is on, in a fleet over several brokers (ferry broker-config). Default: none. */
+  site?: string;
   /** The HTTP endpoint's port (0 = any free one); absent: no HTTP endpoint. */
   httpPort?: number;
   /** The loopback address the HTTP endpoint listens on. Default `127.0.0.1`. */

@@ -23,7 +23,8 @@ async function main(argv: string[]): Promise<number> {
     const out = await runCommand(parsed, (t) => process.stderr.write(`${t}\n`));
     if ('exitCode' in out) return out.exitCode;
     process.stdout.write(`${json ? JSON.stringify(out.result ?? null) : formatHuman(out.result, terminalWidth())}\n`);
-    return 0;
+    // A command whose result says it partly failed (a plan's failed steps) set the status already.
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {
     if (json) {
       process.stdout.write(`${JSON.stringify({ error: errorAnswerBody(e) })}\n`);

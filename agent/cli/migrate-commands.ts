@@ -1,6 +1,7 @@
 import { FerryError, type ErrorCode } from '../../core/errors.js';
 import type { MoveProgress, MoveReport } from '../bridge/move-report.js';
 import type { MoveWatch } from '../bridge/migrations.js';
+import type { Candidate } from '../fleet/index.js';
 import { agent, need, noMore, type Command } from './command.js';
 import { controlRequest } from './control-client.js';
 
@@ -34,9 +35,9 @@ export function summary(r: MoveReport): Record<string, unknown> {
 
 export const MIGRATE_COMMANDS: Record<string, Command> = {
   migrate: {
-    usage: 'migrate <instance> <peer> [--downtime-limit <ms>] [--step-timeout <ms>] [--dry-run] | migrate --cancel <instance>',
-    summary: 'hand a running instance to a paired peer, live (heap, mailbox, timers, leases); --dry-run plans only',
-    flags: ['downtime-limit', 'step-timeout', 'dry-run', 'cancel'],
+    usage: 'migrate <instance> (<peer> | --best) [--downtime-limit <ms>] [--step-timeout <ms>] [--dry-run] | migrate --cancel <instance>',
+    summary: 'hand a running instance to a paired peer, live (heap, mailbox, timers, leases); --best picks the peer that needs the fewest bytes (ferry peers --for <instance>); --dry-run plans only',
+    flags: ['downtime-limit', 'step-timeout', 'dry-run', 'cancel', 'best'],
     async run(ctx, w, f, _cfg, d) {
       const cancel = f.str('cancel');
       if (cancel !== undefined) {
@@ -44,15 +45,25 @@ export const MIGRATE_COMMANDS: Record<string, Command> = {
         return agent(d, 'migrate-cancel', { instance: cancel });
       }
       const instance = need(w, 0, 'instance', this.usage);
-      const peer = need(w, 1, 'peer', this.usage);
-      noMore(w, 2, this.usage);
+      const best = f.bool('best');
+      if (best && w[1] !== undefined) throw new FerryError('CLI_USAGE', `give a <peer> or --best, not both; usage: ferry ${this.usage}`, { field: 'peer' });
+      const peer = best ? undefined : need(w, 1, 'peer', this.usage);
+      noMore(w, best ? 1 : 2, this.usage);
       const limit = f.int('downtime-limit', 10, 60_000);
       // How long one step (a request to the peer) may take before the move aborts: short on a LAN.
       const step = f.int('step-timeout', 100, 600_000);
       const options = { ...(limit !== undefined ? { downtimeLimitMs: limit } : {}), ...(step !== undefined ? { stepTimeoutMs: step } : {}), ...(f.bool('dry-run') ? { dryRun: true } : {}) };
       const json = ctx.parsed.flags.has('json');
-      const started = (await controlRequest(d, 'migrate', { instance, peer, options }, 120_000)) as { id: string } | MoveReport;
-      if ('outcome' in started) return { result: json ? started : summary(started) };
+      let started: { id: string } | MoveReport;
+      let chosen: Record<string, unknown> | undefined;
+      if (best) {
+        const b = (await controlRequest(d, 'migrate-best', { instance, options }, 120_000)) as { chosen: Candidate; fitting: number; started: { id: string } | MoveReport };
+        started = b.started;
+        chosen = { peer: b.chosen.peer, bytesNeeded: b.chosen.bytesNeeded, linesHeld: b.chosen.linesHeld, summary: b.chosen.summary, candidatesFitting: b.fitting };
+        if (json) process.stdout.write(`${JSON.stringify({ chosen })}\n`);
+        else if (process.stderr.isTTY) process.stderr.write(`best peer: ${b.chosen.peer} (needs ${kib(b.chosen.bytesNeeded)}; ${b.fitting} of the paired peers fit)\n`);
+      } else started = (await controlRequest(d, 'migrate', { instance, peer, options }, 120_000)) as { id: string } | MoveReport;
+      if ('outcome' in started) return { result: json ? started : { ...(chosen ? { chosen } : {}), ...summary(started) } };
       const live = !json && process.stderr.isTTY;
       let after = 0;
       let report: MoveReport | undefined;
@@ -72,7 +83,7 @@ export const MIGRATE_COMMANDS: Record<string, Command> = {
         const code = (report.code ?? 'MIGRATE_ABORTED') as ErrorCode;
         throw new FerryError(code, `${report.message ?? 'the move was aborted'}; ${instance} serves on here`, { field: code === 'MIGRATE_NO_CONVERGENCE' || code === 'MIGRATE_DOWNTIME_EXCEEDED' ? 'downtimeLimitMs' : 'move' });
       }
-      return { result: json ? { report } : summary(report) };
+      return { result: json ? { report } : { ...(chosen ? { chosen: chosen.peer } : {}), ...summary(report) } };
     },
   },
   migrations: {

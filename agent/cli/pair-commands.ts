@@ -1,6 +1,7 @@
 import { createInterface } from 'node:readline';
 import { FerryError, isFerryError } from '../../core/errors.js';
 import { checkPairPeer } from '../bridge/pairing.js';
+import { peersFor } from './fleet-commands.js';
 import { agent, need, noMore, type Command } from './command.js';
 import { controlRequest } from './control-client.js';
 
@@ -89,11 +90,13 @@ export const PAIR_COMMANDS: Record<string, Command> = {
     },
   },
   peers: {
-    usage: 'peers [--no-check]',
-    summary: 'paired devices (reachable now, last seen) and pairing requests waiting',
-    flags: ['no-check'],
-    async run(_c, w, f, _cfg, d) {
+    usage: 'peers [--no-check] | peers --for <instance> [--refresh]',
+    summary: 'paired devices (reachable now, last seen) and pairing requests waiting; --for: each as a destination for an instance (fits or why not, bytes it would need, rank)',
+    flags: ['no-check', 'for', 'refresh'],
+    async run(c, w, f, _cfg, d) {
       noMore(w, 0, this.usage);
+      const instance = f.str('for');
+      if (instance !== undefined) return peersFor(instance, f.bool('refresh'), c.parsed.flags.has('json'), d);
       return agent(d, 'peers', { check: !f.bool('no-check') });
     },
   },

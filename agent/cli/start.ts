@@ -6,6 +6,8 @@ import { FerryError } from '../../core/errors.js';
 import type { MqttBus } from '../../transports/mqtt-bus.js';
 import { Bridge, isBridgeFileError } from '../bridge/bridge.js';
 import { bridgeControl } from '../bridge/control.js';
+import { Fleet, readFleetOptions, type FleetOptions } from '../fleet/index.js';
+import { fleetControl, mergeControl } from '../fleet/control.js';
 import type { BridgeOptions } from '../bridge/options.js';
 import { Agent } from '../runtime/agent.js';
 import type { AgentOptions } from '../runtime/agent-options.js';
@@ -50,7 +52,7 @@ export function reexecWithAgentFlags(): Promise<number> {
  * With `http`, the ops endpoint (/healthz, /metrics) listens beside the control socket (errors name `http.<field>`);
  * with `dashboard` too, it serves the dashboard (errors name `dashboard.<field>`).
  */
-export async function runAgent(options: AgentOptions, samples: boolean, say: (text: string) => void, bridgeOptions: Partial<BridgeOptions> = {}, http?: HttpEndpointOptions, dashboard?: DashboardOptions): Promise<number> {
+export async function runAgent(options: AgentOptions, samples: boolean, say: (text: string) => void, bridgeOptions: Partial<BridgeOptions> = {}, http?: HttpEndpointOptions, dashboard?: DashboardOptions, fleetOptions: FleetOptions = {}): Promise<number> {
   if (!vmModulesAvailable()) return reexecWithAgentFlags();
   // V8's memory-saving mode: an agent mostly idles on a small device. About 10 MB less idle RSS,
   // mailbox throughput within the noise (bench/agent.ts). Set here, not in AGENT_NODE_FLAGS, so an agent
@@ -73,6 +75,7 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
   await ControlServer.checkFree(options.dataDir);
   if (http) readHttpEndpointOptions(http, 'http'); // a bad option is refused before anything starts
   if (dashboard) readDashboardOptions(dashboard, 'dashboard');
+  readFleetOptions(fleetOptions, 'fleet');
   const metrics = http ? new OpsMetrics() : undefined;
   const agent = await Agent.start(metrics ? { ...options, observer: metrics } : options);
   let stopping: Promise<void> | undefined;
@@ -80,11 +83,13 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
   let endpoint: HttpEndpoint | undefined;
   let dash: Dashboard | undefined;
   let bridge: Bridge | FerryError | undefined;
+  let fleet: Fleet | undefined;
   const stop = () =>
     (stopping ??= (async () => {
       dash?.close();
       await endpoint?.close();
       await control?.close();
+      fleet?.close();
       if (bridge instanceof Bridge) await bridge.close();
       await agent.close();
     })());
@@ -97,8 +102,10 @@ export async function runAgent(options: AgentOptions, samples: boolean, say: (te
       },
     );
   try {
-    bridge = await startBridge(agent, bridgeOptions);
-    const extension = bridgeControl(bridge);
+    // A bundle leaves out the code when the peer's fresh summary says it holds it (the fleet starts after the bridge).
+    bridge = await startBridge(agent, bridgeOptions, (peer, _app, code) => fleet?.codeHeld(peer, code));
+    if (bridge instanceof Bridge) fleet = startFleet(agent, bridge, fleetOptions);
+    const extension = mergeControl(bridgeControl(bridge), fleetControl(fleet ?? (bridge instanceof FerryError ? bridge : new FerryError('BRIDGE_CLOSED', 'the bridge is not running', { field: 'bridge' }))));
     if (http && metrics) {
       // The dashboard acts through the same dispatcher as the control socket: one code path.
       // Its `status` is the control socket's, `httpUrl` and `dashboardUrl` included once the endpoint is up.
@@ -172,12 +179,31 @@ export function ferryVersion(): string {
   }
 }
 
+/** Starts the fleet part (region summaries, peer choice, plans) over the bridge. */
+function startFleet(agent: Agent, bridge: Bridge, options: FleetOptions): Fleet {
+  return Fleet.start(
+    {
+      bridge,
+      moves: agent.moves,
+      store: agent.store,
+      profile: agent.profile,
+      dataDir: agent.options.dataDir,
+      maxInstances: agent.options.maxInstances,
+      instances: () => agent.registry.instances(),
+      apps: () => agent.registry.apps(),
+      serviceTypes: () => (agent.connection?.discovery.all() ?? []).map((s) => s.type),
+      log: (level, event, fields) => agent.log.log(level, event, fields),
+    },
+    options,
+  );
+}
+
 /**
  * Starts the bridge on the agent's connection. A missing or corrupt identity or peer registry
  * does not stop the agent (its apps run on): the bridge stays off, every bridge command answers
  * with that error, and `ferry status` says so.
  */
-async function startBridge(agent: Agent, extra: Partial<BridgeOptions>): Promise<Bridge | FerryError> {
+async function startBridge(agent: Agent, extra: Partial<BridgeOptions>, codeHeld: (peer: string, app: string, code: string) => boolean | undefined): Promise<Bridge | FerryError> {
   const c = agent.connection!;
   try {
     return await Bridge.start(
@@ -187,6 +213,7 @@ async function startBridge(agent: Agent, extra: Partial<BridgeOptions>): Promise
         discovery: c.discovery,
         log: (level, event, fields) => agent.log.log(level, event, fields),
         runtime: { moves: agent.moves, store: agent.store, profile: agent.profile, services: () => agent.connection },
+        codeHeld,
       },
     );
   } catch (e) {

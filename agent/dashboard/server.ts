@@ -7,7 +7,7 @@ import type { LiveStreams } from './live.js';
 import type { ResolvedDashboardOptions } from './options.js';
 
 /** Control commands a page may read with (answers only). */
-export const PAGE_READS = ['status', 'apps', 'checkpoints', 'services', 'leases', 'identity', 'peers', 'migrations', 'migrate-watch', 'logs'] as const;
+export const PAGE_READS = ['status', 'apps', 'checkpoints', 'services', 'leases', 'identity', 'peers', 'peers-for', 'migrations', 'migrate-watch', 'logs'] as const;
 /** Control commands a page may act with: the `ferry` command's own, run by the same dispatcher. Not install, call, remove or shutdown. */
 export const PAGE_ACTIONS = ['run', 'suspend', 'resume', 'stop', 'upgrade', 'restore', 'checkpoint-rm', 'pair', 'pair-confirm', 'pair-cancel', 'unpair', 'migrate', 'migrate-cancel'] as const;
 

@@ -57,6 +57,8 @@ export interface AgentOptions extends BrokerCredentialOptions {
   keepVersions?: number;
   /** How long `run` waits for a required service to be found and leased, ms. Default 3,000. Limits 0..600,000. */
   leaseWaitMs?: number;
+  /** The most instances this device runs at once (its capacity: a run or an arriving move past it is refused, and peers choosing a destination see the room left). Default 32. Limits 1..1,000. */
+  maxInstances?: number;
   /** Least level written to the log. Default `info`. */
   logLevel?: LogLevel;
   /** Where log lines go. Default: one JSON line each on stdout. */
@@ -80,6 +82,7 @@ export interface ResolvedAgentOptions {
   durability: Durability;
   keepVersions: number;
   leaseWaitMs: number;
+  maxInstances: number;
   logLevel: LogLevel;
   log: (line: LogLine) => void;
   control: boolean;
@@ -90,7 +93,7 @@ export interface ResolvedAgentOptions {
 
 export const AGENT_OPTION_KEYS = [
   'dataDir', 'profile', 'brokerUrl', 'brokerPort', 'deviceId', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch',
-  'durability', 'keepVersions', 'leaseWaitMs', 'logLevel', 'log', 'control', 'observer', ...BROKER_CREDENTIAL_KEYS,
+  'durability', 'keepVersions', 'leaseWaitMs', 'maxInstances', 'logLevel', 'log', 'control', 'observer', ...BROKER_CREDENTIAL_KEYS,
 ] as const;
 
 export function readAgentOptions(options: AgentOptions, prefix = 'options', code: 'BAD_OPTION' | 'CONFIG_INVALID' = 'BAD_OPTION'): ResolvedAgentOptions {
@@ -120,6 +123,7 @@ export function readAgentOptions(options: AgentOptions, prefix = 'options', code
     durability: r.oneOf('durability', DURABILITY_MODES, 'full'),
     keepVersions: r.number('keepVersions', { min: 1, max: 1000 }, 16),
     leaseWaitMs: r.number('leaseWaitMs', { min: 0, max: 600_000 }, 3000),
+    maxInstances: r.number('maxInstances', { min: 1, max: 1000 }, 32),
     logLevel: r.oneOf('logLevel', LOG_LEVELS, 'info'),
     log: (log as ((l: LogLine) => void) | undefined) ?? ((line) => process.stdout.write(`${JSON.stringify(line)}\n`)),
     control: r.boolean('control', true),

@@ -68,12 +68,14 @@ export class Agent {
       profile,
       dataDir: options.dataDir,
       deviceId: options.deviceId,
+      maxInstances: options.maxInstances,
       log: this.log,
       services: () => this.services,
       start: (rec, arrival) => this.start(rec, undefined, undefined, arrival),
       openAhead: (rec, still) => this.open(rec, undefined, undefined, { still }),
       load: (source, filename, instance) => loadApp(source, { filename, instance, timeoutMs: options.handlerTimeoutMs }),
       reconnect: (r) => this.reconnect(r),
+      sessionOptions: (instance) => this.sessionOptions(instance),
       probeSession: () => DurableSession.probe(this.sessionOptions(`ferry-probe-${options.deviceId}`.slice(0, 64).toLowerCase().replace(/[^a-z0-9-]/g, '-'))),
     });
   }
@@ -254,6 +256,7 @@ export class Agent {
     this.moves.checkHere(instance);
     if (known && known.app !== app) throw new FerryError('APP_EXISTS', `instance ${instance} already exists and runs app ${known.app}`, { field: 'instance' });
     if (this.running.has(instance)) throw new FerryError('APP_EXISTS', `instance ${instance} is already running`, { field: 'instance' });
+    this.moves.checkRoom(instance);
     try {
       return await this.start({ instance, app, state: 'running', since: Date.now() }, undefined);
     } catch (e) {
@@ -311,6 +314,10 @@ export class Agent {
     const min = definition.requirements.minHeapBytes;
     if (min > this.profile.heapBudgetBytes) {
       throw new FerryError('HEAP_NO_MEMORY', `app ${rec.app} needs ${min} bytes of heap; profile ${this.profile.name} gives each app ${this.profile.heapBudgetBytes}`, { field: 'requirements.minHeapBytes' });
+    }
+    const bits = definition.requirements.wordBits;
+    if (bits !== undefined && bits !== this.profile.wordBits) {
+      throw new FerryError('APP_UNSUPPORTED', `app ${rec.app} requires a ${bits}-bit device; profile ${this.profile.name} is ${this.profile.wordBits}-bit`, { field: 'requirements.wordBits' });
     }
     const running = openRunning(this.opening, rec, { definition, sandbox, source, ...(version !== undefined ? { version } : {}) });
     if (!ahead) this.running.set(rec.instance, running);

@@ -24,6 +24,8 @@ export interface AppDefinition {
   requirements: {
     /** Smallest in-memory heap budget the app can run in, bytes. Default 0. */
     minHeapBytes: number;
+    /** The CPU word size the app must run on, if it needs one (32 or 64); peer choice keeps to it. */
+    wordBits?: 32 | 64;
     services: ServiceRequirement[];
   };
   init: AppFunction | undefined;
@@ -93,8 +95,10 @@ export function checkDefinition(value: unknown): AppDefinition {
   const version = app.string('version', undefined, VERSION);
 
   const req = reader(app.raw('requirements') ?? {}, 'app.requirements');
-  req.rejectUnknown(['minHeapBytes', 'services']);
+  req.rejectUnknown(['minHeapBytes', 'services', 'wordBits']);
   const minHeapBytes = req.number('minHeapBytes', { min: 0, max: 2 ** 40 }, 0);
+  const wordBits = req.has('wordBits') ? req.number('wordBits', { min: 32, max: 64 }) : undefined;
+  if (wordBits !== undefined && wordBits !== 32 && wordBits !== 64) req.fail('wordBits', '32 or 64', wordBits);
   const svcList = req.raw('services') ?? [];
   if (!Array.isArray(svcList) || svcList.length > 64) req.fail('services', 'an array of at most 64 service requirements', svcList);
   const services = (svcList as unknown[]).map((s, i): ServiceRequirement => {
@@ -135,7 +139,7 @@ export function checkDefinition(value: unknown): AppDefinition {
   return {
     name,
     version,
-    requirements: { minHeapBytes, services },
+    requirements: { minHeapBytes, services, ...(wordBits !== undefined ? { wordBits: wordBits as 32 | 64 } : {}) },
     init: fnOrUndefined(app, 'init'),
     handlers,
     timers,

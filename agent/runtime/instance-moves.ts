@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { FerryError } from '../../core/errors.js';
 import type { HwProfile } from '../../hw-profiles/index.js';
 import type { Store } from '../../store/index.js';
+import type { DurableSessionOptions } from '../../transports/durable-session.js';
 import type { HeldLease, Services } from '../services/index.js';
 import { codeHash } from './app-upgrade.js';
 import type { ServiceRequirement } from './app-definition.js';
@@ -32,6 +33,8 @@ export interface OutgoingInstance {
   maxLines: number;
   wordBits: number;
   minHeapBytes: number;
+  /** The app's own word-size requirement, if it has one. */
+  requiredWordBits: 32 | 64 | undefined;
   services: ServiceRequirement[];
   /** Resident lines, most recently used first (sent first). */
   hot: number[];
@@ -65,6 +68,8 @@ export interface MovesHost {
   profile: HwProfile;
   dataDir: string;
   deviceId: string;
+  /** The most instances running at once (agent option maxInstances). */
+  maxInstances: number;
   log: Logger;
   services(): Services | undefined;
   /** Opens and connects an instance from its record, records it running (agent.start). */
@@ -77,6 +82,8 @@ export interface MovesHost {
   probeSession(): Promise<number>;
   /** Reconnects a paused instance's mailbox session and restarts its timers. */
   reconnect(r: Running): Promise<void>;
+  /** The mailbox session of `instance` at this agent's broker (its client id, filter, credentials): a move across brokers drains it. */
+  sessionOptions(instance: string): DurableSessionOptions;
 }
 
 /** The longest a pause waits for the last burst's answers before the mailbox session closes, ms. */
@@ -134,6 +141,7 @@ export class InstanceMoves {
       maxLines: info.maxLines,
       wordBits: this.h.profile.wordBits,
       minHeapBytes: def.requirements.minHeapBytes,
+      requiredWordBits: def.requirements.wordBits,
       services: def.requirements.services,
       hot: r.instance.recentLines(),
       leases: [...(r.leases?.held ?? [])].map(([type, lease]) => ({ type, lease })),
@@ -226,10 +234,59 @@ export class InstanceMoves {
     for (const l of leases) await s?.client.cancel(l).catch(() => undefined);
   }
 
+  // ---- offline bundles (agent/bridge/bundles.ts) ----
+
+  /** The registry record of `instance`: a bundle of a suspended instance reads its app and code from it. */
+  record(instance: string): InstanceRecord | undefined {
+    return this.h.registry.instance(instance);
+  }
+
+  /** The module source an instance (not running) opens with: its own file, else its app's installed one. */
+  sourceOf(rec: InstanceRecord): string {
+    const file = rec.codeFile ?? this.h.registry.app(rec.app)?.file;
+    if (!file) throw new FerryError('APP_UNKNOWN', `app ${rec.app} of instance ${rec.instance} is not installed here`, { field: 'app' });
+    return readFileSync(join(this.h.dataDir, 'apps', file), 'utf8');
+  }
+
+  /**
+   * A bundle was cancelled before its import (its recipient recorded the revocation, or the owner
+   * forced it): the instance that moved away in move `moveId` is here again, suspended (resumable
+   * from the version it left at, which the store kept). False if it is not moved away in that move.
+   */
+  takeBack(instance: string, moveId: string): boolean {
+    const rec = this.h.registry.instance(instance);
+    if (rec?.state !== 'moved' || rec.move!.id !== moveId) return false;
+    this.h.registry.update((d) => {
+      d.instances[instance] = { ...strip(rec), state: 'suspended', since: Date.now() };
+    });
+    return true;
+  }
+
   // ---- destination ----
 
-  /** Whether this device can run the app: its heap budget and required (non-optional) services it can find. */
-  checkFit(req: { app: string; minHeapBytes: number; services: ServiceRequirement[] }): { missing: string[] } {
+  /** Instances that take a place here: running, or arriving (a move or an import under way). */
+  placesTaken(except?: string): number {
+    const arriving = this.h.registry.instances().filter((i) => i.state === 'incoming' && !this.h.running.has(i.instance) && i.instance !== except).length;
+    return [...this.h.running.keys()].filter((i) => i !== except).length + arriving;
+  }
+
+  /** AGENT_FULL when `instance` would be one more than maxInstances runs here. */
+  checkRoom(instance: string): void {
+    const taken = this.placesTaken(instance);
+    if (taken >= this.h.maxInstances) {
+      throw new FerryError('AGENT_FULL', `this device runs ${taken} instances, its most (maxInstances ${this.h.maxInstances}); stop or move one, or raise maxInstances`, { field: 'maxInstances' });
+    }
+  }
+
+  /** Whether this device can run the app: room for one more, its heap budget and required (non-optional) services it can find. */
+  checkFit(req: { app: string; instance?: string; minHeapBytes: number; requiredWordBits?: 32 | 64 | undefined; services: ServiceRequirement[] }): { missing: string[] } {
+    if (req.requiredWordBits !== undefined && req.requiredWordBits !== this.h.profile.wordBits) {
+      throw new FerryError('MIGRATE_NO_FIT', `app ${req.app} requires a ${req.requiredWordBits}-bit device; profile ${this.h.profile.name} is ${this.h.profile.wordBits}-bit`, { field: 'requirements.wordBits' });
+    }
+    const taken = this.placesTaken(req.instance);
+    if (taken >= this.h.maxInstances) {
+      throw new FerryError('MIGRATE_NO_FIT', `device full: it runs ${taken} instances, its most (maxInstances ${this.h.maxInstances})`, { field: 'maxInstances' });
+    }
     if (req.minHeapBytes > this.h.profile.heapBudgetBytes) {
       throw new FerryError('MIGRATE_NO_FIT', `app ${req.app} needs ${req.minHeapBytes} bytes of heap; profile ${this.h.profile.name} gives each app ${this.h.profile.heapBudgetBytes}`, { field: 'requirements.minHeapBytes' });
     }
@@ -262,6 +319,17 @@ export class InstanceMoves {
     return p && p.source === source ? p.loaded : undefined;
   }
 
+  /** The options of `instance`'s mailbox session at this agent's broker (a move across brokers drains it there). */
+  mailboxOptions(instance: string): DurableSessionOptions {
+    return this.h.sessionOptions(instance);
+  }
+
+  /** Whether `instance` runs here with its mailbox session connected (and so subscribed). */
+  sessionUp(instance: string): boolean {
+    const r = this.h.running.get(instance);
+    return r !== undefined && !r.paused && r.session?.connected === true;
+  }
+
   /** What connecting a mailbox session costs here now, ms (the destination reports it to the origin's estimate). */
   probeSession(): Promise<number> {
     return this.h.probeSession();
@@ -289,7 +357,9 @@ export class InstanceMoves {
       throw new FerryError('MIGRATE_BUSY', `instance ${instance} is arriving from ${prev.move!.peer} in another move not decided yet`, { field: 'instance' });
     }
     if (prev?.state === 'incoming' && prev.move!.id !== mark.id) this.dropAhead(instance);
-    const before = prev?.state === 'incoming' ? prev.move!.prev : prev ? strip(prev) : undefined;
+    // Kept whole: a `moved` record (a return trip) without its move mark is not a valid record, and
+    // an undone move must put back one the registry can open again.
+    const before = prev?.state === 'incoming' ? prev.move!.prev : prev ? { ...prev } : undefined;
     this.h.registry.update((d) => {
       d.instances[instance] = { instance, app, state: 'incoming', since: Date.now(), move: { ...mark, version: 0, at: Date.now(), ...(before ? { prev: before } : {}) } };
     });
@@ -396,6 +466,17 @@ export class InstanceMoves {
   }
 
   /** Every instance whose move is undecided here (`incoming`) or decided away (`moved`), for recovery. */
+  /**
+   * Drops the heap an instance that moved away left here (a plan step with `keepBackup: false`):
+   * its record stays `moved`, so it still cannot run here; a return trip then sends every line.
+   */
+  dropBackup(instance: string): boolean {
+    const rec = this.h.registry.instance(instance);
+    if (rec?.state !== 'moved' || this.moving.has(instance) || !this.h.store.hasApp(instance)) return false;
+    this.h.store.removeApp(instance);
+    return true;
+  }
+
   marked(): InstanceRecord[] {
     return this.h.registry.instances().filter((r) => r.state === 'incoming' || r.state === 'moved');
   }

@@ -28,7 +28,7 @@ export interface MoveMark {
   version: number;
   at: number;
   /** `incoming` only: what this record was before the move began (a return trip), restored if the move is undone. */
-  prev?: Omit<InstanceRecord, 'move'>;
+  prev?: InstanceRecord;
   /** `incoming` only: the app was installed by this move (its code came with it): uninstalled if the move is undone. */
   installedApp?: boolean;
 }

@@ -1,32 +1,16 @@
 import { createCipheriv, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { generateX25519, x25519FromPrivate, type RawKeyPair } from '../../agent/bridge/keys.js';
 import { CipherState, KKHandshake, MAX_MESSAGE_BYTES, PROTOCOL_NAME, SymmetricState } from '../../agent/bridge/noise.js';
 import { caught } from '../helpers/ferry-error.js';
+import { EMPTY, hex, noiseVectors, type NoiseVector } from './noise-vectors.js';
 
-interface Vector {
-  source: string;
-  protocol_name: string;
-  init_prologue: string;
-  init_static: string;
-  init_ephemeral: string;
-  init_remote_static: string;
-  resp_prologue: string;
-  resp_static: string;
-  resp_ephemeral: string;
-  resp_remote_static: string;
-  handshake_hash?: string;
-  messages: { payload: string; ciphertext: string }[];
-}
-
-const fixture = JSON.parse(readFileSync(new URL('./fixtures/noise-kk-vectors.json', import.meta.url), 'utf8')) as { vectors: Vector[] };
-const hex = (s: string): Buffer => Buffer.from(s, 'hex');
-const EMPTY = Buffer.alloc(0);
+const fixture = { vectors: noiseVectors('noise-kk-vectors.json') };
+type Vector = NoiseVector;
 
 function pair(v: Vector): { init: KKHandshake; resp: KKHandshake } {
   const init = new KKHandshake({ initiator: true, prologue: hex(v.init_prologue), s: x25519FromPrivate(hex(v.init_static)), rs: hex(v.init_remote_static), e: x25519FromPrivate(hex(v.init_ephemeral)) });
-  const resp = new KKHandshake({ initiator: false, prologue: hex(v.resp_prologue), s: x25519FromPrivate(hex(v.resp_static)), rs: hex(v.resp_remote_static), e: x25519FromPrivate(hex(v.resp_ephemeral)) });
+  const resp = new KKHandshake({ initiator: false, prologue: hex(v.resp_prologue), s: x25519FromPrivate(hex(v.resp_static)), rs: hex(v.resp_remote_static), e: x25519FromPrivate(hex(v.resp_ephemeral!)) });
   return { init, resp };
 }
 

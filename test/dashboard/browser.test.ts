@@ -249,6 +249,10 @@ describe('the dashboard in a browser (aedes, an rpi-4b and an android-phone agen
     await a.page.fill('#move-limit', '5000');
     await a.page.click('button[data-action="dry-run"]');
     await expect.poll(() => a.page.locator('#plan').textContent()).toMatch(/Bytes to send.*Expected downtime.*limit 5000 ms/);
+    // "best" asks for the candidates and plans for the top one (the phone, the only peer).
+    await a.page.selectOption('#move-peer', 'best');
+    await a.page.click('button[data-action="dry-run"]');
+    await expect.poll(() => a.page.locator('#plan').textContent()).toMatch(new RegExp(`Plan: counter to ${phone.id} \\(best of 1 that fit; needs .*\\)`));
     // Move runs the dry run first and asks: declined, nothing moves.
     await a.page.click('button[data-action="migrate"]');
     await expect.poll(() => a.page.locator('#confirm-text').textContent()).toMatch(new RegExp(`^Move counter to ${phone.id}\\? About .* to send, expected downtime \\d+ ms \\(limit 5000 ms\\)\\.$`));

@@ -19,6 +19,7 @@
  *   at every graceful stop and every `autosaveSeconds` (default 1800, Mosquitto's own); then
  *   `restart()` (SIGTERM) keeps every session, and `crash()` (SIGKILL, then start again) comes
  *   back from the last save.
+ *   `startMosquitto({ fullConfig })` runs a whole configuration of the test's own (ferry broker-config's).
  *   Throws if mosquitto is not installed: a missing broker is never a skipped test.
  *
  * Both: `url` (`mqtt://127.0.0.1:<port>`), `port`, `stop()` (idempotent) and
@@ -139,6 +140,12 @@ export interface MosquittoOptions {
   persistence?: boolean;
   /** With persistence: seconds between saves (`autosave_interval`, time-based). Default 1800. */
   autosaveSeconds?: number;
+  /**
+   * The whole configuration instead of the generated one (`ferry broker-config`'s output), given
+   * the broker's temp dir and its port; it must hold a listener on that port. The log lines are
+   * added. `<dir>/db/` exists and the broker's own user can write it (for `persistence_location`).
+   */
+  fullConfig?: (dir: string, port: number) => string;
 }
 
 /** A Mosquitto test broker; `crash()` SIGKILLs it and starts it again on the same port and files. */
@@ -165,7 +172,7 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
     : ['persistence false'];
   // set_tcp_nodelay: Mosquitto leaves Nagle on by default, which with delayed ACKs adds ~40 ms to every
   // request/response round trip on loopback; Ferry's own sockets and the embedded broker set TCP_NODELAY too.
-  const confText = [
+  const confText = options.fullConfig ? [options.fullConfig(dir, port).trimEnd(), 'log_dest stderr', 'log_type error', 'log_type warning', ''].join('\n') : [
     'set_tcp_nodelay true',
     `listener ${port} ${HOST}`,
     ...(options.config ? extra : ['allow_anonymous true']),
@@ -183,7 +190,7 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Mo
     // Written at every start: stop() removes the temp dir, and a test may restart after a stop.
     mkdirSync(dir, { recursive: true });
     writeFileSync(conf, confText);
-    if (options.persistence) {
+    if (options.persistence || options.fullConfig) {
       mkdirSync(db, { recursive: true });
       chmodSync(dir, 0o711);
       chmodSync(db, 0o777);

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkConfig, findConfig, readConfig, type FerryConfig } from '../../agent/cli/config.js';
 import { CONFIG_FIELDS, CONFIG_SCHEMA } from '../../agent/cli/config-schema.js';
 import { readBridgeOptions } from '../../agent/bridge/options.js';
+import { readFleetOptions } from '../../agent/fleet/options.js';
 import { readHttpEndpointOptions, type HttpEndpointOptions } from '../../agent/ops/http-endpoint.js';
 import { readAgentOptions, type AgentOptions } from '../../agent/runtime/agent-options.js';
 import { checkSchemaSubset, expectedOf, firstProblem, type JsonSchema } from '../../core/json-schema.js';
@@ -95,6 +96,8 @@ const GOOD: Required<FerryConfig> & { $schema: string } = {
   maxBatch: 1,
   durability: 'batched',
   keepVersions: 1000,
+  maxInstances: 1000,
+  summaryRefreshMs: 3_600_000,
   logLevel: 'debug',
   brokerUsername: 'kitchen',
   brokerPasswordFile: 'secrets/pw',
@@ -103,6 +106,7 @@ const GOOD: Required<FerryConfig> & { $schema: string } = {
   brokerKeyFile: 'key.pem',
   label: 'Kitchen Pi — über',
   pairTimeoutMs: 1000,
+  site: 'kitchen-1',
   httpPort: 65_535,
   httpHost: '::1',
   dashboard: true,
@@ -136,6 +140,8 @@ const BAD: Array<[field: string, value: unknown, message: RegExp]> = [
   ['deviceId', '', /got ""$/],
   ['label', 'x'.repeat(65), /^label must be a string of 1\.\.64 characters matching .+, got "x{40}…"$/],
   ['label', '', /got ""$/],
+  ['site', 'Kitchen', /^site must be a string matching .+, got "Kitchen"$/],
+  ['site', 'x'.repeat(33), /^site must be a string matching .+, got "x{33}"$/],
   ['label', 'bell\u0007', /got "bell\\u0007"$/],
   ['data', '', /^data must be a non-empty string, got ""$/],
   ['data', null, /got null$/],
@@ -224,18 +230,20 @@ describe('the schema is the one source of the fields', () => {
   it("has the agent's own limits and defaults (agent/runtime/agent-options.ts, agent/bridge/options.ts, agent/ops/http-endpoint.ts)", () => {
     const agent = (extra: Record<string, unknown>) => readAgentOptions({ dataDir: 'data', ...extra } as AgentOptions);
     const bridge = (extra: Record<string, unknown>) => readBridgeOptions({ dataDir: 'data', deviceId: 'kitchen-pi', profile: 'rpi-4b', ...extra }, 262_144);
-    const agentFields = ['brokerPort', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch', 'keepVersions', 'durability', 'logLevel', 'profile', 'deviceId', 'broker'];
-    const bridgeFields = ['pairTimeoutMs', 'label'];
+    const agentFields = ['brokerPort', 'handlerTimeoutMs', 'rememberReplies', 'replayHorizonMs', 'maxBatch', 'keepVersions', 'maxInstances', 'durability', 'logLevel', 'profile', 'deviceId', 'broker'];
+    const bridgeFields = ['pairTimeoutMs', 'label', 'site'];
+    const fleet = (extra: Record<string, unknown>) => readFleetOptions(extra);
+    const fleetFields = ['summaryRefreshMs'];
     // httpPort and httpHost are the endpoint's port and host (httpPort required there: absent = no endpoint).
     const http = (extra: Record<string, unknown>) => readHttpEndpointOptions({ port: 0, ...extra } as HttpEndpointOptions);
     const httpFields = ['httpPort', 'httpHost'];
     // Read elsewhere: data and dashboard by the CLI, the credential files at start (they must exist); $schema is for editors.
     const elsewhere = ['$schema', 'data', 'dashboard', 'brokerUsername', 'brokerPasswordFile', 'brokerCaFile', 'brokerCertFile', 'brokerKeyFile'];
-    expect([...agentFields, ...bridgeFields, ...httpFields, ...elsewhere].sort()).toEqual([...CONFIG_FIELDS].sort());
-    for (const field of [...agentFields, ...bridgeFields, ...httpFields]) {
+    expect([...agentFields, ...bridgeFields, ...fleetFields, ...httpFields, ...elsewhere].sort()).toEqual([...CONFIG_FIELDS].sort());
+    for (const field of [...agentFields, ...bridgeFields, ...fleetFields, ...httpFields]) {
       const s = FIELDS[field]!;
       const key = field === 'broker' ? 'brokerUrl' : field === 'httpPort' ? 'port' : field === 'httpHost' ? 'host' : field;
-      const reader = bridgeFields.includes(field) ? bridge : httpFields.includes(field) ? http : agent;
+      const reader = bridgeFields.includes(field) ? bridge : fleetFields.includes(field) ? fleet : httpFields.includes(field) ? http : agent;
       const read = (v: unknown): Record<string, unknown> => reader(v === undefined ? {} : { [key]: v }) as unknown as Record<string, unknown>;
       if (s.default !== undefined) expect(read(undefined)[key], `${field}'s default`).toEqual(s.default);
       if (s.type === 'integer') {

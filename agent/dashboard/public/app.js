@@ -518,16 +518,25 @@ async function pageHandoffs(root) {
   const [a, p, m] = await Promise.all([call('apps'), call('peers', { check: false }), call('migrations')]);
   const running = a.instances.filter((i) => i.state === 'running').map((i) => i.instance);
   const inst = h('select', { id: 'move-instance', 'aria-label': 'instance' }, running.map((id) => h('option', { value: id }, id)));
-  const peer = h('select', { id: 'move-peer', 'aria-label': 'peer' }, p.paired.map((x) => h('option', { value: x.deviceId }, `${x.deviceId} (${x.profile})`)));
+  const peer = h('select', { id: 'move-peer', 'aria-label': 'peer' }, [...p.paired.map((x) => h('option', { value: x.deviceId }, `${x.deviceId} (${x.profile})`)), h('option', { value: 'best' }, 'best: fewest bytes to send')]);
   const limit = h('input', { id: 'move-limit', type: 'number', min: 10, max: 60000, placeholder: 'downtime limit, ms (default)', 'aria-label': 'downtime limit in ms' });
-  const args = (dryRun) => ({ instance: inst.value, peer: peer.value, options: { ...(limit.value ? { downtimeLimitMs: Number(limit.value) } : {}), ...(dryRun ? { dryRun: true } : {}) } });
+  const args = (to, dryRun) => ({ instance: inst.value, peer: to, options: { ...(limit.value ? { downtimeLimitMs: Number(limit.value) } : {}), ...(dryRun ? { dryRun: true } : {}) } });
+  /** The peer a move goes to: the one chosen, or for "best" the top candidate now (ferry peers --for). */
+  const destination = async () => {
+    if (peer.value !== 'best') return { to: peer.value };
+    const c = await call('peers-for', { instance: inst.value });
+    const top = c.candidates.find((x) => x.fits);
+    if (!top) throw new UiError('FLEET_NO_CANDIDATE', `no paired peer can take ${inst.value}: ${c.candidates.map((x) => `${x.peer}: ${x.why}`).join('; ')}`);
+    return { to: top.peer, why: `best of ${c.candidates.filter((x) => x.fits).length} that fit; needs ${bytes(top.bytesNeeded)}` };
+  };
   const plan = h('div', { id: 'plan' });
   /** The dry run: the plan shown, and returned (undefined when refused: the notice says why). */
   const dry = async () => {
     clearNotice();
     try {
-      const r = await call('migrate', args(true));
-      plan.replaceChildren(card(`Plan: ${r.instance} to ${r.to}`, dl(['Path', r.path], ['Bytes to send', bytes(r.bytesMissing)], ['Heap', bytes(r.heapBytes)], ['Expected downtime', `${millis(r.expectedDowntimeMs)} (limit ${millis(r.downtimeLimitMs)})`], ['Leases', r.leasePlan.map((l) => `${l.type}: ${l.action}`).join(', ') || 'none'])));
+      const d = await destination();
+      const r = await call('migrate', args(d.to, true));
+      plan.replaceChildren(card(`Plan: ${r.instance} to ${r.to}${d.why ? ` (${d.why})` : ''}`, dl(['Path', r.path], ['Bytes to send', bytes(r.bytesMissing)], ['Heap', bytes(r.heapBytes)], ['Expected downtime', `${millis(r.expectedDowntimeMs)} (limit ${millis(r.downtimeLimitMs)})`], ['Leases', r.leasePlan.map((l) => `${l.type}: ${l.action}`).join(', ') || 'none'])));
       return r;
     } catch (e) {
       notice(`Dry run failed: ${words(e)}`);
@@ -540,7 +549,7 @@ async function pageHandoffs(root) {
     if (!p || !(await confirmed(`Move ${p.instance} to ${p.to}? About ${bytes(p.bytesMissing)} to send, expected downtime ${millis(p.expectedDowntimeMs)} (limit ${millis(p.downtimeLimitMs)}).`))) return;
     clearNotice();
     try {
-      const started = await call('migrate', args(false));
+      const started = await call('migrate', args(p.to, false));
       watching = { id: started.id, instance: started.instance, to: started.peer, events: [], live: true };
       drawWatch();
       let after = 0;
