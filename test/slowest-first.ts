@@ -7,19 +7,22 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
  * 75 s file to run alone at the end; started first, the long ones overlap the many short ones.
  */
 const SLOWEST = [
-  'test/handoff/faults-destination.test.ts', // 155
-  'test/handoff/ping-pong.test.ts', // 136
-  'test/store/crash.test.ts', // 78
-  'test/handoff/faults-origin.test.ts', // 75
-  'test/handoff/refusals.test.ts', // 72
-  'test/bridge/pairing-refusal.test.ts', // 67
+  'test/handoff/ping-pong.test.ts', // 110
+  'test/handoff/faults-destination.test.ts', // 95
+  'test/handoff/faults-origin.test.ts', // 60
   'test/runtime/cli.test.ts', // 48
-  'test/handoff/faults-network.test.ts', // 47
+  'test/store/crash.test.ts', // 45
   'test/handoff/leases.test.ts', // 41
+  'test/bridge/pairing-refusal.test.ts', // 40
+  'test/fleet/bundles.test.ts', // 40
   'test/bridge/pairing-e2e.test.ts', // 40
   'test/runtime/agent-process.test.ts', // 38
-  'test/bridge/attacks.test.ts', // 37
+  'test/fleet/choice.test.ts', // 36
+  'test/bridge/attacks.test.ts', // 36
   'test/bridge/pairing-cli-errors.test.ts', // 36
+  'test/handoff/refusals.test.ts', // 28
+  'test/fleet/federation.test.ts', // 27
+  'test/handoff/faults-network.test.ts', // 25
 ];
 
 /** Vitest's own order, with the files known to be slowest moved to the front (longest processing time first). */

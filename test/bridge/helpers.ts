@@ -93,6 +93,8 @@ export interface PeerRow {
   fingerprint: string;
   profile: string;
   label: string;
+  /** Last authenticated frame from it since this agent started (ISO), or null. */
+  lastSeen: string | null;
   reachable?: boolean;
 }
 export interface PendingRow {
@@ -193,9 +195,12 @@ export async function startDevices(dirs: Dirs, brokerUrl: string, opts: { pairTi
   return [pi, phone];
 }
 
-/** The pending attempt `d` holds with `peer`, if any. */
+/**
+ * The pending attempt `d` holds with `peer`, if any: `ferry peers --no-check`'s list, read on the
+ * control socket as that command reads it (tests poll this: no `ferry` process per look).
+ */
 export async function pendingWith(d: Device, peer: string): Promise<PendingRow | undefined> {
-  return (await d.peers(false)).pending.find((p) => p.peer === peer);
+  return ((await d.control('peers', { check: false })) as PeersView).pending.find((p) => p.peer === peer);
 }
 
 /** What `ferry pair` prints without a TTY and without --confirm: the code, and the next step. */
@@ -230,6 +235,22 @@ export async function pairViaCli(a: Device, b: Device): Promise<{ initiator: Cod
   expect(ca.code, ca.stdout + ca.stderr).toBe(0);
   expect(cb.code, cb.stdout + cb.stderr).toBe(0);
   return { initiator: initiator.value, responder: responder.value, confirmed: [ca.value, cb.value] };
+}
+
+/**
+ * Pairs a with b through their control sockets: the requests `ferry pair` sends (request, accept,
+ * both confirm with the code), without a `ferry` process per step. For tests about something
+ * else than pairing, which need paired devices (the pairing tests use `pairViaCli`).
+ */
+export async function pairViaControl(a: Device, b: Device): Promise<void> {
+  const asking = a.control('pair', { peer: b.id, accept: false }) as Promise<CodeResult>;
+  asking.catch(() => undefined); // awaited below
+  await until(`the request from ${a.id} pending on ${b.id}`, async () => ((await b.control('peers', { check: false })) as PeersView).pending.find((p) => p.peer === a.id));
+  const responder = (await b.control('pair', { peer: a.id, accept: true })) as CodeResult;
+  const initiator = await asking;
+  expect(initiator.code).toMatch(/^\d{6}$/);
+  expect(responder.code).toBe(initiator.code);
+  await Promise.all([a.control('pair-confirm', { peer: b.id, yes: true, code: initiator.code }), b.control('pair-confirm', { peer: a.id, yes: true, code: initiator.code })]);
 }
 
 /** A 6-digit code that is not `code`. */

@@ -7,16 +7,22 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BROKERS } from '../helpers/brokers.js';
-import { Device, otherCode, pairViaCli, pendingWith, requestAndAccept, startDevices, until, type JsonRan, devicePair } from './helpers.js';
+import { Device, otherCode, pairViaCli, pendingWith, requestAndAccept, startDevices, until, type JsonRan, type PeersView, devicePair } from './helpers.js';
 
-/** Nothing stored and no attempt left, on either device (the attempt ends on the far side as its message arrives). */
+/**
+ * Nothing stored and no attempt left, on either device (the attempt ends on the far side as its
+ * message arrives). The wait reads `ferry peers --no-check`'s list on the control socket (no
+ * process per look); the last look is `ferry peers` itself. Both devices at once.
+ */
 async function nothingStored(...devices: Device[]): Promise<void> {
-  for (const d of devices) {
-    const file = JSON.parse(readFileSync(join(d.dataDir, 'bridge', 'peers.json'), 'utf8')) as { peers: object };
-    expect(file.peers).toEqual({});
-    await until(`no attempt left on ${d.id}`, async () => (await d.peers(false)).pending.length === 0);
-    expect((await d.peers()).paired).toEqual([]);
-  }
+  await Promise.all(
+    devices.map(async (d) => {
+      const file = JSON.parse(readFileSync(join(d.dataDir, 'bridge', 'peers.json'), 'utf8')) as { peers: object };
+      expect(file.peers).toEqual({});
+      await until(`no attempt left on ${d.id}`, async () => ((await d.control('peers', { check: false })) as PeersView).pending.length === 0);
+      expect((await d.peers()).paired).toEqual([]);
+    }),
+  );
 }
 
 function failedWith(r: JsonRan<unknown>, code: string): void {
@@ -32,8 +38,8 @@ describe.each(BROKERS)('pairing attempts that end unpaired (%s)', (_name, startB
     ({ pi, phone } = set);
   });
   afterEach(async () => {
-    // Leave no attempt behind for the next case, whatever this one did.
-    for (const [d, peer] of [[pi, phone.id], [phone, pi.id]] as const) await d.cli(['pair', '--cancel', peer]);
+    // Leave no attempt behind for the next case, whatever this one did (both sides at once).
+    await Promise.all([pi.cli(['pair', '--cancel', phone.id]), phone.cli(['pair', '--cancel', pi.id])]);
   });
 
   it.each(['initiator', 'responder'] as const)('a wrong code on the %s: PAIR_CODE_MISMATCH there, PAIR_REFUSED on the other side', async (wrongSide) => {
@@ -94,7 +100,7 @@ describe.each(BROKERS)('pairing attempts that end unpaired (%s)', (_name, startB
     await pairViaCli(pi, phone);
     expect((await pi.peers()).paired).toEqual([expect.objectContaining({ deviceId: phone.id, reachable: true })]);
     expect((await phone.json(['unpair', pi.id])).value).toEqual({ peer: pi.id, told: true });
-    await until('the initiator to forget the responder', async () => (await pi.peers(false)).paired.length === 0);
+    await until('the initiator to forget the responder', async () => ((await pi.control('peers', { check: false })) as PeersView).paired.length === 0);
   });
 
   it('an unanswered request times out (pairTimeoutMs from ferry.config.json): PAIR_TIMEOUT on the initiator, nothing left on the responder', async () => {

@@ -13,7 +13,7 @@ import { AGENT_NODE_FLAGS } from '../../agent/runtime/sandbox.js';
 import type { MoveReport } from '../../agent/bridge/move-report.js';
 import { appMailboxTopic, connectBus, ENVELOPE_VERSION, inboxTopic, startLinkEmulator, type LinkEmulator, type MqttBus } from '../../transports/index.js';
 import type { LinkProfile } from '../../hw-profiles/index.js';
-import { Device, Dirs, pairViaCli, until } from '../bridge/helpers.js';
+import { Device, Dirs, pairViaControl, until } from '../bridge/helpers.js';
 import { FERRY_MAIN, startAgentProcess } from '../helpers/agent-process.js';
 import type { TestBroker } from '../helpers/brokers.js';
 import { migrate, type Migrated } from './helpers.js';
@@ -110,11 +110,13 @@ export class FaultDevice extends Device {
     return [...this.pastLogs, ...this.agent.logs];
   }
 
-  /** The instance's state as `ferry apps --json` shows it ('absent' when there is no record). */
+  /**
+   * The instance's state as `ferry apps --json` shows it ('absent' when there is no record), read
+   * on the control socket as that command reads it (polled: no `ferry` process per look).
+   */
   async state(instance = INSTANCE): Promise<string> {
-    const r = await this.json<AppsView>(['apps']);
-    expect(r.code, r.stdout + r.stderr).toBe(0);
-    return r.value.instances.find((i) => i.instance === instance)?.state ?? 'absent';
+    const apps = (await controlRequest(this.dataDir, 'apps')) as AppsView;
+    return apps.instances.find((i) => i.instance === instance)?.state ?? 'absent';
   }
 }
 
@@ -298,19 +300,18 @@ export async function startRig(broker: TestBroker, o: RigOptions = {}): Promise<
   };
   try {
     await Promise.all([pi.start(), phone.start()]);
-    await pairViaCli(pi, phone);
+    // The setup goes through the control socket (what `ferry pair`, `install`, `run` and `call`
+    // send), without a `ferry` process per step: the fault tests are about the move.
+    await pairViaControl(pi, phone);
     const appDir = dirs.make('app');
     const file = join(appDir, 'tally.mjs');
     writeFileSync(file, TALLY_SOURCE);
-    const inst = await pi.cli(['install', file]);
-    expect(inst.code, inst.stdout + inst.stderr).toBe(0);
-    const ran = await pi.cli(['run', INSTANCE]);
-    expect(ran.code, ran.stdout + ran.stderr).toBe(0);
+    await pi.control('install', { path: file });
+    await pi.control('run', { app: INSTANCE });
     if (o.heap) {
       // In pieces: a handler runs under a time limit.
       for (let seed = 0, left = o.heap.count; left > 0; seed++, left -= 25) {
-        const g = await pi.json(['call', INSTANCE, 'grow', JSON.stringify({ seed, count: Math.min(25, left), size: o.heap.size })]);
-        expect(g.code, g.stdout + g.stderr).toBe(0);
+        await pi.control('call', { instance: INSTANCE, handler: 'grow', message: { seed, count: Math.min(25, left), size: o.heap.size } });
       }
     }
     stream = await Streamer.connect(broker.url);
@@ -451,9 +452,8 @@ export function checkReport(m: Migrated, expected: Expect, code?: string): MoveR
  * the order sent, and every answer is the one that ledger implies (request n was the n+1st).
  */
 export async function checkLedger(d: Device, stream: Streamer): Promise<number[]> {
-  const r = await d.json<number[]>(['call', INSTANCE, 'list']);
-  expect(r.code, r.stdout + r.stderr).toBe(0);
-  const ledger = r.value;
+  // `ferry call <instance> list`, on the control socket.
+  const ledger = (await d.control('call', { instance: INSTANCE, handler: 'list', message: null })) as number[];
   const want = [...Array(stream.next).keys()];
   if (JSON.stringify(ledger) !== JSON.stringify(want)) {
     const seen = new Map<number, number>();

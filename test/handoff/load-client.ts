@@ -10,6 +10,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { controlRequest } from '../../agent/cli/control-client.js';
 import { appMailboxTopic, connectBus, ENVELOPE_VERSION, inboxTopic, type Envelope, type MqttBus } from '../../transports/index.js';
 import type { Device } from '../bridge/helpers.js';
 
@@ -176,9 +177,12 @@ export async function readLedger(d: Device, instance: string): Promise<number[]>
   }
 }
 
-/** What a refusal must leave as it was: a device's apps and instances, and its checkpoint versions. */
+/**
+ * What a refusal must leave as it was: a device's apps and instances, and its checkpoint versions.
+ * Read on the control socket, where `ferry apps --json` and `ferry checkpoints --json` read them
+ * (the same values, without two `ferry` processes per device: the refusal tests take dozens).
+ */
 export async function snapshot(d: Device): Promise<{ apps: unknown; checkpoints: unknown }> {
-  const [apps, checkpoints] = await Promise.all([d.json(['apps']), d.json(['checkpoints'])]);
-  if (apps.code !== 0 || checkpoints.code !== 0) throw new Error(`ferry apps/checkpoints failed on ${d.id}: ${apps.stdout}${checkpoints.stdout}`);
-  return { apps: apps.value, checkpoints: checkpoints.value };
+  const [apps, checkpoints] = await Promise.all([controlRequest(d.dataDir, 'apps'), controlRequest(d.dataDir, 'checkpoints')]);
+  return { apps, checkpoints };
 }

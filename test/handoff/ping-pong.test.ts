@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getProfile } from '../../hw-profiles/index.js';
 import { startLinkEmulator, type LinkEmulator } from '../../transports/index.js';
 import { startAedes, startMosquitto, type TestBroker } from '../helpers/brokers.js';
-import { Device, Dirs, pairViaCli } from '../bridge/helpers.js';
+import { Device, Dirs, pairViaControl } from '../bridge/helpers.js';
 import { migrate } from './helpers.js';
 import { LoadClient, ledgerSource, readLedger, writeApp } from './load-client.js';
 
@@ -67,9 +67,8 @@ describe.each(BROKERS)('ping-pong under load, %s', (_name, startBroker) => {
     phone = new Device(`phone-${tag}`, 'android-phone', dirs.make('phone'), ['--broker', await behind('android-phone')]);
     palm = new Device(`palm-${tag}`, 'palm-pda', dirs.make('palm'), ['--broker', await behind('palm-pda')]);
     await Promise.all([pi.start(), phone.start(), palm.start()]);
-    await pairViaCli(pi, phone);
-    await pairViaCli(pi, palm);
-    await pairViaCli(phone, palm);
+    // Paired through the control sockets, the three pairs at once (this test is about the moves).
+    await Promise.all([pairViaControl(pi, phone), pairViaControl(pi, palm), pairViaControl(phone, palm)]);
   }, 180_000);
 
   afterAll(async () => {
@@ -140,11 +139,11 @@ describe.each(BROKERS)('ping-pong under load, %s', (_name, startBroker) => {
     // The ledger where the instance ends up: 0 .. sent-1, each once.
     expect(await readLedger(holder, INSTANCE)).toEqual([...Array(client.sent).keys()]);
     // It runs on exactly one device; the others know where it went.
-    for (const d of devices) {
-      const apps = await d.json<{ instances: Array<{ instance: string; state: string }> }>(['apps']);
-      const state = apps.value.instances.find((x) => x.instance === INSTANCE)?.state;
+    const views = await Promise.all(devices.map((d) => d.json<{ instances: Array<{ instance: string; state: string }> }>(['apps'])));
+    devices.forEach((d, i) => {
+      const state = views[i]!.value.instances.find((x) => x.instance === INSTANCE)?.state;
       if (d === holder) expect(state).toBe('running');
       else expect(state === undefined || state === 'moved', `${d.id}: ${state}`).toBe(true);
-    }
+    });
   }, 900_000);
 });

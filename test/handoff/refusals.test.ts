@@ -12,7 +12,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLinkEmulator, type LinkEmulator } from '../../transports/index.js';
 import { startAedes, type TestBroker } from '../helpers/brokers.js';
-import { Device, Dirs, pairViaCli, until } from '../bridge/helpers.js';
+import { Device, Dirs, pairViaControl, until } from '../bridge/helpers.js';
 import type { MoveProgress } from '../../agent/bridge/move-report.js';
 import { migrate, moved } from './helpers.js';
 import { LoadClient, ledgerSource, readLedger, snapshot, writeApp } from './load-client.js';
@@ -68,14 +68,15 @@ describe('refusals and aborted moves', () => {
     // On the broker, never paired with anyone.
     stray = new Device(`stray-${tag}`, 'rpi-4b', dirs.make('stray'), ['--broker', broker.url]);
     await Promise.all([pi.start(), phone.start(), stray.start()]);
-    await pairViaCli(pi, phone);
+    // The setup goes through the control socket (what `ferry pair`, `install`, `run` and `call`
+    // send): the refusals below are what runs through the command.
+    await pairViaControl(pi, phone);
     const apps = dirs.make('apps');
     for (const [name, source] of [['plain', ledgerSource('plain')], ['big', BIG], ['churn', CHURN]] as const) {
-      expect((await pi.cli(['install', writeApp(apps, name, source)])).code).toBe(0);
-      const ran = await pi.cli(['run', name]);
-      expect(ran.code, ran.stderr).toBe(0);
+      await pi.control('install', { path: writeApp(apps, name, source) });
+      await pi.control('run', { app: name });
     }
-    expect((await pi.cli(['call', 'plain', 'apply', '{"n":0}'])).code).toBe(0);
+    await pi.control('call', { instance: 'plain', handler: 'apply', message: { n: 0 } });
   }, 120_000);
 
   afterAll(async () => {
@@ -113,10 +114,10 @@ describe('refusals and aborted moves', () => {
     return strip(await snapshot(phone));
   }
 
-  /** The move of `instance` under way on `d`, as `ferry migrations` shows it. */
+  /** The move of `instance` under way on `d`, as `ferry migrations` shows it (read on the control socket: polled, so no process per look). */
   async function underWay(d: Device, instance: string): Promise<(MoveProgress & { instance: string }) | undefined> {
-    const l = await d.json<{ active: Array<MoveProgress & { instance: string }> }>(['migrations']);
-    return l.value.active.find((a) => a.instance === instance);
+    const l = (await d.control('migrations')) as { active: Array<MoveProgress & { instance: string }> };
+    return l.active.find((a) => a.instance === instance);
   }
 
   it('bad input: one line and a code each, and nothing changes on either device', async () => {

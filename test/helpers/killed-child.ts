@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 
 /** How long a child may take to print its ready line before it is killed anyway, ms. */
 const READY_LIMIT_MS = 30_000;
@@ -36,4 +36,68 @@ export function runUntilKilled(script: string, args: string[], killAfterMs: numb
       else resolve({ out, stderr });
     });
   });
+}
+
+/**
+ * A crash-test child started ahead of its turn: Node's start and the child's imports (a few
+ * hundred ms on a loaded machine, more than a run itself) overlap the runs and checks before
+ * it. The script prints `WARM` once loaded and waits for a line on stdin before it touches
+ * anything (it exits if stdin closes first: a test that failed leaves no child waiting).
+ * `run` gives it that line and SIGKILLs it `killAfterMs` later, or that long after its `READY`
+ * line (`fromReady`, as in `runUntilKilled`); a kill not timed from READY lands in its open and
+ * recovery, since its start-up is behind it.
+ */
+export class WarmChild {
+  private readonly child: ChildProcess;
+  private out = '';
+  private stderr = '';
+  private readonly warm: Promise<void>;
+  private readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private onOut: () => void = () => undefined;
+
+  constructor(script: string, args: string[]) {
+    this.child = spawn(process.execPath, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) => resolve({ code, signal })));
+    this.warm = new Promise((resolve, reject) => {
+      this.child.on('error', reject);
+      this.exited.then(({ code, signal }) => reject(new Error(`child exited before it was loaded (code ${code}, signal ${signal}): ${this.stderr}`)));
+      this.onOut = () => {
+        if (/^WARM$/m.test(this.out)) resolve();
+      };
+    });
+    this.warm.catch(() => undefined); // reported by run
+    this.child.stdout!.on('data', (d: Buffer) => {
+      this.out += d.toString();
+      this.onOut();
+    });
+    this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    this.child.stdin!.on('error', () => undefined); // a child that died: its exit is reported
+  }
+
+  /** Starts the loaded child and kills it as `runUntilKilled` does; resolves with what it printed. */
+  async run(killAfterMs: number, fromReady = false): Promise<{ out: string; stderr: string }> {
+    await this.warm;
+    const ready = () => /^READY/m.test(this.out);
+    let timer: NodeJS.Timeout | undefined;
+    const kill = () => this.child.kill('SIGKILL');
+    this.onOut = () => {
+      if (fromReady && ready()) {
+        fromReady = false;
+        clearTimeout(timer);
+        timer = setTimeout(kill, killAfterMs);
+      }
+    };
+    timer = setTimeout(kill, fromReady ? READY_LIMIT_MS : killAfterMs);
+    this.child.stdin!.write('GO\n');
+    const { code, signal } = await this.exited;
+    clearTimeout(timer);
+    if (signal !== 'SIGKILL') throw new Error(`child exited by itself (code ${code}): ${this.stderr}`);
+    return { out: this.out, stderr: this.stderr };
+  }
+
+  /** Ends a child that was never run. */
+  async discard(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    await this.exited;
+  }
 }

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openStore, type Durability } from '../../store/index.js';
-import { runUntilKilled } from '../helpers/killed-child.js';
+import { WarmChild } from '../helpers/killed-child.js';
 import { CRASH_APP, checkpointPlan, lineContent, stateFor } from '../helpers/store-crash-model.mjs';
 
 /**
@@ -15,6 +15,8 @@ import { CRASH_APP, checkpointPlan, lineContent, stateFor } from '../helpers/sto
  */
 
 const CHILD = join(import.meta.dirname, '../helpers/store-crash-child.mjs');
+/** Children loading ahead of their turn: two keep a loaded machine's slow Node start-up off the loop. */
+const WARM_AHEAD = 2;
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
@@ -40,8 +42,8 @@ class Model {
   }
 }
 
-async function runChild(dir: string, durability: Durability, segmentBytes: number, killAfterMs: number, fromReady: boolean): Promise<{ lastAck: number; ready: boolean; stderr: string }> {
-  const { out, stderr } = await runUntilKilled(CHILD, [dir, durability, String(segmentBytes)], killAfterMs, fromReady);
+async function runChild(child: WarmChild, killAfterMs: number, fromReady: boolean): Promise<{ lastAck: number; ready: boolean; stderr: string }> {
+  const { out, stderr } = await child.run(killAfterMs, fromReady);
   let lastAck = 0;
   for (const m of out.matchAll(/^ACK (\d+)$/gm)) lastAck = Math.max(lastAck, Number(m[1]));
   return { lastAck, ready: /^READY/m.test(out), stderr };
@@ -61,40 +63,51 @@ async function crashLoop(durability: Durability, segmentBytes: number, kills: nu
   let seed = 12345;
   const random = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
   let i = 0;
-  for (; i < kills || (head <= minVersions && i < kills * 4); i++) {
-    // Most kills land mid-loop (timed from READY); a few land during open and recovery (from the spawn).
-    const early = random() < 0.15;
-    const killAfter = early ? 5 + random() * 60 : 20 + random() * 140;
-    const run = await runChild(dir, durability, segmentBytes, killAfter, !early);
-    lastAck = Math.max(lastAck, run.lastAck);
+  // Children are started ahead (WARM_AHEAD of them): each loads while the ones before it run and
+  // are checked, and touches the store only once it is its turn.
+  const args = [dir, durability, String(segmentBytes)];
+  const ahead = Array.from({ length: WARM_AHEAD }, () => new WarmChild(CHILD, args));
+  try {
+    for (; i < kills || (head <= minVersions && i < kills * 4); i++) {
+      // Most kills land mid-loop (timed from READY); a few land during open and recovery (timed
+      // from the child's go: its start-up is behind it).
+      const early = random() < 0.15;
+      const killAfter = early ? 5 + random() * 60 : 20 + random() * 140;
+      const child = ahead.shift()!;
+      ahead.push(new WarmChild(CHILD, args));
+      const run = await runChild(child, killAfter, !early);
+      lastAck = Math.max(lastAck, run.lastAck);
 
-    const store = openStore({ dir, durability, segmentBytes, keepVersions: 3, spaceFactor: 1.5 });
-    try {
-      const report = store.integrityCheck();
-      expect(report.problems, `after kill ${i}`).toEqual([]);
-      if (!store.hasApp(CRASH_APP.id)) {
-        expect(lastAck, `after kill ${i}: app missing though commits were acknowledged`).toBe(0);
-        continue;
+      const store = openStore({ dir, durability, segmentBytes, keepVersions: 3, spaceFactor: 1.5 });
+      try {
+        const report = store.integrityCheck();
+        expect(report.problems, `after kill ${i}`).toEqual([]);
+        if (!store.hasApp(CRASH_APP.id)) {
+          expect(lastAck, `after kill ${i}: app missing though commits were acknowledged`).toBe(0);
+          continue;
+        }
+        head = store.headVersion(CRASH_APP.id);
+        // The last acknowledged commit is there; at most the one in flight beyond it.
+        expect(head, `after kill ${i}`).toBeGreaterThanOrEqual(lastAck);
+        expect(head, `after kill ${i}`).toBeLessThanOrEqual(lastAck + 1);
+        lastAck = head; // the child saw it committed or not; from here on it is durable
+        for (const { version } of store.versions(CRASH_APP.id)) {
+          const expected = model.at(version);
+          const lines = Array.from({ length: CRASH_APP.maxLines }, (_, l) => l);
+          const got = store.read(CRASH_APP.id, lines, { version });
+          lines.forEach((line) => {
+            const writer = expected.get(line);
+            if (writer === undefined) expect(got[line], `kill ${i}: line ${line} of version ${version} should be absent`).toBeUndefined();
+            else expect(Buffer.from(got[line]!).equals(Buffer.from(lineContent(writer, line))), `kill ${i}: line ${line} of version ${version}`).toBe(true);
+          });
+          expect(Buffer.from(store.readState(CRASH_APP.id, { version })).toString()).toBe(Buffer.from(stateFor(version)).toString());
+        }
+      } finally {
+        store.close();
       }
-      head = store.headVersion(CRASH_APP.id);
-      // The last acknowledged commit is there; at most the one in flight beyond it.
-      expect(head, `after kill ${i}`).toBeGreaterThanOrEqual(lastAck);
-      expect(head, `after kill ${i}`).toBeLessThanOrEqual(lastAck + 1);
-      lastAck = head; // the child saw it committed or not; from here on it is durable
-      for (const { version } of store.versions(CRASH_APP.id)) {
-        const expected = model.at(version);
-        const lines = Array.from({ length: CRASH_APP.maxLines }, (_, l) => l);
-        const got = store.read(CRASH_APP.id, lines, { version });
-        lines.forEach((line) => {
-          const writer = expected.get(line);
-          if (writer === undefined) expect(got[line], `kill ${i}: line ${line} of version ${version} should be absent`).toBeUndefined();
-          else expect(Buffer.from(got[line]!).equals(Buffer.from(lineContent(writer, line))), `kill ${i}: line ${line} of version ${version}`).toBe(true);
-        });
-        expect(Buffer.from(store.readState(CRASH_APP.id, { version })).toString()).toBe(Buffer.from(stateFor(version)).toString());
-      }
-    } finally {
-      store.close();
     }
+  } finally {
+    await Promise.all(ahead.map((c) => c.discard()));
   }
   return { versions: head, acked: lastAck, kills: i };
 }
