@@ -1,15 +1,15 @@
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { FerryError } from '../../core/errors.js';
-import type { HwProfile } from '../../hw-profiles/index.js';
 import type { Store } from '../../store/index.js';
 import type { DurableSessionOptions } from '../../transports/durable-session.js';
-import type { HeldLease, Services } from '../services/index.js';
+import type { HeldLease } from '../services/index.js';
 import { codeHash } from './app-upgrade.js';
+import { checkFit, checkRoom, placesTaken, type FitHost, type FitRequest } from './instance-fit.js';
 import type { ServiceRequirement } from './app-definition.js';
 import type { LoadedApp } from './app-loader.js';
 import type { Logger } from './logger.js';
-import { CODE_FILE, writeAtomically, type InstanceRecord, type MoveMark, type Registry } from './registry.js';
+import { CODE_FILE, writeAtomically, type InstanceRecord, type MoveMark } from './registry.js';
 import type { Running } from './running.js';
 
 /**
@@ -61,17 +61,11 @@ export interface AdoptedLease {
 }
 
 /** What the agent lends this part: its state and the steps it already has. */
-export interface MovesHost {
-  running: Map<string, Running>;
-  registry: Registry;
+export interface MovesHost extends FitHost {
   store: Store;
-  profile: HwProfile;
   dataDir: string;
   deviceId: string;
-  /** The most instances running at once (agent option maxInstances). */
-  maxInstances: number;
   log: Logger;
-  services(): Services | undefined;
   /** Opens and connects an instance from its record, records it running (agent.start). */
   start(rec: InstanceRecord, arrival: Arrival): Promise<unknown>;
   /** Opens an arriving instance's heap without running it (not registered), if `still()` holds once its module is loaded. */
@@ -264,39 +258,19 @@ export class InstanceMoves {
 
   // ---- destination ----
 
-  /** Instances that take a place here: running, or arriving (a move or an import under way). */
+  /** Instances that take a place here: running, or arriving (instance-fit.ts). */
   placesTaken(except?: string): number {
-    const arriving = this.h.registry.instances().filter((i) => i.state === 'incoming' && !this.h.running.has(i.instance) && i.instance !== except).length;
-    return [...this.h.running.keys()].filter((i) => i !== except).length + arriving;
+    return placesTaken(this.h, except);
   }
 
   /** AGENT_FULL when `instance` would be one more than maxInstances runs here. */
   checkRoom(instance: string): void {
-    const taken = this.placesTaken(instance);
-    if (taken >= this.h.maxInstances) {
-      throw new FerryError('AGENT_FULL', `this device runs ${taken} instances, its most (maxInstances ${this.h.maxInstances}); stop or move one, or raise maxInstances`, { field: 'maxInstances' });
-    }
+    checkRoom(this.h, instance);
   }
 
-  /** Whether this device can run the app: room for one more, its heap budget and required (non-optional) services it can find. */
-  checkFit(req: { app: string; instance?: string; minHeapBytes: number; requiredWordBits?: 32 | 64 | undefined; services: ServiceRequirement[] }): { missing: string[] } {
-    if (req.requiredWordBits !== undefined && req.requiredWordBits !== this.h.profile.wordBits) {
-      throw new FerryError('MIGRATE_NO_FIT', `app ${req.app} requires a ${req.requiredWordBits}-bit device; profile ${this.h.profile.name} is ${this.h.profile.wordBits}-bit`, { field: 'requirements.wordBits' });
-    }
-    const taken = this.placesTaken(req.instance);
-    if (taken >= this.h.maxInstances) {
-      throw new FerryError('MIGRATE_NO_FIT', `device full: it runs ${taken} instances, its most (maxInstances ${this.h.maxInstances})`, { field: 'maxInstances' });
-    }
-    if (req.minHeapBytes > this.h.profile.heapBudgetBytes) {
-      throw new FerryError('MIGRATE_NO_FIT', `app ${req.app} needs ${req.minHeapBytes} bytes of heap; profile ${this.h.profile.name} gives each app ${this.h.profile.heapBudgetBytes}`, { field: 'requirements.minHeapBytes' });
-    }
-    const d = this.h.services()?.discovery;
-    const missing = req.services.filter((s) => (d ? d.lookup({ type: s.type, attrs: s.attributes }).length === 0 : true));
-    const needed = missing.filter((s) => !s.optional);
-    if (needed.length > 0) {
-      throw new FerryError('MIGRATE_NO_FIT', `app ${req.app} requires service ${needed.map((s) => s.type).join(', ')}, which device ${this.h.profile.name} cannot find`, { field: 'requirements.services' });
-    }
-    return { missing: missing.map((s) => s.type) };
+  /** Whether this device can run the app (instance-fit.ts); MIGRATE_NO_FIT naming what does not fit. */
+  checkFit(req: FitRequest): { missing: string[] } {
+    return checkFit(this.h, req);
   }
 
   /** Compiles the module an arriving instance will run (`codeFile`, else the installed one) ahead of its start. */
@@ -465,7 +439,6 @@ export class InstanceMoves {
     return true;
   }
 
-  /** Every instance whose move is undecided here (`incoming`) or decided away (`moved`), for recovery. */
   /**
    * Drops the heap an instance that moved away left here (a plan step with `keepBackup: false`):
    * its record stays `moved`, so it still cannot run here; a return trip then sends every line.
@@ -477,6 +450,7 @@ export class InstanceMoves {
     return true;
   }
 
+  /** Every instance whose move is undecided here (`incoming`) or decided away (`moved`), for recovery. */
   marked(): InstanceRecord[] {
     return this.h.registry.instances().filter((r) => r.state === 'incoming' || r.state === 'moved');
   }
