@@ -80,6 +80,7 @@ export const ERROR_CODES = {
   AGENT_RUNNING: 'another agent already runs on that data directory',
   AGENT_BAD_REQUEST: 'a control-channel request is malformed or names an unknown command; the error names the field',
   CONFIG_INVALID: 'ferry.config.json cannot be read, is not JSON, or has an unknown or out-of-range field',
+  NODE_COMMAND_INVALID: 'the FERRY_NODE environment variable (the command that runs this Node, set by an emulator\'s wrapper) is not the absolute path of an executable file; nothing was started',
   CLI_USAGE: 'the ferry command was given an unknown command, a missing argument, or a bad flag',
   SERVICE_INSTALL_FAILED: "ferry service install or uninstall cannot do its work: not run as root for the system's own files, a file it cannot write or remove (the error names it), a ferry.service it did not write, or a node or ferry the service could not run (under /home, /root or /tmp)",
 
@@ -133,6 +134,11 @@ export const ERROR_CODES = {
   FLEET_SUMMARY_MALFORMED: "a peer's region summary (or its device figures) is malformed; it was refused and the summary held before it kept",
   FLEET_NO_CANDIDATE: 'no paired peer can take the instance (each candidate and why it does not fit is in the message); nothing moved',
   PLAN_INVALID: 'a plan file is not valid JSON of the documented schema (ferry.plan/1); the message names the field; nothing ran',
+
+  // the device harness for tests and benches (test/harness/DESIGN.md)
+  HARNESS_NO_CGROUPS: "the device harness cannot enforce a profile's CPU share or memory cap: no writable cgroup controller (the message says which and why, and how to run in a container that allows it)",
+  HARNESS_NO_FIGURE: 'a profile lacks the figure the device harness needs to emulate it (cpu.singleCoreMips, ramBytes)',
+  HARNESS_CALIBRATION: "the device harness could not calibrate the CPU share: the host's rating could not be measured, or the achieved speed stayed outside the tolerance",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

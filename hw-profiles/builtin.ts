@@ -22,11 +22,14 @@ export const BUILTIN_PROFILES: readonly HwProfile[] = [
     flashEnduranceCycles: 3000,
     link: { bandwidthBps: 40_000_000, latencyMs: 3, jitterMs: 2, lossRate: 0.001 },
     services: ['gpio', 'sensor', 'storage'],
+    cpu: { cores: 4, singleCoreMips: 1101 },
+    ramBytes: 512 * MiB,
     sources: [
       'Raspberry Pi Zero 2 W product brief: 512 MB LPDDR2, quad Cortex-A53 (64-bit), 2.4 GHz 802.11 b/g/n',
       'SD Physical Layer Simplified Spec 9.0, 4.13: SDHC allocation unit (erase) 4 MiB typical',
       'write block 128 KiB: the seed WO 01/95094 figure, within an SD card page group; endurance: typical TLC microSD',
       'heap budget and virtual heap: Ferry choices (1/64 of RAM per app)',
+      'cpu: sbc-bench Results.md (github.com/ThomasKaiser/sbc-bench), 7-Zip 16.02 single-threaded run results/3E85.txt (RP3A0 at 1000 MHz): 22: decompression rating 1,101',
     ],
   },
   {
@@ -41,9 +44,12 @@ export const BUILTIN_PROFILES: readonly HwProfile[] = [
     flashEnduranceCycles: 3000,
     link: { bandwidthBps: 940_000_000, latencyMs: 0.3, jitterMs: 0.1, lossRate: 0 },
     services: ['display', 'gpio', 'camera', 'sensor', 'storage'],
+    cpu: { cores: 4, singleCoreMips: 1943 },
+    ramBytes: 1 * GiB,
     sources: [
       'Raspberry Pi 4 Model B product brief: 1-8 GB LPDDR4, quad Cortex-A72 (64-bit), Gigabit Ethernet (~940 Mbit/s TCP)',
       'SD Physical Layer Simplified Spec 9.0: SDHC/SDXC allocation unit 4 MiB',
+      'cpu: sbc-bench Results.md (github.com/ThomasKaiser/sbc-bench), 7-Zip 16.02 single-threaded run results/3OBF.txt (BCM2711 at 1800 MHz, Bullseye arm64): 22: decompression rating 1,943; RAM: the smallest model (1 GB)',
     ],
   },
   {
@@ -58,8 +64,11 @@ export const BUILTIN_PROFILES: readonly HwProfile[] = [
     flashEnduranceCycles: 3000,
     link: { bandwidthBps: 940_000_000, latencyMs: 0.2, jitterMs: 0.1, lossRate: 0 },
     services: ['display', 'gpio', 'camera', 'sensor', 'storage'],
+    cpu: { cores: 4, singleCoreMips: 3364 },
+    ramBytes: 4 * GiB,
     sources: [
       'Raspberry Pi 5 product brief: 4-8 GB LPDDR4X, quad Cortex-A76 (64-bit), Gigabit Ethernet, SDR104 microSD',
+      'cpu: sbc-bench Results.md (github.com/ThomasKaiser/sbc-bench), 7-Zip 16.02 single-threaded run results/8-NK.txt (BCM2712 at 2400 MHz, Bookworm arm64): 22: decompression rating 3,364; RAM: the 4 GB model',
     ],
   },
   {
@@ -74,9 +83,12 @@ export const BUILTIN_PROFILES: readonly HwProfile[] = [
     flashEnduranceCycles: 3000,
     link: { bandwidthBps: 20_000_000, latencyMs: 40, jitterMs: 10, lossRate: 0.005 },
     services: ['display', 'camera', 'gps', 'speaker', 'sensor'],
+    cpu: { cores: 8, singleCoreMips: 2632 },
+    ramBytes: 4 * GiB,
     sources: [
       'heap budget: Android ActivityManager.getMemoryClass() is 16 MiB on baseline devices (CDD, 3.7)',
       'link: typical LTE user throughput and RTT (3GPP TR 36.913 targets, field reports)',
+      'cpu: sbc-bench Results.md (github.com/ThomasKaiser/sbc-bench), 7-Zip 16.02 single-threaded run results/4fdD.txt (Snapdragon 835, a big core, cpu4): 22: decompression rating 2,632; RAM 4 GB as phones with that SoC shipped',
     ],
   },
   {
@@ -91,10 +103,13 @@ export const BUILTIN_PROFILES: readonly HwProfile[] = [
     flashEnduranceCycles: 100_000,
     link: { bandwidthBps: 40_000, latencyMs: 600, jitterMs: 200, lossRate: 0.01 },
     services: ['display', 'speaker'],
+    cpu: { cores: 1, singleCoreMips: 121 },
+    ramBytes: 512 * KiB,
     sources: [
       'KVM / CLDC 1.0 spec: target devices with 160-512 KB total memory; 128 KiB heap per the design brief',
       'SLC NAND (Samsung K9F1G08 datasheet): 2 KiB page, 128 KiB erase block, 100,000 P/E cycles; write block = 8 pages',
       'GPRS class 10: ~40 kbit/s, RTT ~600 ms (3GPP TS 45.002 multislot classes, field figures)',
+      'cpu: an ARM926EJ-S at 200 MHz, estimated from sbc-bench Results.md (github.com/ThomasKaiser/sbc-bench), 7-Zip 16.02 single-threaded run results/3MGN.txt (ARM1176 at 700 MHz: 22: decompression rating 425, 0.607 a MHz) scaled by clock: 121, an upper bound (ARM9 issues no faster than ARM11); RAM: CLDC 1.0 upper figure, 512 KB',
     ],
   },
   {
@@ -109,10 +124,13 @@ export const BUILTIN_PROFILES: readonly HwProfile[] = [
     flashEnduranceCycles: 100_000,
     link: { bandwidthBps: 433_900, latencyMs: 30, jitterMs: 10, lossRate: 0.005 },
     services: ['display', 'speaker', 'ir'],
+    cpu: { cores: 1, singleCoreMips: 243 },
+    ramBytes: 64 * MiB,
     sources: [
       'Palm OS 5 dynamic heap 256 KiB-1 MiB on Tungsten-class devices (Palm OS Programmer\'s Companion)',
       'NOR flash (Intel StrataFlash 28F128J3 datasheet): 128 KiB erase blocks, 100,000 cycles; write block = half a block',
       'Bluetooth 1.1 ACL DM5 symmetric 433.9 kbit/s (Bluetooth Core Spec 1.1, Baseband)',
+      'cpu: Intel XScale PXA263 at 400 MHz (Tungsten T3), estimated from sbc-bench Results.md (github.com/ThomasKaiser/sbc-bench), 7-Zip 16.02 single-threaded run results/3MGN.txt (ARM1176 at 700 MHz: 425, 0.607 a MHz) scaled by clock: 243; RAM: Tungsten T3, 64 MB',
     ],
   },
 ];

@@ -21,6 +21,21 @@ export interface LinkProfile {
 }
 
 /**
+ * A device's processor, as far as emulating it on another machine needs (test/harness/DESIGN.md).
+ * Ferry itself never reads these: they tell the device harness how fast a core of this device is.
+ */
+export interface CpuProfile {
+  /** Cores. 1 .. 1,024. */
+  cores: number;
+  /**
+   * One core's speed: 7-Zip's decompression rating at a 4 MiB dictionary on one thread
+   * (`7z b -mmt1 -md22`, the `22:` line's last column), in 7-Zip's "MIPS". 1 .. 1,000,000.
+   * Decompression because its rating hardly moves with the dictionary or from run to run.
+   */
+  singleCoreMips: number;
+}
+
+/**
  * One device class. Every limit Ferry applies comes from here, so the same code
  * runs as a 128 KiB phone or an 8 GiB Pi.
  */
@@ -47,6 +62,10 @@ export interface HwProfile {
   link: LinkProfile;
   /** Local resources the device offers as leasable system services. */
   services: LocalServiceKind[];
+  /** The processor (optional in custom profiles; the device harness needs it). */
+  cpu?: CpuProfile;
+  /** The device's whole RAM, bytes, 64 KiB .. 16 TiB (optional in custom profiles). */
+  ramBytes?: number;
   /** Where the figures come from (datasheets, specs). Free text. */
   sources?: string[];
 }
@@ -58,7 +77,7 @@ const TiB = 1024 * GiB;
 
 const PROFILE_FIELDS = [
   'name', 'deviceClass', 'wordBits', 'heapBudgetBytes', 'virtualHeapBytes', 'cacheLineBytes',
-  'flashWriteBlockBytes', 'flashEraseBlockBytes', 'flashEnduranceCycles', 'link', 'services', 'sources',
+  'flashWriteBlockBytes', 'flashEraseBlockBytes', 'flashEnduranceCycles', 'link', 'services', 'cpu', 'ramBytes', 'sources',
 ] as const;
 
 function isPowerOfTwo(n: number): boolean {
@@ -102,6 +121,16 @@ export function validateProfile(input: unknown, label = 'profile'): HwProfile {
       r.fail(`services[${i}]`, `one of ${LOCAL_SERVICE_KINDS.join(', ')}`, s);
     }
   });
+  let cpu: CpuProfile | undefined;
+  if (r.raw('cpu') !== undefined) {
+    const cpuReader = new OptionReader(r.raw('cpu') as Record<string, unknown>, `${label}.cpu`, 'PROFILE_INVALID');
+    cpuReader.rejectUnknown(['cores', 'singleCoreMips']);
+    cpu = Object.freeze({
+      cores: cpuReader.number('cores', { min: 1, max: 1024 }),
+      singleCoreMips: cpuReader.number('singleCoreMips', { min: 1, max: 1_000_000 }),
+    });
+  }
+  const ramBytes = r.raw('ramBytes') === undefined ? undefined : r.number('ramBytes', { min: 64 * KiB, max: 16 * TiB });
   const sources = r.raw('sources');
   if (sources !== undefined && (!Array.isArray(sources) || sources.some((s) => typeof s !== 'string'))) {
     r.fail('sources', 'an array of strings', sources);
@@ -112,6 +141,8 @@ export function validateProfile(input: unknown, label = 'profile'): HwProfile {
     flashWriteBlockBytes, flashEraseBlockBytes, flashEnduranceCycles,
     link: Object.freeze(link),
     services: Object.freeze([...services]) as LocalServiceKind[],
+    ...(cpu ? { cpu } : {}),
+    ...(ramBytes !== undefined ? { ramBytes } : {}),
     ...(sources ? { sources: Object.freeze([...(sources as string[])]) as string[] } : {}),
   });
 }

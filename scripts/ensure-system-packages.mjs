@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Makes sure the Debian packages the test suite needs are installed (Mosquitto,
 // the second real broker the transport suite runs against; systemd's tools for the unit file;
-// Chromium for the dashboard's browser tests). Installs them with
+// Chromium for the dashboard's browser tests; 7-Zip for the device harness). Installs them with
 // apt-get when running as root; otherwise says what to install and fails, so a
 // missing broker is never a silently skipped test.
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -14,6 +14,9 @@ const needed = [
   { bin: 'systemd-analyze', pkg: 'systemd', paths: ['/usr/bin/systemd-analyze'] },
   // The dashboard's tests drive a real browser (test/dashboard/browser.test.ts, through playwright-core).
   { bin: 'chromium', pkg: 'chromium', paths: ['/usr/bin/chromium'] },
+  // The device harness rates the host's CPU with 7-Zip's benchmark, as the profiles' CPU figures
+  // were rated (test/harness/DESIGN.md).
+  { bin: '7z', pkg: 'p7zip-full', paths: ['/usr/bin/7z'] },
 ];
 
 const has = (n) => n.paths.some((p) => spawnSync('test', ['-x', p]).status === 0) || spawnSync('sh', ['-c', `command -v ${n.bin}`]).status === 0;

@@ -265,10 +265,38 @@ export function readLinkEmulatorOptions(options: LinkEmulatorOptions) {
   };
 }
 
+/**
+ * Node's timers fire on whole milliseconds, often one late: a Pi's 0.3 ms link or a Zero's
+ * 3 ± 2 ms would come out a millisecond long. So the real clock sleeps on a timer until
+ * ~1.5 ms before the deadline and spends the rest in `setImmediate` turns (which let I/O run
+ * between them). The cost is a busy event loop for those last 1.5 ms of each wait.
+ */
+const SPIN_MS = 1.5;
+
+interface PreciseTimer {
+  timer?: NodeJS.Timeout;
+  cancelled: boolean;
+}
+
 export const realClock: EmulatorClock = {
   now: () => performance.now(),
-  setTimeout: (f, ms) => setTimeout(f, ms),
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+  setTimeout: (f, ms) => {
+    const due = performance.now() + ms;
+    const h: PreciseTimer = { cancelled: false };
+    const spin = () => {
+      if (h.cancelled) return;
+      if (performance.now() >= due) f();
+      else setImmediate(spin);
+    };
+    if (ms > SPIN_MS + 1) h.timer = setTimeout(() => setImmediate(spin), Math.floor(ms - SPIN_MS));
+    else setImmediate(spin);
+    return h;
+  },
+  clearTimeout: (h) => {
+    const t = h as PreciseTimer;
+    t.cancelled = true;
+    if (t.timer) clearTimeout(t.timer);
+  },
 };
 
 function readLink(v: unknown): LinkProfile {

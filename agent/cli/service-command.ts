@@ -3,6 +3,7 @@ import { dirname, join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FerryError, isFerryError } from '../../core/errors.js';
 import { syncDirectory } from '../runtime/registry.js';
+import { nodeCommand } from '../runtime/node-command.js';
 import type { Flags } from './args.js';
 import { noMore, type Command } from './command.js';
 import { packageDir } from './package-dir.js';
@@ -197,7 +198,7 @@ function install(f: Flags, root: string, dryRun: boolean): ServiceResult {
   const user = serviceUser(f);
   const dataDir = serviceDir(f, 'data', SERVICE_DEFAULTS.dataDir);
   const configDir = serviceDir(f, 'config-dir', SERVICE_DEFAULTS.configDir);
-  const settings: ServiceSettings = { user, dataDir, configDir, execPath: process.execPath, mainJs: installedMain(), version: packageVersion() };
+  const settings: ServiceSettings = { user, dataDir, configDir, execPath: nodeCommand(), mainJs: installedMain(), version: packageVersion() };
   if (root === '/' && !dryRun && process.getuid?.() !== 0) {
     throw new FerryError('SERVICE_INSTALL_FAILED', `ferry service install writes /etc/systemd/system/${UNIT_NAME} and ${configDir}/ferry.config.json: run it as root (sudo ferry service install), or give --root <dir> to write into a system image`, { field: '--root' });
   }

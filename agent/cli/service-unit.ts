@@ -18,7 +18,7 @@ export interface ServiceSettings {
   dataDir: string;
   /** Folder of `ferry.config.json`, absolute. */
   configDir: string;
-  /** The Node that runs the agent (`process.execPath` of the installing command). */
+  /** The command that runs the agent's Node: the installing command's `process.execPath`, or its FERRY_NODE (agent/runtime/node-command.ts). */
   execPath: string;
   /** This installed command's `main.js`. */
   mainJs: string;

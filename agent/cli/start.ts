@@ -14,6 +14,7 @@ import type { AgentOptions } from '../runtime/agent-options.js';
 import { ControlServer, controlDispatcher, type ControlDispatch } from '../runtime/control-server.js';
 import { readDashboardOptions, startDashboard, type Dashboard, type DashboardOptions } from '../dashboard/index.js';
 import { OpsMetrics, readHttpEndpointOptions, startOpsEndpoint, withHttpStatus, type HttpEndpoint, type HttpEndpointOptions } from '../ops/index.js';
+import { nodeCommand } from '../runtime/node-command.js';
 import { AGENT_NODE_FLAGS, vmModulesAvailable } from '../runtime/sandbox.js';
 import { packageDir } from './package-dir.js';
 
@@ -38,7 +39,8 @@ const WRAPPED = 'FERRY_AGENT_WRAPPED';
  * outlives the process a supervisor started.
  */
 export function reexecWithAgentFlags(): Promise<number> {
-  const child = spawn(process.execPath, [...process.execArgv, ...AGENT_NODE_FLAGS, ...process.argv.slice(1)], {
+  // Through FERRY_NODE where execPath cannot be run again (an emulated ARM64 Node, node-command.ts).
+  const child = spawn(nodeCommand(), [...process.execArgv, ...AGENT_NODE_FLAGS, ...process.argv.slice(1)], {
     stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
     env: { ...process.env, [WRAPPED]: '1' },
   });

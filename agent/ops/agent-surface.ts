@@ -1,4 +1,5 @@
 import type { Agent } from '../runtime/agent.js';
+import { residentBytes } from '../runtime/resident-memory.js';
 
 /** One instance as the endpoint reports it. */
 export interface OpsInstance {
@@ -60,7 +61,7 @@ export function agentSurface(agent: Agent): OpsSurface {
     },
     process() {
       const uptimeMs = (agent.status() as { uptimeMs?: number }).uptimeMs ?? 0;
-      return { rssBytes: process.memoryUsage.rss(), uptimeSeconds: uptimeMs / 1000, startTimeSeconds: Math.floor(startedAt / 1000) };
+      return { rssBytes: residentBytes(), uptimeSeconds: uptimeMs / 1000, startTimeSeconds: Math.floor(startedAt / 1000) };
     },
   };
 }

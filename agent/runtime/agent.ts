@@ -25,6 +25,7 @@ import type { Running } from './running.js';
 import { checkpointViews, instanceView, type CheckpointView, type InstanceView } from './instance-view.js';
 import { InstanceMoves, type Arrival } from './instance-moves.js';
 import { openRunning, type OpeningHost } from './instance-opening.js';
+import { residentBytes } from './resident-memory.js';
 
 /** How often a running instance looks again for a required service it lost or never found, ms. */
 const LEASE_RETRY_MS = 500;
@@ -534,7 +535,7 @@ export class Agent {
       uptimeMs: Date.now() - this.startedAt,
       apps: this.registry.apps().length,
       running: this.running.size,
-      rssBytes: process.memoryUsage().rss,
+      rssBytes: residentBytes(),
       pid: process.pid,
       // What the store wrote to flash: line bytes into its segment file, and its commits (each a few page writes more).
       store: (({ commits, segmentBytesWritten }) => ({ commits, segmentBytesWritten }))(this.store.stats()),

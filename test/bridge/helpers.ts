@@ -11,6 +11,9 @@ import { afterAll, beforeAll, expect } from 'vitest';
 import { controlSocketPath, type ControlAnswer } from '../../agent/runtime/control-server.js';
 import type { TestBroker } from '../helpers/brokers.js';
 import { FERRY_MAIN, startAgentProcess, type AgentProcess } from '../helpers/agent-process.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
+import { AGENT_NODE_FLAGS } from '../../agent/runtime/sandbox.js';
+import { HarnessRig, type DeviceSlot } from '../harness/index.js';
 
 export interface Ran {
   code: number;
@@ -21,7 +24,7 @@ export interface Ran {
 /** Runs the built `ferry` command; stdin is a pipe, never a TTY (the script flow). */
 export function ferry(args: string[], timeoutMs = 60_000): Promise<Ran> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [FERRY_MAIN, ...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
+    execFile(nodeCommand(), [FERRY_MAIN, ...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
@@ -118,10 +121,15 @@ export class Device {
     readonly profile: string,
     readonly dataDir: string,
     private readonly args: string[],
+    /** The device harness's group for it (test/harness/): its profile's CPU share and memory cap, kept across restarts. */
+    readonly slot?: DeviceSlot,
   ) {}
 
   async start(): Promise<this> {
-    this.agent = startAgentProcess(this.dataDir, ['--device-id', this.id, '--profile', this.profile, ...this.args]);
+    const args = ['--device-id', this.id, '--profile', this.profile, ...this.args];
+    this.agent = this.slot
+      ? startAgentProcess(this.dataDir, [], { argv: this.slot.wrap([nodeCommand(), ...AGENT_NODE_FLAGS, FERRY_MAIN, 'start', '--data', this.dataDir, ...args]) })
+      : startAgentProcess(this.dataDir, args);
     await this.agent.ready;
     return this;
   }
@@ -181,16 +189,20 @@ let serial = 0;
  * Starts an `rpi-4b` device and an `android-phone` device on `brokerUrl`, each on a fresh data
  * directory; `pairTimeoutMs` goes in a ferry.config.json passed with `--config`.
  */
-export async function startDevices(dirs: Dirs, brokerUrl: string, opts: { pairTimeoutMs?: number } = {}): Promise<[Device, Device]> {
+export async function startDevices(dirs: Dirs, brokerUrl: string, opts: { pairTimeoutMs?: number; rig?: HarnessRig } = {}): Promise<[Device, Device]> {
   const tag = `${process.pid}-${++serial}`;
-  const extra = ['--broker', brokerUrl];
+  const extra: string[] = [];
   if (opts.pairTimeoutMs !== undefined) {
     const file = join(dirs.make('config'), 'ferry.config.json');
     writeFileSync(file, JSON.stringify({ pairTimeoutMs: opts.pairTimeoutMs }));
     extra.push('--config', file);
   }
-  const pi = new Device(`pi-${tag}`, 'rpi-4b', dirs.make('pi'), [...extra, '--label', 'kitchen pi']);
-  const phone = new Device(`phone-${tag}`, 'android-phone', dirs.make('phone'), [...extra, '--label', 'my phone']);
+  // On the device harness: each at its profile's CPU share, behind its profile's link.
+  const port = Number(new URL(brokerUrl).port);
+  const on = async (profile: string) => (opts.rig ? { url: await opts.rig.link(profile, port), slot: await opts.rig.slot(profile) } : { url: brokerUrl, slot: undefined });
+  const [p, f] = [await on('rpi-4b'), await on('android-phone')];
+  const pi = new Device(`pi-${tag}`, 'rpi-4b', dirs.make('pi'), ['--broker', p.url, ...extra, '--label', 'kitchen pi'], p.slot);
+  const phone = new Device(`phone-${tag}`, 'android-phone', dirs.make('phone'), ['--broker', f.url, ...extra, '--label', 'my phone'], f.slot);
   await Promise.all([pi.start(), phone.start()]);
   return [pi, phone];
 }
@@ -268,17 +280,20 @@ export interface DevicePair {
 
 /**
  * A broker and two devices (an rpi-4b and an android-phone agent) for the describe block that
- * calls it: started before its tests, stopped and cleaned up after. Read the fields in tests
+ * calls it: started before its tests, stopped and cleaned up after; with `emulate`, on the device
+ * harness (their profiles' CPU shares and links). Read the fields in tests
  * and hooks (they are set once the block's first hook has run).
  */
-export function devicePair(startBroker: () => Promise<TestBroker>): DevicePair {
+export function devicePair(startBroker: () => Promise<TestBroker>, opts: { emulate?: boolean } = {}): DevicePair {
   const set = { dirs: new Dirs() } as DevicePair;
+  const rig = opts.emulate ? new HarnessRig() : undefined;
   beforeAll(async () => {
     set.broker = await startBroker();
-    [set.pi, set.phone] = await startDevices(set.dirs, set.broker.url);
+    [set.pi, set.phone] = await startDevices(set.dirs, set.broker.url, { ...(rig ? { rig } : {}) });
   });
   afterAll(async () => {
     await Promise.all([set.pi?.stop(), set.phone?.stop()]);
+    await rig?.close();
     await set.broker?.stop();
     set.dirs.cleanup();
   });

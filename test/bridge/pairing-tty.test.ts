@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FERRY_MAIN, startAgentProcess, type AgentProcess } from '../helpers/agent-process.js';
 import { freePort } from '../helpers/brokers.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
 
 const haveScript = existsSync('/usr/bin/script');
 
@@ -23,7 +24,7 @@ interface Terminal {
 
 /** Runs `ferry <args>` on a pseudo-terminal. */
 function terminal(args: string[]): Terminal {
-  const cmd = [process.execPath, FERRY_MAIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  const cmd = [nodeCommand(), FERRY_MAIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
   const proc = spawn('script', ['-qefc', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));

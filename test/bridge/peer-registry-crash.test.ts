@@ -78,7 +78,7 @@ describe('peer registry crash consistency under SIGKILL', () => {
     // At least KILLS kills, more (up to 4×) until the workload has gone round its list once.
     for (; kills < KILLS || (done < ops.length && kills < KILLS * 4); kills++) {
       const killAfter = 5 + random() * 75;
-      const { out } = await runUntilKilled(CHILD, [file, SELF, opsFile, String(done + 1)], killAfter, true);
+      const { out } = await runUntilKilled(CHILD, [file, SELF, opsFile, String(done + 1)], killAfter, 'READY');
       expect(out, `kill ${kills}: the child never got ready`).toMatch(/^READY/m);
       let lastAck = done;
       for (const m of out.matchAll(/^ACK (\d+)$/gm)) lastAck = Math.max(lastAck, Number(m[1]));

@@ -10,10 +10,11 @@ import { connectAsync } from 'mqtt';
 import type { BrokerConfig } from '../../agent/cli/broker-config.js';
 import { FERRY_MAIN } from '../helpers/agent-process.js';
 import { startMosquitto, type MosquittoBroker } from '../helpers/brokers.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
 
 /** `ferry broker-config <args> --json`, run synchronously (it is given inside a broker's start). */
 export function brokerConfigCli(args: string[]): BrokerConfig {
-  const out = execFileSync(process.execPath, [FERRY_MAIN, 'broker-config', ...args, '--json'], { encoding: 'utf8' });
+  const out = execFileSync(nodeCommand(), [FERRY_MAIN, 'broker-config', ...args, '--json'], { encoding: 'utf8' });
   return JSON.parse(out) as BrokerConfig;
 }
 

@@ -17,6 +17,8 @@ import { Device, Dirs, pairViaControl, until } from '../bridge/helpers.js';
 import { FERRY_MAIN, startAgentProcess } from '../helpers/agent-process.js';
 import type { TestBroker } from '../helpers/brokers.js';
 import { migrate, type Migrated } from './helpers.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
+import { HarnessRig, type DeviceSlot } from '../harness/index.js';
 
 export const INSTANCE = 'tally';
 
@@ -72,8 +74,8 @@ export class FaultDevice extends Device {
   /** Log lines of earlier runs of this device's agent (a killed agent's lines are kept here). */
   readonly pastLogs: Array<Record<string, unknown>> = [];
 
-  constructor(id: string, profile: string, dataDir: string, private readonly startArgs: string[]) {
-    super(id, profile, dataDir, startArgs);
+  constructor(id: string, profile: string, dataDir: string, private readonly startArgs: string[], slot?: DeviceSlot) {
+    super(id, profile, dataDir, startArgs, slot);
   }
 
   override async start(): Promise<this> {
@@ -81,7 +83,8 @@ export class FaultDevice extends Device {
     const env: NodeJS.ProcessEnv = { ...process.env };
     delete env.FERRY_FAULT;
     if (this.fault !== undefined) env.FERRY_FAULT = this.fault;
-    this.agent = startAgentProcess(this.dataDir, args, { argv: [process.execPath, ...AGENT_NODE_FLAGS, FERRY_MAIN, 'start', '--data', this.dataDir, ...args], env });
+    const argv = [nodeCommand(), ...AGENT_NODE_FLAGS, FERRY_MAIN, 'start', '--data', this.dataDir, ...args];
+    this.agent = startAgentProcess(this.dataDir, args, { argv: this.slot ? this.slot.wrap(argv) : argv, env });
     await this.agent.ready;
     return this;
   }
@@ -287,8 +290,16 @@ export async function startRig(broker: TestBroker, o: RigOptions = {}): Promise<
   const tag = `${process.pid}-${++serial}`;
   const link = o.link ? await startLinkEmulator({ targetPort: broker.port, link: o.link }) : undefined;
   const common = ['--log-level', o.logLevel ?? 'info'];
-  const pi = new FaultDevice(`pi-${tag}`, 'rpi-4b', dirs.make('pi'), ['--broker', broker.url, '--label', 'origin pi', ...common]);
-  const phone = new FaultDevice(`phone-${tag}`, 'android-phone', o.phoneDataDir ?? dirs.make('phone'), ['--broker', link?.url ?? broker.url, '--label', 'destination phone', ...common]);
+  // Each at its profile's CPU share (test/harness/); the phone's link is the test's choice.
+  const rig = new HarnessRig();
+  // One after the other: a first calibration measures the host, and two at once would share it.
+  const [piSlot, phoneSlot] = await (async () => [await rig.slot('rpi-4b'), await rig.slot('android-phone')] as const)().catch(async (e: unknown) => {
+    await rig.close();
+    await link?.close();
+    throw e;
+  });
+  const pi = new FaultDevice(`pi-${tag}`, 'rpi-4b', dirs.make('pi'), ['--broker', broker.url, '--label', 'origin pi', ...common], piSlot);
+  const phone = new FaultDevice(`phone-${tag}`, 'android-phone', o.phoneDataDir ?? dirs.make('phone'), ['--broker', link?.url ?? broker.url, '--label', 'destination phone', ...common], phoneSlot);
   pi.fault = o.originFault;
   phone.fault = o.destinationFault;
   let stream: Streamer | undefined;
@@ -296,6 +307,7 @@ export async function startRig(broker: TestBroker, o: RigOptions = {}): Promise<
     await stream?.close().catch(() => undefined);
     await Promise.all([pi.agent?.kill('SIGKILL'), phone.agent?.kill('SIGKILL')]);
     await link?.close();
+    await rig.close();
     dirs.cleanup();
   };
   try {

@@ -18,9 +18,11 @@ import { isFerryError } from '../../core/errors.js';
 import { topics } from '../../agent/services/index.js';
 import { connectBus, type MqttBus } from '../../transports/index.js';
 import { startAedes, type TestBroker } from '../helpers/brokers.js';
+import { HarnessRig, type DeviceSlot } from '../harness/index.js';
 import { Device, Dirs, pairViaCli, until } from '../bridge/helpers.js';
 import { migrate, moved } from './helpers.js';
 import { writeApp } from './load-client.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
 
 const HANDOVERS = 6;
 /** The test is about leases, not downtime: a limit a busy test machine keeps (the moves must not abort). */
@@ -95,7 +97,7 @@ process.exit(0);
 /** Starts the rival process; resolves once it has found the display and starts asking. */
 async function startRival(broker: string, id: string, screen: string): Promise<{ attempts: Attempt[]; stop(): Promise<void> }> {
   const env = { ...process.env, RIVAL_SERVICES: new URL('../../dist/agent/services/index.js', import.meta.url).href, RIVAL_BROKER: broker, RIVAL_ID: id, RIVAL_SCREEN: screen };
-  const child: ChildProcess = spawn(process.execPath, ['--input-type=module', '-e', RIVAL], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn(nodeCommand(), ['--input-type=module', '-e', RIVAL], { env, stdio: ['pipe', 'pipe', 'pipe'] });
   const attempts: Attempt[] = [];
   let err = '';
   let buf = '';
@@ -128,6 +130,7 @@ async function startRival(broker: string, id: string, screen: string): Promise<{
 
 describe('leases in a live handoff', () => {
   const dirs = new Dirs();
+  const rig = new HarnessRig();
   let broker: TestBroker;
   let pi: Device;
   let phone: Device;
@@ -139,10 +142,11 @@ describe('leases in a live handoff', () => {
   beforeAll(async () => {
     broker = await startAedes({ persistent: true });
     tag = `${process.pid}-${Date.now() % 100_000}`;
-    const args = ['--broker', broker.url];
-    pi = new Device(`pi-${tag}`, 'rpi-4b', dirs.make('pi'), args);
-    phone = new Device(`phone-${tag}`, 'android-phone', dirs.make('phone'), args);
-    screen = new Device(`screen-${tag}`, 'rpi-5', dirs.make('screen'), args);
+    // On the device harness: each at its profile's CPU share, behind its profile's link.
+    const on = async (profile: string): Promise<[string[], DeviceSlot]> => [['--broker', await rig.link(profile, broker.port)], await rig.slot(profile)];
+    pi = new Device(`pi-${tag}`, 'rpi-4b', dirs.make('pi'), ...(await on('rpi-4b')));
+    phone = new Device(`phone-${tag}`, 'android-phone', dirs.make('phone'), ...(await on('android-phone')));
+    screen = new Device(`screen-${tag}`, 'rpi-5', dirs.make('screen'), ...(await on('rpi-5')));
     await Promise.all([pi.start(), phone.start(), screen.start()]);
     await pairViaCli(pi, phone);
     prober = await connectBus({ url: broker.url, deviceId: `prober-${tag}` });
@@ -151,6 +155,7 @@ describe('leases in a live handoff', () => {
   afterAll(async () => {
     await prober?.close();
     await Promise.all([pi?.stop(), phone?.stop(), screen?.stop()]);
+    await rig.close();
     await broker?.stop();
     dirs.cleanup();
   });

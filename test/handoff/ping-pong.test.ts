@@ -11,6 +11,7 @@ import { getProfile } from '../../hw-profiles/index.js';
 import { startLinkEmulator, type LinkEmulator } from '../../transports/index.js';
 import { startAedes, startMosquitto, type TestBroker } from '../helpers/brokers.js';
 import { Device, Dirs, pairViaControl } from '../bridge/helpers.js';
+import { DeviceSlot } from '../harness/index.js';
 import { migrate } from './helpers.js';
 import { LoadClient, ledgerSource, readLedger, writeApp } from './load-client.js';
 
@@ -51,6 +52,7 @@ describe.each(BROKERS)('ping-pong under load, %s', (_name, startBroker) => {
   const dirs = new Dirs();
   let broker: TestBroker;
   const links: LinkEmulator[] = [];
+  const slots: DeviceSlot[] = [];
   let pi: Device;
   let phone: Device;
   let palm: Device;
@@ -62,10 +64,16 @@ describe.each(BROKERS)('ping-pong under load, %s', (_name, startBroker) => {
       links.push(l);
       return l.url;
     };
+    // Each device on the harness (test/harness/): its profile's CPU share (the PDA's is ~5 % of a core here).
+    const slot = async (profile: string) => {
+      const s = await DeviceSlot.open({ profile });
+      slots.push(s);
+      return s;
+    };
     const tag = `${process.pid}-${Date.now() % 100_000}`;
-    pi = new Device(`pi-${tag}`, 'rpi-4b', dirs.make('pi'), ['--broker', broker.url]);
-    phone = new Device(`phone-${tag}`, 'android-phone', dirs.make('phone'), ['--broker', await behind('android-phone')]);
-    palm = new Device(`palm-${tag}`, 'palm-pda', dirs.make('palm'), ['--broker', await behind('palm-pda')]);
+    pi = new Device(`pi-${tag}`, 'rpi-4b', dirs.make('pi'), ['--broker', broker.url], await slot('rpi-4b'));
+    phone = new Device(`phone-${tag}`, 'android-phone', dirs.make('phone'), ['--broker', await behind('android-phone')], await slot('android-phone'));
+    palm = new Device(`palm-${tag}`, 'palm-pda', dirs.make('palm'), ['--broker', await behind('palm-pda')], await slot('palm-pda'));
     await Promise.all([pi.start(), phone.start(), palm.start()]);
     // Paired through the control sockets, the three pairs at once (this test is about the moves).
     await Promise.all([pairViaControl(pi, phone), pairViaControl(pi, palm), pairViaControl(phone, palm)]);
@@ -74,6 +82,7 @@ describe.each(BROKERS)('ping-pong under load, %s', (_name, startBroker) => {
   afterAll(async () => {
     await Promise.all([pi?.stop(), phone?.stop(), palm?.stop()]);
     for (const l of links) await l.close();
+    for (const s of slots) await s.close();
     await broker?.stop();
     dirs.cleanup();
   });

@@ -31,7 +31,7 @@ const keeper = (version: string) => `export default {
 const LIMIT = ['--downtime-limit', '5000'];
 
 describe('handoff round trip (aedes)', () => {
-  const s = devicePair(() => startAedes({ persistent: true }));
+  const s = devicePair(() => startAedes({ persistent: true }), { emulate: true });
 
   it('moves a 200 KiB heap to the phone and back; the return sends only what changed', async () => {
     const { pi, phone } = s;

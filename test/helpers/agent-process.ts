@@ -2,6 +2,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { controlRequest } from '../../agent/cli/control-client.js';
 import { AGENT_NODE_FLAGS } from '../../agent/runtime/sandbox.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
 
 /** The built command (test/global-setup.ts compiles dist/ before the run). */
 export const FERRY_MAIN = fileURLToPath(new URL('../../dist/agent/cli/main.js', import.meta.url));
@@ -15,7 +16,7 @@ export interface Ran {
 /** Runs the built `ferry` command as a user would (no extra Node flags); `uid`/`gid` run it as another user (the runner must be root). */
 export function runFerry(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; uid?: number; gid?: number } = {}): Promise<Ran> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [FERRY_MAIN, ...args], { timeout: 30_000, ...options }, (err, stdout, stderr) => {
+    execFile(nodeCommand(), [FERRY_MAIN, ...args], { timeout: 30_000, ...options }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
@@ -45,7 +46,7 @@ export interface AgentCommand {
 
 /** Starts `ferry start` as its own process (a real agent), with the flags it needs, or the command line given. */
 export function startAgentProcess(dataDir: string, args: string[], command?: AgentCommand): AgentProcess {
-  const [file, ...argv] = command?.argv ?? [process.execPath, ...AGENT_NODE_FLAGS, FERRY_MAIN, 'start', '--data', dataDir, ...args];
+  const [file, ...argv] = command?.argv ?? [nodeCommand(), ...AGENT_NODE_FLAGS, FERRY_MAIN, 'start', '--data', dataDir, ...args];
   const proc = spawn(file!, argv, { stdio: ['ignore', 'pipe', 'pipe'], detached: command?.detached ?? false, ...(command?.env !== undefined ? { env: command.env } : {}) });
   const logs: Array<Record<string, unknown>> = [];
   let stderr = '';

@@ -1,7 +1,7 @@
 // Child process of the heap crash test: mutates a heap, collects now and then and checkpoints
 // in a loop until killed. Before each checkpoint it writes `PRE <version> <digest>` (the graph
 // it is about to commit) and after it `ACK <version> <digest>`, synchronously, so the parent
-// knows the content of every version the child may have committed.
+// knows the content of every version the child may have committed. `LOADED` and `READY` time its kills.
 // Usage: node heap-crash-child.mjs <dir>
 import { writeSync } from 'node:fs';
 import { openHeap } from '../../dist/agent/heap/index.js';
@@ -10,6 +10,9 @@ import { openStore } from '../../dist/store/index.js';
 import { HEAP_CRASH_APP, HEAP_CRASH_OPTIONS, digest, mutate } from './heap-crash-model.mjs';
 
 const [dir] = process.argv.slice(2);
+// Loaded, nothing opened yet: an early kill is timed from here (killed-child.ts), so it lands in
+// the open and recovery below however long Node took to start.
+writeSync(1, 'LOADED\n');
 const profile = getProfile('j2me-phone');
 const store = openStore({ dir, profile });
 const heap = openHeap({ store, app: HEAP_CRASH_APP, profile, ...HEAP_CRASH_OPTIONS });

@@ -17,6 +17,7 @@ import { appMailboxTopic, connectBus, ENVELOPE_VERSION, inboxTopic, type Envelop
 import { FERRY_MAIN, startAgentProcess, type AgentProcess } from '../helpers/agent-process.js';
 import { startMosquitto, type MosquittoBroker } from '../helpers/brokers.js';
 import { parseExposition, valueOf, type ParsedExposition } from './prometheus-parse.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
 
 const COUNTER = join(process.cwd(), 'apps', 'counter.mjs');
 const dirs: string[] = [];
@@ -227,7 +228,7 @@ describe('lease renewals', () => {
 describe('ferry start with bad HTTP options', () => {
   const ferry = (args: string[]) =>
     new Promise<{ code: number; error: { code: string; field: string; message: string } }>((resolve) => {
-      execFile(process.execPath, [FERRY_MAIN, 'start', '--port', '0', '--json', ...args], { timeout: 30_000 }, (err, stdout) => {
+      execFile(nodeCommand(), [FERRY_MAIN, 'start', '--port', '0', '--json', ...args], { timeout: 30_000 }, (err, stdout) => {
         resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, error: (JSON.parse(stdout) as { error: { code: string; field: string; message: string } }).error });
       });
     });

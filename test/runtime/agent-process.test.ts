@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { getProfile } from '../../hw-profiles/index.js';
 import { appMailboxTopic, connectBus, decodeEnvelope, DurableSession, ENVELOPE_VERSION, inboxTopic, type Envelope, type MqttBus } from '../../transports/index.js';
 import { Agent } from '../../agent/runtime/agent.js';
@@ -8,6 +8,7 @@ import type { LogLine } from '../../agent/runtime/agent-options.js';
 import { BROKERS, startAedes, startMosquitto, type MosquittoBroker, type TestBroker } from '../helpers/brokers.js';
 import { startAgentProcess, type AgentProcess } from '../helpers/agent-process.js';
 import { Temp } from '../heap/graph.js';
+import { startDevice } from '../harness/index.js';
 import { until } from '../services/helpers.js';
 
 const temp = new Temp();
@@ -40,9 +41,12 @@ describe('emulated devices: agent processes on three profiles against one Mosqui
   afterAll(() => broker.stop());
 
   it('each runs apps inside its own budget; the PDA leases the Pi’s sensor; any client reaches an instance by its id', async () => {
-    const devices = await Promise.all(
-      ['rpi-4b', 'android-phone', 'palm-pda'].map((p) => agentProcess(temp.dir(p), ['--profile', p, '--broker', broker.url, '--device-id', `dev-${p}`])),
-    );
+    // On the device harness: each at its profile's CPU share and memory cap, behind its link.
+    const emulated = await Promise.all(['rpi-4b', 'android-phone', 'palm-pda'].map((p) => startDevice({ profile: p, id: `dev-${p}`, dataDir: temp.dir(p), brokerPort: broker.port })));
+    onTestFinished(async () => {
+      for (const e of emulated) await e.stop('SIGKILL');
+    });
+    const devices = emulated.map((e) => e.agent);
     const [pi, phone, pda] = devices as [AgentProcess, AgentProcess, AgentProcess];
     for (const [i, d] of devices.entries()) {
       await d.control('install', { path: SAMPLE('notes') });

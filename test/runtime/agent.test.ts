@@ -9,6 +9,7 @@ import { getProfile } from '../../hw-profiles/index.js';
 import { appMailboxTopic, connectBus, ENVELOPE_VERSION, inboxTopic, type Envelope, type MqttBus } from '../../transports/index.js';
 import { BROKERS, startAedes, type TestBroker } from '../helpers/brokers.js';
 import { caughtAsync } from '../helpers/ferry-error.js';
+import { slowed } from '../helpers/scale.js';
 import { Temp } from '../heap/graph.js';
 import { until } from '../services/helpers.js';
 
@@ -23,7 +24,8 @@ const LEDGER = new URL('./fixtures/ledger.mjs', import.meta.url).pathname;
 const SAMPLE = (name: string) => new URL(`../../apps/${name}.mjs`, import.meta.url).pathname;
 
 async function agent(broker: TestBroker, o: Partial<AgentOptions> = {}): Promise<Agent> {
-  const a = await Agent.start({ dataDir: o.dataDir ?? temp.dir('agent'), brokerUrl: broker.url, log: () => undefined, handlerTimeoutMs: 200, leaseWaitMs: 2000, ...o });
+  // 200 ms: a handler that loops fails fast (a runaway guard, longer in the emulated ARM64 job).
+  const a = await Agent.start({ dataDir: o.dataDir ?? temp.dir('agent'), brokerUrl: broker.url, log: () => undefined, handlerTimeoutMs: slowed(200), leaseWaitMs: 2000, ...o });
   agents.push(a);
   return a;
 }

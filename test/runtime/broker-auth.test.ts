@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FERRY_MAIN, startAgentProcess } from '../helpers/agent-process.js';
 import { startMosquitto, type MosquittoBroker } from '../helpers/brokers.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
 
 const SECRET = 'pi-broker-Secret-42';
 let broker: MosquittoBroker;
@@ -41,7 +42,7 @@ afterAll(async () => {
 
 function ferry(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [FERRY_MAIN, ...args], { timeout: 60_000 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+    execFile(nodeCommand(), [FERRY_MAIN, ...args], { timeout: 60_000 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
   });
 }
 

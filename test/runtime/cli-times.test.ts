@@ -10,12 +10,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { controlRequest } from '../../agent/cli/control-client.js';
 import { FERRY_MAIN, startAgentProcess, type AgentProcess } from '../helpers/agent-process.js';
 import { Temp } from '../heap/graph.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
 
 const temp = new Temp();
 
 function ferry(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [FERRY_MAIN, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
+    execFile(nodeCommand(), [FERRY_MAIN, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FERRY_MAIN, startAgentProcess, type AgentProcess } from '../helpers/agent-process.js';
 import { Temp } from '../heap/graph.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
 
 const temp = new Temp();
 
@@ -16,7 +17,7 @@ interface Ran {
 /** Runs the built `ferry` command as a user would (no extra Node flags). */
 function ferry(args: string[], cwd?: string): Promise<Ran> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [FERRY_MAIN, ...args], { cwd, timeout: 30_000 }, (err, stdout, stderr) => {
+    execFile(nodeCommand(), [FERRY_MAIN, ...args], { cwd, timeout: 30_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
@@ -225,7 +226,7 @@ describe('the ferry command without an agent', () => {
     const cfg = join(dir, 'elsewhere.json');
     writeFileSync(cfg, JSON.stringify({ data: 'from-env' }));
     const r = await new Promise<Ran>((resolve) =>
-      execFile(process.execPath, [FERRY_MAIN, 'status'], { env: { ...process.env, FERRY_CONFIG: cfg } }, (err, stdout, stderr) =>
+      execFile(nodeCommand(), [FERRY_MAIN, 'status'], { env: { ...process.env, FERRY_CONFIG: cfg } }, (err, stdout, stderr) =>
         resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
       ),
     );
@@ -274,7 +275,7 @@ describe('the ferry command without an agent', () => {
 
   it('the start banner of an agent with no app running suggests installing and running one, not a call', async () => {
     const dir = temp.dir('banner');
-    const child = spawn(process.execPath, [FERRY_MAIN, 'start', '--port', '0', '--data', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(nodeCommand(), [FERRY_MAIN, 'start', '--port', '0', '--data', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
     child.stderr.on('data', (b: Buffer) => (err += b.toString()));
     const deadline = Date.now() + 20_000;
@@ -289,7 +290,7 @@ describe('the ferry command without an agent', () => {
 
   it('start re-runs itself with the flags app modules need, and SIGTERM checkpoints and stops it', async () => {
     const dir = temp.dir('plain');
-    const child = spawn(process.execPath, [FERRY_MAIN, 'start', '--port', '0', '--samples', '--data', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(nodeCommand(), [FERRY_MAIN, 'start', '--port', '0', '--samples', '--data', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
     child.stderr.on('data', (b: Buffer) => (err += b.toString()));
     const deadline = Date.now() + 20_000;

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FERRY_MAIN, startAgentProcess, type AgentProcess } from '../helpers/agent-process.js';
 import { Temp } from '../heap/graph.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
 
 const temp = new Temp();
 
@@ -19,7 +20,7 @@ interface Ran {
 
 function ferry(args: string[]): Promise<Ran> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [FERRY_MAIN, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
+    execFile(nodeCommand(), [FERRY_MAIN, ...args], { timeout: 30_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
@@ -27,7 +28,7 @@ function ferry(args: string[]): Promise<Ran> {
 
 /** `ferry logs ... --follow` as its own process, its output collected. */
 function follow(args: string[]): { child: ChildProcess; out: () => string; err: () => string; exit: Promise<number | null>; until(re: RegExp, what: string): Promise<void> } {
-  const child = spawn(process.execPath, [FERRY_MAIN, 'logs', ...args, '--follow'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(nodeCommand(), [FERRY_MAIN, 'logs', ...args, '--follow'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout!.on('data', (b: Buffer) => (out += b.toString()));

@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startAgentProcess } from '../helpers/agent-process.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
 
 const repo = process.cwd();
 const dir = mkdtempSync(join(tmpdir(), 'ferry-install-'));
@@ -38,7 +39,7 @@ function userEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const keep = new Set(['npm_config_cache', 'npm_config_registry', 'npm_config_userconfig', 'npm_config_globalconfig', 'npm_config_cafile']);
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!/^npm_/i.test(k) || keep.has(k.toLowerCase())) env[k] = v;
-  env.PATH = [dirname(process.execPath), process.env.PATH ?? ''].join(delimiter);
+  env.PATH = [dirname(nodeCommand()), process.env.PATH ?? ''].join(delimiter);
   return { ...env, ...extra };
 }
 

@@ -13,6 +13,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { controlRequest } from '../../agent/cli/control-client.js';
 import { AGENT_NODE_FLAGS } from '../../agent/runtime/sandbox.js';
 import { startAgentProcess } from '../helpers/agent-process.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
 
 const repo = process.cwd();
 const dir = mkdtempSync(join(tmpdir(), 'ferry-pack-'));
@@ -47,17 +48,17 @@ describe('npm pack', () => {
     symlinkSync(join(repo, 'node_modules'), join(root, 'node_modules'), 'dir');
     const main = join(root, 'dist', 'agent', 'cli', 'main.js');
     const version = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
-    expect(execFileSync(process.execPath, [main, '--version'], { encoding: 'utf8' })).toBe(`ferry ${version.version}\n`);
+    expect(execFileSync(nodeCommand(), [main, '--version'], { encoding: 'utf8' })).toBe(`ferry ${version.version}\n`);
 
     const data = join(dir, 'data');
-    const agent = startAgentProcess(data, [], { argv: [process.execPath, ...AGENT_NODE_FLAGS, main, 'start', '--samples', '--port', '0', '--data', data] });
+    const agent = startAgentProcess(data, [], { argv: [nodeCommand(), ...AGENT_NODE_FLAGS, main, 'start', '--samples', '--port', '0', '--data', data] });
     const exited = new Promise<number | null>((r) => agent.proc.on('exit', (code) => r(code)));
     try {
       await agent.ready;
       // The sample apps came from the package's own apps/ folder.
       expect(existsSync(join(root, 'apps', 'counter.mjs'))).toBe(true);
       const out = await new Promise<string>((resolve, reject) =>
-        execFile(process.execPath, [main, 'call', 'counter', 'increment', '--data', data], (err, stdout) => (err ? reject(err) : resolve(stdout))),
+        execFile(nodeCommand(), [main, 'call', 'counter', 'increment', '--data', data], (err, stdout) => (err ? reject(err) : resolve(stdout))),
       );
       expect(out).toBe('count: 1\n');
       await controlRequest(data, 'shutdown');

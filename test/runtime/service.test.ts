@@ -15,6 +15,7 @@ import { AGENT_NODE_FLAGS } from '../../agent/runtime/sandbox.js';
 import { FERRY_MAIN, runFerry, startAgentProcess, type AgentProcess } from '../helpers/agent-process.js';
 import { groupPids, signalGroup, stopLikeSystemd, until } from '../helpers/process-group.js';
 import { Temp } from '../heap/graph.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
 
 const temp = new Temp();
 afterAll(() => temp.cleanup());
@@ -96,7 +97,7 @@ describe('ferry service install', () => {
     const argv = execArgv(unit.get('Service.ExecStart')!);
     const main = argv[1 + AGENT_NODE_FLAGS.length]!;
     // The agent's Node flags are given: the agent is the main process, with no wrapper.
-    expect(argv).toEqual([process.execPath, ...AGENT_NODE_FLAGS, main, 'start', '--config', '/etc/ferry/ferry.config.json']);
+    expect(argv).toEqual([nodeCommand(), ...AGENT_NODE_FLAGS, main, 'start', '--config', '/etc/ferry/ferry.config.json']);
     expect(main).toMatch(/\/dist\/agent\/cli\/main\.js$/);
     expect(existsSync(main)).toBe(true);
     expect(readFileSync(main, 'utf8')).toBe(readFileSync(FERRY_MAIN, 'utf8'));
@@ -176,7 +177,7 @@ describe('ferry service install', () => {
     let as: { uid?: number; gid?: number } = {};
     if (process.getuid!() === 0) {
       // Run by root here (CI): run the command as nobody, if nobody can read it.
-      const probe = spawnSync(process.execPath, ['-e', `require('fs').accessSync(${JSON.stringify(FERRY_MAIN)}, require('fs').constants.R_OK)`], { uid: 65534, gid: 65534, cwd: tmpdir() });
+      const probe = spawnSync(nodeCommand(), ['-e', `require('fs').accessSync(${JSON.stringify(FERRY_MAIN)}, require('fs').constants.R_OK)`], { uid: 65534, gid: 65534, cwd: tmpdir() });
       if (probe.status !== 0) ctx.skip(); // the checkout is not readable by other users
       as = { uid: 65534, gid: 65534 };
     }

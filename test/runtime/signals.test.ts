@@ -14,6 +14,7 @@ import { controlRequest } from '../../agent/cli/control-client.js';
 import { FERRY_MAIN, startAgentProcess } from '../helpers/agent-process.js';
 import { caughtAsync } from '../helpers/ferry-error.js';
 import { alive, until } from '../helpers/process-group.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
 
 const dirs: string[] = [];
 const procs: ChildProcess[] = [];
@@ -44,7 +45,7 @@ interface Started {
 async function start(): Promise<Started> {
   const dataDir = mkdtempSync(join(tmpdir(), 'ferry-signals-'));
   dirs.push(dataDir);
-  const wrapper = spawn(process.execPath, [FERRY_MAIN, 'start', '--port', '0', '--data', dataDir], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const wrapper = spawn(nodeCommand(), [FERRY_MAIN, 'start', '--port', '0', '--data', dataDir], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   procs.push(wrapper);
   let out = '';
   wrapper.stdout!.on('data', (d: Buffer) => (out += d.toString()));

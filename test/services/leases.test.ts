@@ -8,6 +8,7 @@ import { ManualClock, type HeldLease, type ServiceDescription } from '../../agen
 import { encodeEnvelope } from '../../transports/envelope.js';
 import { BROKERS, type TestBroker } from '../helpers/brokers.js';
 import { codeOf, Devices, until } from './helpers.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -208,7 +209,7 @@ describe.each(BROKERS)('leases over %s', (_name, start) => {
   it('a provider process killed: its will ends it, holders are told, an alternate is found', async () => {
     const backup = await devs.start('zz-backup9', { grantor: true });
     await backup.offer({ name: 'pen', type: 'plotter', attrs: { color: true }, exclusive: true });
-    const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', join(here, 'fixtures/provider.ts'), broker.url, 'aa-child9', devs.dir, 'plotter', 'pen'], {
+    const child: ChildProcess = spawn(nodeCommand(), ['--import', 'tsx', join(here, 'fixtures/provider.ts'), broker.url, 'aa-child9', devs.dir, 'plotter', 'pen'], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     try {

@@ -8,12 +8,13 @@ import { LeaseGrantor, ManualClock, SpaceHost } from '../../agent/services/index
 import { openStore } from '../../store/index.js';
 import { connectBus } from '../../transports/index.js';
 import { BROKERS, type TestBroker } from '../helpers/brokers.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
 
 const CHILD = fileURLToPath(new URL('../helpers/space-crash-child.ts', import.meta.url));
 
 /** Runs the child until it reports its acknowledged writes and takes, then SIGKILLs it. */
 async function runAndKill(dir: string, stateFile: string, url: string): Promise<{ written: number[]; taken: number[] }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dir, stateFile, url], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(nodeCommand(), ['--import', 'tsx', CHILD, dir, stateFile, url], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));

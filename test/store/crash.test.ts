@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openStore, type Durability } from '../../store/index.js';
 import { WarmChild } from '../helpers/killed-child.js';
+import { scaled } from '../helpers/scale.js';
 import { CRASH_APP, checkpointPlan, lineContent, stateFor } from '../helpers/store-crash-model.mjs';
 
 /**
@@ -112,17 +113,21 @@ async function crashLoop(durability: Durability, segmentBytes: number, kills: nu
   return { versions: head, acked: lastAck, kills: i };
 }
 
+// Kills and versions: 140/300 and 80/150, fewer in the emulated ARM64 job (test/helpers/scale.ts).
+const FULL = { kills: scaled(140, 10), versions: scaled(300, 20) };
+const BATCHED = { kills: scaled(80, 6), versions: scaled(150, 10) };
+
 describe('store crash consistency under SIGKILL', () => {
-  it('full durability: 140 kills, every kept version whole, every acknowledged commit kept', async () => {
-    const { versions, kills } = await crashLoop('full', 16 * 1024, 140, 300);
-    expect(kills).toBeGreaterThanOrEqual(140);
+  it(`full durability: ${FULL.kills} kills, every kept version whole, every acknowledged commit kept`, async () => {
+    const { versions, kills } = await crashLoop('full', 16 * 1024, FULL.kills, FULL.versions);
+    expect(kills).toBeGreaterThanOrEqual(FULL.kills);
     // The loop made real progress: many checkpoints, so compaction and segment reuse happened.
-    expect(versions).toBeGreaterThan(300);
+    expect(versions).toBeGreaterThan(FULL.versions);
   }, 360_000);
 
-  it('batched durability: 80 kills, same guarantees against a process crash', async () => {
-    const { versions, kills } = await crashLoop('batched', 16 * 1024, 80, 150);
-    expect(kills).toBeGreaterThanOrEqual(80);
-    expect(versions).toBeGreaterThan(150);
+  it(`batched durability: ${BATCHED.kills} kills, same guarantees against a process crash`, async () => {
+    const { versions, kills } = await crashLoop('batched', 16 * 1024, BATCHED.kills, BATCHED.versions);
+    expect(kills).toBeGreaterThanOrEqual(BATCHED.kills);
+    expect(versions).toBeGreaterThan(BATCHED.versions);
   }, 360_000);
 });

@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FerryError } from '../../core/errors.js';
 import { contentHash, decodeMap, encodeMap, HASH_BYTES, openStore, type LineRecord, type Store, type StoreOptions } from '../../store/index.js';
+import { scaled } from '../helpers/scale.js';
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
@@ -281,8 +282,8 @@ function mix(x: number): number {
   return (x * 7 + 3) & 0xff;
 }
 
-/** Deeper searches: FERRY_PROP_RUNS=500 npx vitest run test/store/property.test.ts */
-const RUNS = Number(process.env.FERRY_PROP_RUNS ?? 30);
+/** Deeper searches: FERRY_PROP_RUNS=500 npx vitest run test/store/property.test.ts; fewer in the emulated ARM64 job (test/helpers/scale.ts). */
+const RUNS = scaled(Number(process.env.FERRY_PROP_RUNS ?? 30), 5);
 
 describe('store against a model (property)', () => {
   const configs: Array<[string, Omit<StoreOptions, 'dir'>]> = [

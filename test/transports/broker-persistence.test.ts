@@ -12,6 +12,7 @@ import { BROKER_STORE_VERSION } from '../../transports/broker-store.js';
 import { startEmbeddedBroker, storeBeforeAck } from '../../transports/embedded-broker.js';
 import { caught, caughtAsync } from '../helpers/ferry-error.js';
 import { Temp } from '../heap/graph.js';
+import { nodeCommand } from '../../agent/runtime/node-command.js';
 
 const temp = new Temp();
 afterEach(() => temp.cleanup());
@@ -21,7 +22,7 @@ const storeFile = () => join(temp.dir('broker'), 'broker.db');
 
 function run(args: string[]): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(nodeCommand(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));

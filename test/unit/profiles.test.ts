@@ -35,6 +35,24 @@ describe('hardware profiles', () => {
     }
   });
 
+  it('every built-in profile has the CPU rating and RAM the device harness needs; a custom profile may leave them out', () => {
+    for (const name of profileNames()) {
+      const p = getProfile(name);
+      expect(p.cpu?.singleCoreMips, name).toBeGreaterThan(0);
+      expect(p.ramBytes, name).toBeGreaterThan(0);
+      expect(p.sources!.some((s) => s.startsWith('cpu: ')), `${name} names the source of its CPU figure`).toBe(true);
+    }
+    // A Zero's core is slower than a Pi 4's, slower than a Pi 5's; the PDA's slower than all.
+    const mips = (n: string) => getProfile(n).cpu!.singleCoreMips;
+    expect(mips('rpi-zero-2w')).toBeLessThan(mips('rpi-4b'));
+    expect(mips('rpi-4b')).toBeLessThan(mips('rpi-5'));
+    expect(mips('palm-pda')).toBeLessThan(mips('rpi-zero-2w'));
+    const { cpu: _c, ramBytes: _r, ...bare } = getProfile('rpi-4b');
+    const p = loadProfileFile(writeJson('bare.json', { ...bare, name: 'bare-board' }));
+    expect(p.cpu).toBeUndefined();
+    expect(p.ramBytes).toBeUndefined();
+  });
+
   it('an unknown name lists the known ones', () => {
     expect(() => getProfile('nokia-3310')).toThrowError(/not built in \(known: rpi-zero-2w/);
     try { getProfile('x'); } catch (e) { expect((e as FerryError).code).toBe('PROFILE_UNKNOWN'); }
@@ -59,6 +77,10 @@ describe('hardware profiles', () => {
     ['unknown service', { ...base, services: ['gpio', 'toaster'] }, /services\[1\] must be one of display/],
     ['typo in a field', { ...base, cacheLineByte: 4096 }, /cacheLineByte is not a known option/],
     ['bad name', { ...base, name: 'My Board' }, /name must be a string matching/],
+    ['cpu rating zero', { ...base, cpu: { cores: 4, singleCoreMips: 0 } }, /cpu\.singleCoreMips must be an integer in 1\.\.1000000, got 0/],
+    ['cpu without cores', { ...base, cpu: { singleCoreMips: 900 } }, /cpu\.cores must be an integer in 1\.\.1024/],
+    ['cpu with an unknown field', { ...base, cpu: { cores: 1, singleCoreMips: 9, mhz: 700 } }, /cpu\.mhz is not a known option/],
+    ['RAM below 64 KiB', { ...base, ramBytes: 1024 }, /ramBytes must be an integer in 65536\.\./],
   ];
   it.each(bad)('refuses %s, naming the field', (_label, value, message) => {
     const path = writeJson('bad.json', value);
