@@ -8,10 +8,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getProfile } from '../../hw-profiles/index.js';
-import { startLinkEmulator, type LinkEmulator } from '../../transports/index.js';
 import { startAedes, startMosquitto, type TestBroker } from '../helpers/brokers.js';
 import { Device, Dirs, pairViaControl } from '../bridge/helpers.js';
-import { DeviceSlot } from '../harness/index.js';
+import { HarnessRig } from '../harness/index.js';
 import { migrate } from './helpers.js';
 import { LoadClient, ledgerSource, readLedger, writeApp } from './load-client.js';
 
@@ -51,29 +50,19 @@ function limitFor(from: Device, to: Device): number {
 describe.each(BROKERS)('ping-pong under load, %s', (_name, startBroker) => {
   const dirs = new Dirs();
   let broker: TestBroker;
-  const links: LinkEmulator[] = [];
-  const slots: DeviceSlot[] = [];
+  const rig = new HarnessRig();
   let pi: Device;
   let phone: Device;
   let palm: Device;
 
   beforeAll(async () => {
     broker = await startBroker();
-    const behind = async (profile: string) => {
-      const l = await startLinkEmulator({ targetPort: broker.port, link: getProfile(profile).link });
-      links.push(l);
-      return l.url;
-    };
-    // Each device on the harness (test/harness/): its profile's CPU share (the PDA's is ~5 % of a core here).
-    const slot = async (profile: string) => {
-      const s = await DeviceSlot.open({ profile });
-      slots.push(s);
-      return s;
-    };
+    // Each device on the harness (test/harness/): its profile's CPU share (the PDA's is ~5 % of a
+    // core here); the phone and the PDA behind their profiles' links, the Pi on the LAN (loopback).
     const tag = `${process.pid}-${Date.now() % 100_000}`;
-    pi = new Device(`pi-${tag}`, 'rpi-4b', dirs.make('pi'), ['--broker', broker.url], await slot('rpi-4b'));
-    phone = new Device(`phone-${tag}`, 'android-phone', dirs.make('phone'), ['--broker', await behind('android-phone')], await slot('android-phone'));
-    palm = new Device(`palm-${tag}`, 'palm-pda', dirs.make('palm'), ['--broker', await behind('palm-pda')], await slot('palm-pda'));
+    pi = new Device(`pi-${tag}`, 'rpi-4b', dirs.make('pi'), ['--broker', broker.url], await rig.slot('rpi-4b'));
+    phone = new Device(`phone-${tag}`, 'android-phone', dirs.make('phone'), ['--broker', await rig.link('android-phone', broker.port)], await rig.slot('android-phone'));
+    palm = new Device(`palm-${tag}`, 'palm-pda', dirs.make('palm'), ['--broker', await rig.link('palm-pda', broker.port)], await rig.slot('palm-pda'));
     await Promise.all([pi.start(), phone.start(), palm.start()]);
     // Paired through the control sockets, the three pairs at once (this test is about the moves).
     await Promise.all([pairViaControl(pi, phone), pairViaControl(pi, palm), pairViaControl(phone, palm)]);
@@ -81,8 +70,7 @@ describe.each(BROKERS)('ping-pong under load, %s', (_name, startBroker) => {
 
   afterAll(async () => {
     await Promise.all([pi?.stop(), phone?.stop(), palm?.stop()]);
-    for (const l of links) await l.close();
-    for (const s of slots) await s.close();
+    await rig.close();
     await broker?.stop();
     dirs.cleanup();
   });

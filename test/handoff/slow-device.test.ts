@@ -9,10 +9,8 @@
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MoveReport } from '../../agent/bridge/move-report.js';
-import { getProfile } from '../../hw-profiles/index.js';
-import { startLinkEmulator, type LinkEmulator } from '../../transports/index.js';
 import { Device, Dirs, pairViaControl } from '../bridge/helpers.js';
-import { DeviceSlot } from '../harness/index.js';
+import { HarnessRig } from '../harness/index.js';
 import { startAedes, type TestBroker } from '../helpers/brokers.js';
 import { migrate } from './helpers.js';
 import { LoadClient } from './load-client.js';
@@ -26,21 +24,15 @@ const TRIES = 4;
 
 describe('handoff rpi-4b → rpi-zero-2w and back at their CPU shares, under the write-heavy load', () => {
   const dirs = new Dirs();
-  const slots: DeviceSlot[] = [];
-  const links: LinkEmulator[] = [];
+  const rig = new HarnessRig();
   let broker: TestBroker;
   let pi: Device;
   let zero: Device;
 
   beforeAll(async () => {
     broker = await startAedes({ persistent: true });
-    const device = async (name: string, profile: string) => {
-      const slot = await DeviceSlot.open({ profile });
-      slots.push(slot);
-      const link = await startLinkEmulator({ targetPort: broker.port, link: getProfile(profile).link });
-      links.push(link);
-      return new Device(`${name}-${process.pid}`, profile, dirs.make(name), ['--broker', link.url], slot);
-    };
+    const device = async (name: string, profile: string) =>
+      new Device(`${name}-${process.pid}`, profile, dirs.make(name), ['--broker', await rig.link(profile, broker.port)], await rig.slot(profile));
     pi = await device('pi4', 'rpi-4b');
     zero = await device('zero', 'rpi-zero-2w');
     await Promise.all([pi.start(), zero.start()]);
@@ -49,15 +41,14 @@ describe('handoff rpi-4b → rpi-zero-2w and back at their CPU shares, under the
 
   afterAll(async () => {
     await Promise.all([pi?.stop(), zero?.stop()]);
-    for (const l of links) await l.close();
-    for (const s of slots) await s.close();
+    await rig.close();
     await broker?.stop();
     dirs.cleanup();
   });
 
   it('each move keeps the limit or aborts cleanly; it gets there and back; every request applied once', async () => {
     // The slots really are throttled: the Zero's share is a fraction of the Pi's.
-    const [piShare, zeroShare] = [slots[0]!.cpu!, slots[1]!.cpu!].map((c) => c.quotaUs / c.periodUs);
+    const [piShare, zeroShare] = [pi.slot!.cpu!, zero.slot!.cpu!].map((c) => c.quotaUs / c.periodUs);
     expect(zeroShare).toBeLessThan(piShare!);
     expect(piShare).toBeLessThan(1);
 
